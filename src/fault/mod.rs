@@ -1,0 +1,193 @@
+//! Faults: what can be broken, and how it is put back.
+//!
+//! Each fault kind lives in one file of this module: its spec struct (as written in the
+//! experiment file), how it resolves targets, how it injects, and how it reverts. Kinds are
+//! registered in one list, [`fault_kinds!`] below; that list generates the [`FaultSpec`] enum
+//! (which the experiment parser reads by key, e.g. `process-kill:`), the JSON Schema entries and
+//! the dispatch to [`Fault`] and to [`revert`].
+//!
+//! Injection returns a serializable [`RevertToken`]; the runner, not the fault, journals it and
+//! later calls [`revert`] with it. Revert must be idempotent: reverting twice, or reverting what
+//! already healed, succeeds.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::experiment::Located;
+
+pub mod process;
+
+/// A boxed future, so that [`Fault`] stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Errors of resolving, injecting or reverting a fault.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    /// The selector matched nothing, or the mode selects nothing from what it matched.
+    #[error("no target: {0}")]
+    NoTarget(String),
+    /// The selector or spec is invalid in a way only visible at resolve time.
+    #[error("invalid target selection: {0}")]
+    InvalidSelection(String),
+    /// Reading the environment (e.g. /proc, a pid file) failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A system call failed while injecting or reverting.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: nix::Error,
+    },
+    /// A revert token could not be read back (corrupt journal entry).
+    #[error("unreadable revert token for {kind}: {source}")]
+    BadToken {
+        /// The fault kind named in the token.
+        kind: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The token names a kind this build does not know.
+    #[error("unknown fault kind {0:?} in revert token")]
+    UnknownKind(String),
+}
+
+/// Result alias of this module.
+pub type Result<T, E = FaultError> = std::result::Result<T, E>;
+
+/// One concrete thing a fault acts on, as reported and journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// What kind of thing: `process`, later `pod`, `deployment`, `node`, `proxy`.
+    pub kind: String,
+    /// Its identity: a pid, `namespace/name`, a proxy name.
+    pub id: String,
+    /// A human description (a process's command line).
+    pub description: String,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} ({})", self.kind, self.id, self.description)
+    }
+}
+
+/// What a fault needs from the runner when it resolves its targets.
+pub struct ResolveCtx<'a> {
+    /// The fault's own seeded generator: derived from the run's seed and the fault's index, so
+    /// a replay with `--seed` makes the same choices from the same candidates.
+    pub rng: &'a mut StdRng,
+}
+
+/// Everything needed to undo an injection, serializable so the journal can keep it across a
+/// crash of rattle itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevertToken {
+    /// The fault kind's key, e.g. `process-pause`.
+    pub kind: String,
+    /// The kind's own data.
+    pub data: serde_json::Value,
+}
+
+/// A fault kind's behaviour. Implemented by each kind's spec struct.
+pub trait Fault: Send + Sync + fmt::Debug {
+    /// Finds the targets this fault would act on now (candidates filtered, then the selection
+    /// mode applied with `ctx.rng`). An empty selection is an error, never a silent pass.
+    fn resolve(&self, ctx: &mut ResolveCtx<'_>) -> Result<Vec<Target>>;
+
+    /// Applies the fault to `targets`. Returns the token that reverts it, or `None` when the
+    /// fault is instantaneous and there is nothing to undo (a kill).
+    fn inject<'a>(&'a self, targets: &'a [Target]) -> BoxFuture<'a, Result<Option<RevertToken>>>;
+
+    /// Does this kind need a `duration` (it holds a state that must be reverted at the end)?
+    fn needs_duration(&self) -> bool;
+
+    /// Checks what can be checked without touching anything (regexes compile, files named
+    /// exist, values are in range). Messages name the field; the caller adds the location.
+    fn validate(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+}
+
+macro_rules! fault_kinds {
+    ($( $key:literal => $variant:ident($ty:ty), revert: $revert:path; )*) => {
+        /// The fault of one experiment entry, by kind. Generated from the registry list.
+        #[derive(Debug, Clone, Serialize)]
+        pub enum FaultSpec {
+            $(
+                #[doc = concat!("`", $key, "`")]
+                #[serde(rename = $key)]
+                $variant($ty),
+            )*
+        }
+
+        /// The keys of all registered fault kinds, as written in experiment files.
+        pub const FAULT_KINDS: &[&str] = &[$($key),*];
+
+        impl FaultSpec {
+            /// The kind's key.
+            pub fn kind(&self) -> &'static str {
+                match self { $(FaultSpec::$variant(_) => $key,)* }
+            }
+
+            /// The kind's behaviour.
+            pub fn fault(&self) -> &dyn Fault {
+                match self { $(FaultSpec::$variant(s) => s,)* }
+            }
+
+            /// Reads the value of key `key` of a fault entry as that kind's spec. `None` when
+            /// `key` is not a registered kind.
+            pub(crate) fn deserialize_kind<'de, A>(
+                key: &str,
+                map: &mut A,
+            ) -> Option<std::result::Result<Located<FaultSpec>, A::Error>>
+            where
+                A: serde::de::MapAccess<'de>,
+            {
+                match key {
+                    $($key => Some(map.next_value::<Located<$ty>>().map(|l| {
+                        Located::at(FaultSpec::$variant(l.value), l.line, l.column)
+                    })),)*
+                    _ => None,
+                }
+            }
+
+            /// JSON Schemas of each kind's entry (`{ "<key>": <spec> }`), for `rattle schema`.
+            pub(crate) fn kind_schemas(
+                generator: &mut schemars::SchemaGenerator,
+            ) -> Vec<(&'static str, schemars::Schema)> {
+                vec![$(($key, generator.subschema_for::<$ty>()),)*]
+            }
+        }
+
+        /// Reverts what a token describes. Idempotent.
+        pub fn revert(token: &RevertToken) -> BoxFuture<'_, Result<()>> {
+            match token.kind.as_str() {
+                $($key => Box::pin($revert(token)),)*
+                other => {
+                    let kind = other.to_string();
+                    Box::pin(async move { Err(FaultError::UnknownKind(kind)) })
+                }
+            }
+        }
+    };
+}
+
+// The registry: one line per fault kind.
+fault_kinds! {
+    "process-kill" => ProcessKill(process::KillSpec), revert: process::revert_kill;
+    "process-pause" => ProcessPause(process::PauseSpec), revert: process::revert_pause;
+}

@@ -1,0 +1,16 @@
+//! rattle: chaos engineering and resilience testing.
+//!
+//! See ARCHITECTURE.md for the map of modules and the flow of one run.
+#![deny(missing_docs)]
+
+pub mod analysis;
+pub mod cli;
+pub mod demo;
+pub mod experiment;
+pub mod fault;
+pub mod load;
+pub mod metrics;
+pub mod plan;
+pub mod probe;
+pub mod report;
+pub mod runner;

@@ -1,0 +1,28 @@
+//! The `rattle` binary: builds the runtime, parses arguments, and maps the one top-level result
+//! to an exit code, in one place.
+
+use clap::Parser;
+
+fn main() {
+    let cli = rattle::cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(rattle::cli::exit::BAD_INPUT);
+        }
+    };
+    let code = match runtime.block_on(rattle::cli::dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            rattle::cli::exit::BAD_INPUT
+        }
+    };
+    // Do not wait for lingering blocking tasks (e.g. a stdin read) once the command is done.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    std::process::exit(code);
+}

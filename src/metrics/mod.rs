@@ -1,0 +1,352 @@
+//! Measurement primitives shared by the load generator, probes, the runner and analysis.
+//!
+//! Every request becomes one compact [`Record`] (intended start, completion, outcome) so that
+//! analysis can compute recovery instants from per-request completions rather than from whole
+//! windows. Alongside, each time window and the whole run get an HdrHistogram, which is what the
+//! progress line and report windows read. Times are microseconds since the run's start
+//! ([`RunClock`]), measured with tokio's clock so logic tests can run on a paused clock.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// The run's time origin: a monotonic instant plus the wall-clock time it corresponds to.
+#[derive(Debug, Clone, Copy)]
+pub struct RunClock {
+    start: Instant,
+    start_unix_ms: i64,
+}
+
+impl RunClock {
+    /// A clock whose origin is now.
+    pub fn start_now() -> Self {
+        let start_unix_ms = jiff::Timestamp::now().as_millisecond();
+        Self {
+            start: Instant::now(),
+            start_unix_ms,
+        }
+    }
+
+    /// The monotonic origin.
+    pub fn origin(&self) -> Instant {
+        self.start
+    }
+
+    /// Wall-clock milliseconds since the Unix epoch at the origin.
+    pub fn start_unix_ms(&self) -> i64 {
+        self.start_unix_ms
+    }
+
+    /// Microseconds since the origin for `at` (0 if `at` is before the origin).
+    pub fn us_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.start).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Microseconds since the origin, now.
+    pub fn now_us(&self) -> u64 {
+        self.us_at(Instant::now())
+    }
+
+    /// The instant `us` microseconds after the origin.
+    pub fn instant_at_us(&self, us: u64) -> Instant {
+        self.start + Duration::from_micros(us)
+    }
+}
+
+/// How one request ended. Everything but `Ok` counts as a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A response with a status the load spec accepts (2xx/3xx by default).
+    Ok,
+    /// A 4xx response.
+    Status4xx,
+    /// A 5xx response.
+    Status5xx,
+    /// The connection was refused.
+    Refused,
+    /// The connection was reset or closed before a full response arrived.
+    Reset,
+    /// No full response within the per-request timeout.
+    Timeout,
+    /// Any other error (DNS, protocol, body read).
+    Other,
+    /// The request could not be sent on time because the in-flight cap was reached; it was never
+    /// sent. Counted so that a saturated target shows, instead of silently lowering the rate.
+    Missed,
+}
+
+impl Outcome {
+    /// All outcomes, in report order.
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Ok,
+        Outcome::Status4xx,
+        Outcome::Status5xx,
+        Outcome::Refused,
+        Outcome::Reset,
+        Outcome::Timeout,
+        Outcome::Other,
+        Outcome::Missed,
+    ];
+
+    /// True for a successful request.
+    pub fn is_ok(self) -> bool {
+        self == Outcome::Ok
+    }
+
+    /// The stable name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Status4xx => "status_4xx",
+            Outcome::Status5xx => "status_5xx",
+            Outcome::Refused => "refused",
+            Outcome::Reset => "reset",
+            Outcome::Timeout => "timeout",
+            Outcome::Other => "other",
+            Outcome::Missed => "missed",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One request, as analysis sees it. 24 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// When the schedule meant the request to start (µs since run start). Latency is measured
+    /// from here, so a stalled target shows in the percentiles (no coordinated omission).
+    pub intended_us: u64,
+    /// When the response (or error) completed (µs since run start). For `Missed`, the instant the
+    /// request was given up.
+    pub done_us: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl Record {
+    /// Latency from the intended start, in µs.
+    pub fn latency_us(&self) -> u64 {
+        self.done_us.saturating_sub(self.intended_us)
+    }
+}
+
+/// Counts per outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeCounts([u64; 8]);
+
+impl OutcomeCounts {
+    /// Add one.
+    pub fn add(&mut self, outcome: Outcome) {
+        self.0[outcome.index()] += 1;
+    }
+    /// Add all of `other`.
+    pub fn merge(&mut self, other: &OutcomeCounts) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+    /// How many ended so.
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        self.0[outcome.index()]
+    }
+    /// All requests counted, missed included.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+    /// Successful requests.
+    pub fn ok(&self) -> u64 {
+        self.get(Outcome::Ok)
+    }
+    /// Failed requests, missed included.
+    pub fn failed(&self) -> u64 {
+        self.total() - self.ok()
+    }
+    /// Requests actually sent (everything but missed).
+    pub fn sent(&self) -> u64 {
+        self.total() - self.get(Outcome::Missed)
+    }
+}
+
+/// A new latency histogram: 1 µs to 1 hour, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    // 1..=3_600_000_000 µs with 3 significant figures is always a valid configuration.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!("sigfig 3 is valid")))
+}
+
+/// One time window of the run.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Start of the window, µs since run start.
+    pub start_us: u64,
+    /// Outcome counts of requests that completed in this window.
+    pub counts: OutcomeCounts,
+    /// Latencies (µs, from intended start) of requests that completed in this window, all
+    /// outcomes but `Missed`.
+    pub latency: Histogram<u64>,
+}
+
+struct Inner {
+    window_us: u64,
+    keep_records: bool,
+    records: Vec<Record>,
+    windows: Vec<Window>,
+    total: OutcomeCounts,
+    total_latency: Histogram<u64>,
+}
+
+/// Thread-safe sink of request records: per-request log (optional), per-window histograms and a
+/// whole-run histogram. Cheap to clone (an `Arc`).
+#[derive(Clone)]
+pub struct Recording {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Recording {
+    /// A recording with windows of `window` (at least 1 ms). `keep_records` keeps every record
+    /// for analysis (24 bytes a request); without it memory is flat however long the run.
+    pub fn new(window: Duration, keep_records: bool) -> Self {
+        let window_us = u64::try_from(window.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1_000);
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                window_us,
+                keep_records,
+                records: Vec::new(),
+                windows: Vec::new(),
+                total: OutcomeCounts::default(),
+                total_latency: new_histogram(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the data inconsistent in a way that
+        // matters more than losing the run's figures, so recover the guard.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Window length in µs.
+    pub fn window_us(&self) -> u64 {
+        self.lock().window_us
+    }
+
+    /// Record one request.
+    pub fn push(&self, rec: Record) {
+        let mut g = self.lock();
+        g.record_one(rec);
+    }
+
+    /// Record many requests at once (one lock).
+    pub fn push_all(&self, recs: &[Record]) {
+        let mut g = self.lock();
+        for r in recs {
+            g.record_one(*r);
+        }
+    }
+
+    /// A copy of all records so far, in arrival order (not sorted).
+    pub fn records(&self) -> Vec<Record> {
+        self.lock().records.clone()
+    }
+
+    /// Records with index >= `from` (for incremental consumers), and the new length.
+    pub fn records_since(&self, from: usize) -> (Vec<Record>, usize) {
+        let g = self.lock();
+        let from = from.min(g.records.len());
+        (g.records[from..].to_vec(), g.records.len())
+    }
+
+    /// A copy of the windows so far (dense: windows with no requests are present and empty).
+    pub fn windows(&self) -> Vec<Window> {
+        self.lock().windows.clone()
+    }
+
+    /// The window containing `t_us`, if any request completed in it.
+    pub fn window_at(&self, t_us: u64) -> Option<Window> {
+        let g = self.lock();
+        let idx = usize::try_from(t_us / g.window_us).ok()?;
+        g.windows.get(idx).cloned()
+    }
+
+    /// Whole-run counts.
+    pub fn totals(&self) -> OutcomeCounts {
+        self.lock().total
+    }
+
+    /// Whole-run latency histogram.
+    pub fn total_latency(&self) -> Histogram<u64> {
+        self.lock().total_latency.clone()
+    }
+}
+
+impl Inner {
+    fn record_one(&mut self, rec: Record) {
+        let idx = usize::try_from(rec.done_us / self.window_us).unwrap_or(usize::MAX);
+        if idx != usize::MAX {
+            while self.windows.len() <= idx {
+                let start_us = self.windows.len() as u64 * self.window_us;
+                self.windows.push(Window {
+                    start_us,
+                    counts: OutcomeCounts::default(),
+                    latency: new_histogram(),
+                });
+            }
+            let w = &mut self.windows[idx];
+            w.counts.add(rec.outcome);
+            if rec.outcome != Outcome::Missed {
+                w.latency.saturating_record(rec.latency_us().max(1));
+            }
+        }
+        self.total.add(rec.outcome);
+        if rec.outcome != Outcome::Missed {
+            self.total_latency
+                .saturating_record(rec.latency_us().max(1));
+        }
+        if self.keep_records {
+            self.records.push(rec);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_dense_and_counts_add_up() {
+        let r = Recording::new(Duration::from_secs(1), true);
+        r.push(Record {
+            intended_us: 0,
+            done_us: 500,
+            outcome: Outcome::Ok,
+        });
+        r.push(Record {
+            intended_us: 2_000_000,
+            done_us: 2_100_000,
+            outcome: Outcome::Reset,
+        });
+        r.push(Record {
+            intended_us: 2_000_000,
+            done_us: 2_300_000,
+            outcome: Outcome::Missed,
+        });
+        let w = r.windows();
+        assert_eq!(w.len(), 3);
+        assert_eq!(w[1].counts.total(), 0);
+        assert_eq!(w[2].counts.failed(), 2);
+        assert_eq!(w[2].counts.sent(), 1);
+        assert_eq!(w[2].latency.len(), 1);
+        assert_eq!(r.totals().total(), 3);
+        assert_eq!(r.records().len(), 3);
+    }
+}

@@ -1,0 +1,2 @@
+//! The experiment resolved. (Being written.)
+pub mod select;

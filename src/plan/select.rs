@@ -1,0 +1,1 @@
+//! Seeded selection of targets by mode. (Stub; being written.)
