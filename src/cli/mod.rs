@@ -1,10 +1,17 @@
 //! Command-line interface: clap types and dispatch only. Every command returns an
 //! [`ExitCode`]-like number; `main.rs` maps it to the process's exit status in one place.
 
-use clap::{Parser, Subcommand};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::demo::{self, DemoConfig};
-use crate::experiment::HumanDuration;
+use crate::experiment::{self, ExperimentError, HumanDuration};
+use crate::plan;
+use crate::report::Verdict;
+use crate::runner::{self, ProgressMode, RunOptions};
 
 /// Exit codes of rattle (design: 0 passed, 1 a hypothesis or gate failed, 2 bad input or
 /// environment, 3 stopped with all faults reverted, 4 a revert failed).
@@ -23,7 +30,15 @@ pub mod exit {
 
 /// rattle: drive load at a service, inject faults, measure impact and recovery, always revert.
 #[derive(Debug, Parser)]
-#[command(name = "rattle", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "rattle",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Exit codes: 0 passed; 1 a hypothesis failed; 2 bad input or environment; \
+                  3 stopped (all faults reverted); 4 a revert failed.\n\
+                  Start with: rattle run experiments/quickstart.yaml"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -33,8 +48,54 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run an experiment: load, faults, recovery measurement, reports.
+    Run(RunArgs),
+    /// Check experiment files without running them (exit 0 if all are valid, 2 otherwise).
+    Validate {
+        /// Experiment files (YAML or JSON).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the experiment format (for editors' YAML language servers).
+    Schema,
     /// Run the built-in demo service: worker processes behind a round-robin balancer.
     Demo(DemoArgs),
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProgressArg {
+    /// An updating line on a terminal, plain lines otherwise.
+    Auto,
+    /// Plain lines every few seconds.
+    Plain,
+    /// Only the final result.
+    Quiet,
+}
+
+/// `rattle run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The experiment file (YAML or JSON).
+    pub file: PathBuf,
+    /// Directory for the reports [default: reports/<name>-<UTC timestamp>/].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Seed of every random choice (which targets); printed and recorded, so a run can be
+    /// replayed [default: random].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Validate, resolve and print the plan (with the targets that would be chosen now); touch
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Answer yes to confirmation prompts, e.g. before faulting processes that this run did not
+    /// start. Needed in non-interactive use for such experiments.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressArg,
 }
 
 /// `rattle demo`.
@@ -78,8 +139,152 @@ pub enum DemoSub {
 /// Runs the parsed command; returns the exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Run(args) => run_cmd(args).await,
+        Command::Validate { files } => Ok(validate_cmd(&files)),
+        Command::Schema => {
+            let schema = experiment::json_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(exit::OK)
+        }
         Command::Demo(args) => demo_cmd(args).await,
     }
+}
+
+fn print_experiment_error(e: &ExperimentError) {
+    eprintln!("error: {e}");
+}
+
+fn validate_cmd(files: &[PathBuf]) -> i32 {
+    let mut code = exit::OK;
+    for f in files {
+        match experiment::load(f) {
+            Ok(e) => println!(
+                "ok: {} ({}, {} faults)",
+                f.display(),
+                *e.name,
+                e.faults.len()
+            ),
+            Err(e) => {
+                print_experiment_error(&e);
+                code = exit::BAD_INPUT;
+            }
+        }
+    }
+    code
+}
+
+async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
+    let experiment = match experiment::load(&args.file) {
+        Ok(e) => e,
+        Err(e) => {
+            print_experiment_error(&e);
+            return Ok(exit::BAD_INPUT);
+        }
+    };
+    let plan = plan::build(experiment, &args.file, args.seed)
+        .with_context(|| format!("planning {}", args.file.display()))?;
+    if args.dry_run {
+        print!("{}", plan.render(true));
+        println!("dry run: nothing was touched");
+        return Ok(exit::OK);
+    }
+    // Processes that exist before the run were not started by it: faulting them needs a yes.
+    let outside: Vec<String> = plan
+        .faults
+        .iter()
+        .filter_map(|f| f.resolve().ok().map(|t| (f, t)))
+        .flat_map(|(f, targets)| targets.into_iter().map(move |t| format!("{}: {t}", f.name)))
+        .collect();
+    if !outside.is_empty() && !args.yes && !confirm(&outside)? {
+        eprintln!("not confirmed: nothing was touched");
+        return Ok(exit::BAD_INPUT);
+    }
+    let opts = RunOptions {
+        out_dir: args.out,
+        demo_exe: None,
+        progress: match args.progress {
+            ProgressArg::Auto => ProgressMode::Auto,
+            ProgressArg::Plain => ProgressMode::Plain,
+            ProgressArg::Quiet => ProgressMode::Quiet,
+        },
+    };
+    let outcome = runner::run(plan, opts, shutdown_signal()).await?;
+    print_outcome(&outcome);
+    Ok(outcome.exit_code)
+}
+
+fn confirm(targets: &[String]) -> anyhow::Result<bool> {
+    let mut err = std::io::stderr();
+    writeln!(
+        err,
+        "This experiment will act on processes this run did not start:"
+    )?;
+    for t in targets {
+        writeln!(err, "  {t}")?;
+    }
+    if !std::io::stdin().is_terminal() {
+        writeln!(
+            err,
+            "refusing without confirmation: pass --yes to confirm in non-interactive use"
+        )?;
+        return Ok(false);
+    }
+    write!(err, "Continue? [y/N] ")?;
+    err.flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+fn print_outcome(o: &runner::RunOutcome) {
+    let r = &o.report;
+    let verdict = match o.verdict {
+        Verdict::Pass => "PASS",
+        Verdict::Fail => "FAIL",
+        Verdict::Aborted => "ABORTED",
+        Verdict::Error => "ERROR",
+    };
+    println!("{verdict}: {} — {}", r.experiment.name, r.reason);
+    for f in &r.faults {
+        let figures = match &f.recovery {
+            Some(rec) => format!(
+                "impact after {}, {} failed requests, availability {}, recovered {}",
+                rec.time_to_impact_ms
+                    .map(|v| format!("{v:.1} ms"))
+                    .unwrap_or_else(|| "none".into()),
+                rec.failed_requests,
+                rec.availability
+                    .map(|a| format!("{:.3}%", a * 100.0))
+                    .unwrap_or_else(|| "–".into()),
+                rec.time_to_recover_ms
+                    .map(|v| format!("after {v:.1} ms"))
+                    .unwrap_or_else(|| format!(
+                        "never ({})",
+                        rec.reason.clone().unwrap_or_default()
+                    )),
+            ),
+            None => f.error.clone().unwrap_or_else(|| "not fired".into()),
+        };
+        println!("  fault {} ({}): {figures}", f.name, f.kind);
+    }
+    let t = &r.totals;
+    println!(
+        "  load: {} requests, {} failed ({} missed), p50 {} p99 {} max {}",
+        t.requests,
+        t.failed,
+        t.missed,
+        t.p50_ms
+            .map(|v| format!("{v:.2}ms"))
+            .unwrap_or_else(|| "–".into()),
+        t.p99_ms
+            .map(|v| format!("{v:.2}ms"))
+            .unwrap_or_else(|| "–".into()),
+        t.max_ms
+            .map(|v| format!("{v:.2}ms"))
+            .unwrap_or_else(|| "–".into()),
+    );
+    println!("  report: {}", o.report_dir.join("report.json").display());
+    println!("  summary: {}", o.report_dir.join("summary.md").display());
 }
 
 async fn demo_cmd(args: DemoArgs) -> anyhow::Result<i32> {

@@ -1,2 +1,404 @@
-//! The experiment resolved. (Being written.)
+//! The experiment resolved: concrete configurations for the demo, the load and the probes, the
+//! seed, and the fault schedule with each fault's own seed. This is what `--dry-run` prints and
+//! what the runner executes; building it touches nothing.
+//!
+//! Process targets are resolved when their fault fires (the demo's workers do not exist before
+//! setup, and a restarted worker has a new pid), from a generator seeded per fault, so a replay
+//! with the same `--seed` makes the same choice from the same candidates.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::demo::DemoConfig;
+use crate::experiment::{Experiment, Slo};
+use crate::fault::{FaultSpec, ResolveCtx, Target};
+use crate::load::LoadConfig;
+use crate::probe::ProbeConfig;
+
 pub mod select;
+
+/// Errors of building a plan from a valid experiment.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A value that validation accepted could not be converted (should not happen).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field path.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One fault in the schedule.
+#[derive(Debug, Clone)]
+pub struct PlannedFault {
+    /// Index in the experiment's `faults`.
+    pub index: usize,
+    /// Unique name.
+    pub name: String,
+    /// The spec.
+    pub spec: FaultSpec,
+    /// Offset from the start of load.
+    pub at: Duration,
+    /// How long it holds; `None` for instantaneous faults.
+    pub duration: Option<Duration>,
+    /// Seed of this fault's target choice.
+    pub seed: u64,
+}
+
+impl PlannedFault {
+    /// A fresh generator for this fault's choices.
+    pub fn rng(&self) -> StdRng {
+        StdRng::seed_from_u64(self.seed)
+    }
+
+    /// Resolves the targets now, as the runner will when the fault fires.
+    pub fn resolve(&self) -> crate::fault::Result<Vec<Target>> {
+        let mut rng = self.rng();
+        self.spec.fault().resolve(&mut ResolveCtx { rng: &mut rng })
+    }
+}
+
+/// Header names whose values are never written to reports or logs.
+pub fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+    ]
+    .contains(&n.as_str())
+        || ["token", "secret", "key", "password", "auth"]
+            .iter()
+            .any(|s| n.contains(s))
+}
+
+/// The resolved run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The experiment as written.
+    pub experiment: Experiment,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The run's seed.
+    pub seed: u64,
+    /// The demo to start in setup.
+    pub demo: Option<DemoConfig>,
+    /// The load.
+    pub load: Option<LoadConfig>,
+    /// Window length of the load's figures.
+    pub window: Duration,
+    /// The probes.
+    pub probes: Vec<ProbeConfig>,
+    /// Faults, by `at`.
+    pub faults: Vec<PlannedFault>,
+    /// Run length.
+    pub duration: Duration,
+    /// Warm-up before the baseline.
+    pub warmup: Duration,
+    /// Hold period for recovery.
+    pub hold: Duration,
+    /// Longest extension to observe recovery.
+    pub recovery_timeout: Duration,
+}
+
+/// Splits a seed per fault so faults' choices are independent but reproducible.
+fn fault_seed(seed: u64, index: usize) -> u64 {
+    // SplitMix64 step: distinct, well-mixed seeds for consecutive indices.
+    let mut z = seed.wrapping_add((index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Builds the plan of a validated experiment. `seed`: from `--seed`, else random.
+pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<Plan, PlanError> {
+    let seed = seed.unwrap_or_else(rand::random);
+    let invalid = |field: &str, message: String| PlanError::Invalid {
+        field: field.into(),
+        message,
+    };
+    let demo = experiment
+        .setup
+        .as_ref()
+        .and_then(|s| s.demo.as_ref())
+        .map(|d| DemoConfig {
+            replicas: *d.replicas,
+            port: d.port,
+            restart_delay: d.restart_delay.get(),
+            latency: d.latency.get(),
+            health_interval: d.health_interval.get(),
+            exe: None,
+        });
+    let mut window = Duration::from_secs(1);
+    let load = match &experiment.load {
+        None => None,
+        Some(l) => {
+            let h = &l.http;
+            window = h.window.get();
+            let url = crate::experiment::parse::http_url(&h.url)
+                .map_err(|m| invalid("load.http.url", m))?;
+            let method = http::Method::from_bytes(h.method.as_bytes())
+                .map_err(|e| invalid("load.http.method", e.to_string()))?;
+            let mut headers = Vec::new();
+            for (k, v) in &h.headers {
+                let name = http::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|e| invalid("load.http.headers", e.to_string()))?;
+                let mut value = http::HeaderValue::from_str(v)
+                    .map_err(|e| invalid("load.http.headers", e.to_string()))?;
+                value.set_sensitive(is_secret_header(k));
+                headers.push((name, value));
+            }
+            Some(LoadConfig {
+                url,
+                method,
+                headers,
+                body: h.body.clone().map(bytes::Bytes::from).unwrap_or_default(),
+                rate_per_sec: h.rate.per_sec(),
+                ramp: h.ramp.map(|r| r.get()),
+                timeout: h.timeout.get(),
+                max_in_flight: *h.max_in_flight as usize,
+                ok_status: h.ok_status.clone(),
+            })
+        }
+    };
+    let mut probes = Vec::new();
+    for (i, p) in experiment.steady_state.probes.iter().enumerate() {
+        probes.push(ProbeConfig {
+            name: p.name.clone().unwrap_or_else(|| format!("probe-{i}")),
+            url: crate::experiment::parse::http_url(&p.http.url)
+                .map_err(|m| invalid("steady_state.probes.http.url", m))?,
+            expect_status: p.http.expect_status,
+            interval: p.interval.get(),
+            timeout: p.http.timeout.get(),
+        });
+    }
+    let mut faults: Vec<PlannedFault> = experiment
+        .faults
+        .iter()
+        .enumerate()
+        .map(|(index, f)| PlannedFault {
+            index,
+            name: f.name.value.clone(),
+            spec: f.spec.value.clone(),
+            at: f.at.get(),
+            duration: f.duration.as_ref().map(|d| d.get()),
+            seed: fault_seed(seed, index),
+        })
+        .collect();
+    faults.sort_by_key(|f| (f.at, f.index));
+    let ss = &experiment.steady_state;
+    Ok(Plan {
+        seed,
+        demo,
+        load,
+        window,
+        probes,
+        faults,
+        duration: experiment.duration.get(),
+        warmup: ss.warmup.get(),
+        hold: ss.hold.get(),
+        recovery_timeout: ss.recovery_timeout.get(),
+        file: file.to_path_buf(),
+        experiment,
+    })
+}
+
+/// The plan as recorded in report.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanSummary {
+    /// Seed.
+    pub seed: u64,
+    /// Run length (ms).
+    pub duration_ms: u64,
+    /// Warm-up (ms).
+    pub warmup_ms: u64,
+    /// Hold period (ms).
+    pub hold_ms: u64,
+    /// Load, with secret header values redacted.
+    pub load: Option<serde_json::Value>,
+    /// The SLO.
+    pub slo: Slo,
+    /// Faults in firing order.
+    pub faults: Vec<serde_json::Value>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Plan {
+    /// The SLO of the hypothesis.
+    pub fn slo(&self) -> &Slo {
+        &self.experiment.steady_state.slo
+    }
+
+    /// When the baseline ends: the first fault, or the end of the run.
+    pub fn baseline_end(&self) -> Duration {
+        self.faults.first().map(|f| f.at).unwrap_or(self.duration)
+    }
+
+    /// For report.json.
+    pub fn summary(&self) -> PlanSummary {
+        let load = self.experiment.load.as_ref().map(|l| {
+            let mut v = serde_json::to_value(&l.http).unwrap_or_default();
+            if let Some(headers) = v.get_mut("headers").and_then(|h| h.as_object_mut()) {
+                for (k, val) in headers.iter_mut() {
+                    if is_secret_header(k) {
+                        *val = serde_json::Value::String("<redacted>".into());
+                    }
+                }
+            }
+            v
+        });
+        PlanSummary {
+            seed: self.seed,
+            duration_ms: ms(self.duration),
+            warmup_ms: ms(self.warmup),
+            hold_ms: ms(self.hold),
+            load,
+            slo: self.slo().clone(),
+            faults: self
+                .faults
+                .iter()
+                .map(|f| {
+                    serde_json::json!({
+                        "name": f.name,
+                        "kind": f.spec.kind(),
+                        "at_ms": ms(f.at),
+                        "duration_ms": f.duration.map(ms),
+                        "spec": serde_json::to_value(&f.spec).ok()
+                            .and_then(|v| v.get(f.spec.kind()).cloned()),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Human-readable plan for `--dry-run` and the start of a run. With `resolve_now`, each
+    /// fault's targets as they would be chosen now are listed (or why there are none yet).
+    pub fn render(&self, resolve_now: bool) -> String {
+        let e = &self.experiment;
+        let mut s = String::new();
+        let _ = writeln!(s, "experiment {} ({})", *e.name, self.file.display());
+        if let Some(d) = &e.description {
+            let _ = writeln!(s, "  {}", d.trim());
+        }
+        let _ = writeln!(s, "seed {}  (replay with --seed {})", self.seed, self.seed);
+        if let Some(d) = &self.demo {
+            let _ = writeln!(
+                s,
+                "setup: demo service, {} workers behind http://127.0.0.1:{}/ (restart after {}ms)",
+                d.replicas,
+                d.port,
+                d.restart_delay.as_millis()
+            );
+        }
+        match &self.load {
+            Some(l) => {
+                let _ = writeln!(
+                    s,
+                    "load: {} {} at {}/s{}, timeout {}ms, at most {} in flight",
+                    l.method,
+                    l.url,
+                    l.rate_per_sec,
+                    l.ramp
+                        .map(|r| format!(" (ramp {}ms)", r.as_millis()))
+                        .unwrap_or_default(),
+                    l.timeout.as_millis(),
+                    l.max_in_flight
+                );
+            }
+            None => {
+                let _ = writeln!(s, "load: none");
+            }
+        }
+        let slo = serde_json::to_string(self.slo()).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "steady state: warm-up {}ms, baseline until {}ms, hold {}ms, SLO {}",
+            self.warmup.as_millis(),
+            self.baseline_end().as_millis(),
+            self.hold.as_millis(),
+            if self.slo().is_empty() {
+                "none (no request may fail)".to_string()
+            } else {
+                slo
+            }
+        );
+        for p in &self.probes {
+            let _ = writeln!(
+                s,
+                "probe {}: GET {} expects {} every {}ms",
+                p.name,
+                p.url,
+                p.expect_status,
+                p.interval.as_millis()
+            );
+        }
+        for f in &self.faults {
+            let when = match f.duration {
+                Some(d) => format!("at {}ms for {}ms", f.at.as_millis(), d.as_millis()),
+                None => format!("at {}ms", f.at.as_millis()),
+            };
+            let spec = serde_json::to_value(&f.spec)
+                .ok()
+                .and_then(|v| v.get(f.spec.kind()).cloned())
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let _ = writeln!(s, "fault {}: {} {} {}", f.name, f.spec.kind(), when, spec);
+            if resolve_now {
+                match f.resolve() {
+                    Ok(targets) => {
+                        for t in targets {
+                            let _ = writeln!(s, "    would act on {t}");
+                        }
+                    }
+                    Err(e) if self.demo.is_some() => {
+                        let _ = writeln!(
+                            s,
+                            "    targets now: {e} (the demo's workers start in setup; targets are chosen when the fault fires)"
+                        );
+                    }
+                    Err(e) => {
+                        let _ = writeln!(s, "    targets now: {e}");
+                    }
+                }
+            }
+        }
+        let _ = writeln!(
+            s,
+            "duration {}ms (+ up to {}ms to observe recovery)",
+            self.duration.as_millis(),
+            self.recovery_timeout.as_millis()
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_seeds_differ_and_repeat() {
+        assert_eq!(fault_seed(7, 0), fault_seed(7, 0));
+        assert_ne!(fault_seed(7, 0), fault_seed(7, 1));
+        assert_ne!(fault_seed(7, 0), fault_seed(8, 0));
+    }
+
+    #[test]
+    fn secret_headers() {
+        assert!(is_secret_header("Authorization"));
+        assert!(is_secret_header("X-Api-Key"));
+        assert!(is_secret_header("x-auth-token"));
+        assert!(!is_secret_header("Accept"));
+    }
+}

@@ -1,0 +1,248 @@
+//! Semantic checks of a parsed experiment: what serde cannot know (a fault after the end, a
+//! duplicate name, a URL that is not http, a fault kind that needs a duration). All problems are
+//! collected, not just the first, each with its location and field path. Nothing here touches
+//! the environment: it runs before anything is applied.
+
+use std::collections::HashMap;
+
+use super::located::Located;
+use super::parse::Diagnostic;
+use super::spec::{Experiment, HttpLoad};
+use super::values::HumanDuration;
+
+struct Collector(Vec<Diagnostic>);
+
+impl Collector {
+    fn at<T>(&mut self, loc: &Located<T>, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Diagnostic {
+            line: loc.line,
+            column: loc.column,
+            field: field.into(),
+            message: message.into(),
+            snippet: None,
+        });
+    }
+}
+
+/// Checks meaning; returns every problem found.
+pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
+    let mut c = Collector(Vec::new());
+    if *e.version != 1 {
+        c.at(
+            &e.version,
+            "version",
+            format!(
+                "unsupported version {}: this rattle reads version 1",
+                *e.version
+            ),
+        );
+    }
+    let name = e.name.trim();
+    if name.is_empty() {
+        c.at(&e.name, "name", "must not be empty");
+    } else if !name
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        || name.starts_with('.')
+    {
+        c.at(
+            &e.name,
+            "name",
+            "may contain only letters, digits, '-', '_' and '.' (it names the report directory)",
+        );
+    }
+    let duration = e.duration.value;
+    if duration.get().is_zero() {
+        c.at(&e.duration, "duration", "must be above zero");
+    }
+
+    if let Some(demo) = e.setup.as_ref().and_then(|s| s.demo.as_ref()) {
+        if !(1..=64).contains(&*demo.replicas) {
+            c.at(
+                &demo.replicas,
+                "setup.demo.replicas",
+                "must be from 1 to 64",
+            );
+        }
+        if demo.port == 0 {
+            c.at(
+                &demo.replicas,
+                "setup.demo.port",
+                "must be a fixed port (the load URL names it)",
+            );
+        }
+    }
+
+    if let Some(load) = &e.load {
+        check_load(&mut c, &load.http);
+    }
+
+    let ss = &e.steady_state;
+    if ss.hold.get().is_zero() {
+        c.at(&ss.hold, "steady_state.hold", "must be above zero");
+    }
+    if *ss.warmup >= duration && !duration.get().is_zero() {
+        c.at(
+            &ss.warmup,
+            "steady_state.warmup",
+            format!(
+                "warm-up {} is not shorter than the run's duration {}",
+                *ss.warmup, duration
+            ),
+        );
+    }
+    if !ss.slo.is_empty() && e.load.is_none() {
+        c.at(
+            &e.name,
+            "steady_state.slo",
+            "an SLO is measured over the load's requests: add `load`",
+        );
+    }
+    for (i, p) in ss.probes.iter().enumerate() {
+        if let Err(msg) = super::parse::http_url(&p.http.url) {
+            c.at(
+                &p.http.url,
+                format!("steady_state.probes[{i}].http.url"),
+                msg,
+            );
+        }
+        if p.interval.get().is_zero() {
+            c.at(
+                &p.interval,
+                format!("steady_state.probes[{i}].interval"),
+                "must be above zero",
+            );
+        }
+    }
+
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, f) in e.faults.iter().enumerate() {
+        let field = |k: &str| format!("faults[{i}].{k}");
+        if f.name.trim().is_empty() {
+            c.at(&f.name, field("name"), "must not be empty");
+        } else if let Some(first) = names.insert(f.name.as_str(), i) {
+            c.at(
+                &f.name,
+                field("name"),
+                format!("duplicate fault name {:?} (also faults[{first}])", *f.name),
+            );
+        }
+        let at = f.at.value;
+        if at <= *ss.warmup {
+            c.at(&f.at, field("at"), format!(
+                "fault at {at} fires before the baseline is measured: it must come after steady_state.warmup ({})",
+                *ss.warmup
+            ));
+        }
+        if at >= duration {
+            c.at(
+                &f.at,
+                field("at"),
+                format!("fault at {at} is not before the end of the run (duration {duration})"),
+            );
+        }
+        let fault = f.spec.fault();
+        match (&f.duration, fault.needs_duration()) {
+            (None, true) => c.at(
+                &f.spec,
+                field("duration"),
+                format!(
+                    "`{}` holds a state until it is reverted: add `duration`",
+                    f.spec.kind()
+                ),
+            ),
+            (Some(d), false) => c.at(
+                d,
+                field("duration"),
+                format!("`{}` is instantaneous: remove `duration`", f.spec.kind()),
+            ),
+            (Some(d), true) => {
+                if d.get().is_zero() {
+                    c.at(d, field("duration"), "must be above zero");
+                }
+                let end = HumanDuration(at.get() + d.get());
+                if end > duration {
+                    c.at(
+                        d,
+                        field("duration"),
+                        format!(
+                            "fault ends at {end}, after the end of the run (duration {duration})"
+                        ),
+                    );
+                }
+            }
+            (None, false) => {}
+        }
+        if let Err(msg) = fault.validate() {
+            c.at(&f.spec, format!("faults[{i}].{}", f.spec.kind()), msg);
+        }
+    }
+
+    if c.0.is_empty() { Ok(()) } else { Err(c.0) }
+}
+
+fn check_load(c: &mut Collector, h: &HttpLoad) {
+    if let Err(msg) = super::parse::http_url(&h.url) {
+        c.at(&h.url, "load.http.url", msg);
+    }
+    if http::Method::from_bytes(h.method.as_bytes()).is_err() {
+        c.at(
+            &h.method,
+            "load.http.method",
+            format!("{:?} is not an HTTP method", *h.method),
+        );
+    }
+    for (k, v) in &h.headers {
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            c.at(
+                &h.url,
+                format!("load.http.headers.{k}"),
+                "not a valid header name",
+            );
+        } else if http::HeaderValue::from_str(v).is_err() {
+            c.at(
+                &h.url,
+                format!("load.http.headers.{k}"),
+                "not a valid header value",
+            );
+        }
+    }
+    if *h.max_in_flight == 0 {
+        c.at(
+            &h.max_in_flight,
+            "load.http.max_in_flight",
+            "must be at least 1",
+        );
+    }
+    if h.window.get() < std::time::Duration::from_millis(10) {
+        c.at(&h.window, "load.http.window", "must be at least 10ms");
+    }
+    if h.timeout.get().is_zero() {
+        c.at(&h.url, "load.http.timeout", "must be above zero");
+    }
+    if let Some(codes) = &h.ok_status
+        && let Some(bad) = codes.iter().find(|s| !(100..=599).contains(*s))
+    {
+        c.at(
+            &h.url,
+            "load.http.ok_status",
+            format!("{bad} is not an HTTP status code"),
+        );
+    }
+}
+
+/// An http:// URL with a host.
+pub(super) fn check_http_url_impl(url: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(format!("{url:?}: https is not supported yet; use http://")),
+        _ => return Err(format!("{url:?}: expected an http:// URL")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?}: the URL has no host"));
+    }
+    Ok(uri)
+}
