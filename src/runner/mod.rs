@@ -638,11 +638,6 @@ fn analyse(
 ) -> Report {
     let plan = &s.plan;
     let sorted = s.sorted_records();
-    let observed_until_us = sorted
-        .last()
-        .map(|r| r.done_us)
-        .unwrap_or(0)
-        .max(load_end_us);
     let states = lock(&s.faults).clone();
     let mut any_unrecovered = None;
     let faults: Vec<report::FaultReport> = plan
