@@ -35,6 +35,9 @@ use crate::plan::select;
 /// The `kind` of the targets this module resolves.
 pub const TARGET_KIND: &str = "process";
 
+/// The key of `process-pause`, which its revert tokens carry.
+const PAUSE_KIND: &str = "process-pause";
+
 /// Longest target description (the command line) kept, in characters: enough to recognise a
 /// process in a report without pasting a JVM's classpath into it.
 const DESCRIPTION_MAX: usize = 200;
@@ -174,12 +177,12 @@ impl Fault for PauseSpec {
                 // stopped with no token to resume them.
                 let _ = resume(&stopped);
                 FaultError::BadToken {
-                    kind: "process-pause".to_string(),
+                    kind: PAUSE_KIND.to_string(),
                     source,
                 }
             })?;
             Ok(Some(RevertToken {
-                kind: "process-pause".to_string(),
+                kind: PAUSE_KIND.to_string(),
                 data,
             }))
         })
