@@ -4,7 +4,7 @@
 //! Targets are local processes found by scanning `/proc`, picked by pid, pid file, executable
 //! name or a regex over the command line (all given selectors must match), then narrowed by the
 //! entry's [`Mode`] through the seeded [`crate::plan::select::choose`]. Both kinds share one
-//! selector ([`Selector`], a borrowed view of the fields they both list) rather than a nested
+//! selector (`Selector`, a borrowed view of the fields they both list) rather than a nested
 //! struct, because `#[serde(flatten)]` would break `deny_unknown_fields` and error locations.
 //!
 //! Safety shapes most of this file. Rattle never signals pid 1, itself, or any of its ancestors
@@ -54,7 +54,7 @@ pub struct KillSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<PathBuf>,
     /// Select processes whose name is exactly this: the kernel's name for it
-    /// (/proc/<pid>/comm, at most 15 characters) or the file name of its argv[0].
+    /// (`/proc/<pid>/comm`, at most 15 characters) or the file name of its `argv[0]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Select processes whose command line (arguments joined by spaces) matches this regular
@@ -84,7 +84,7 @@ pub struct PauseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<PathBuf>,
     /// Select processes whose name is exactly this: the kernel's name for it
-    /// (/proc/<pid>/comm, at most 15 characters) or the file name of its argv[0].
+    /// (`/proc/<pid>/comm`, at most 15 characters) or the file name of its `argv[0]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Select processes whose command line (arguments joined by spaces) matches this regular
@@ -388,7 +388,7 @@ impl Selector<'_> {
     }
 
     /// Scans /proc, keeps the processes every given selector matches and rattle may touch,
-    /// and applies the mode. Assumes [`Selector::validate`] passed.
+    /// and applies the mode. Assumes `Selector::validate` passed.
     fn resolve(&self, rng: &mut StdRng) -> Result<Vec<Target>> {
         let pattern =
             self.pattern.map(Regex::new).transpose().map_err(|e| {
