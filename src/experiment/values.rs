@@ -480,7 +480,8 @@ mod tests {
         assert!(p.holds_fraction(0.995));
         assert!(!p.holds_fraction(0.99));
         assert!("200ms".parse::<DurationThreshold>().is_err());
-        assert!("< 200".parse::<PercentThreshold>().is_ok());
+        assert!("< 20".parse::<PercentThreshold>().is_ok());
+        assert!("< 200".parse::<PercentThreshold>().is_err());
         assert!("=< 2".parse::<PercentThreshold>().is_err());
     }
 }

@@ -29,8 +29,15 @@ duration: 12s
 fn validate(content: &str) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write(dir.path(), "exp.yaml", content);
-    let out = rattle().arg("validate").arg(&path).output().expect("run rattle");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = rattle()
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .expect("run rattle");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Asserts exit 2 and that stderr contains each of `needles`.
@@ -53,8 +60,17 @@ fn every_example_validates() {
     let mut n = 0;
     for entry in std::fs::read_dir(repo().join("experiments")).expect("experiments/") {
         let path = entry.expect("entry").path();
-        let out = rattle().arg("validate").arg(&path).output().expect("run rattle");
-        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        let out = rattle()
+            .arg("validate")
+            .arg(&path)
+            .output()
+            .expect("run rattle");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         n += 1;
     }
     assert!(n >= 1);
@@ -68,72 +84,160 @@ fn syntax_error_names_line_and_column() {
 #[test]
 fn unknown_field_is_an_error_with_its_path() {
     let bad = GOOD.replace("rate: 50/s", "rate: 50/s, rat: 2");
-    rejects(&bad, &["exp.yaml:6:", "field `load.http", "unknown field `rat`"]);
+    rejects(
+        &bad,
+        &["exp.yaml:6:", "field `load.http", "unknown field `rat`"],
+    );
 }
 
 #[test]
 fn unknown_top_level_field() {
-    rejects(&format!("{GOOD}stop_whenn: x\n"), &["exp.yaml:19:1", "unknown field `stop_whenn`"]);
+    rejects(
+        &format!("{GOOD}stop_whenn: x\n"),
+        &["exp.yaml:19:1", "unknown field `stop_whenn`"],
+    );
 }
 
 #[test]
 fn bad_duration_rate_and_percent_name_the_field() {
-    rejects(&GOOD.replace("at: 3s", "at: 3 parsecs"), &["exp.yaml:12:9", "field `faults[0].at`", "invalid duration"]);
-    rejects(&GOOD.replace("rate: 50/s", "rate: 50/y"), &["exp.yaml:6:", "field `load.http.rate`", "invalid rate"]);
-    rejects(&GOOD.replace(">= 99%", ">= 101%"), &["exp.yaml:9:", "field `steady_state.slo.success_rate`", "between 0% and 100%"]);
-    rejects(&GOOD.replace("< 100ms", "100ms"), &["field `steady_state.slo.p99`", "expected an operator"]);
+    rejects(
+        &GOOD.replace("at: 3s", "at: 3 parsecs"),
+        &["exp.yaml:12:9", "field `faults[0].at`", "invalid duration"],
+    );
+    rejects(
+        &GOOD.replace("rate: 50/s", "rate: 50/y"),
+        &["exp.yaml:6:", "field `load.http.rate`", "invalid rate"],
+    );
+    rejects(
+        &GOOD.replace(">= 99%", ">= 101%"),
+        &[
+            "exp.yaml:9:",
+            "field `steady_state.slo.success_rate`",
+            "between 0% and 100%",
+        ],
+    );
+    rejects(
+        &GOOD.replace("< 100ms", "100ms"),
+        &["field `steady_state.slo.p99`", "expected an operator"],
+    );
 }
 
 #[test]
 fn negative_offset_is_an_error() {
-    rejects(&GOOD.replace("at: 3s", "at: -3s"), &["exp.yaml:12:9", "field `faults[0].at`", "must not be negative"]);
+    rejects(
+        &GOOD.replace("at: 3s", "at: -3s"),
+        &[
+            "exp.yaml:12:9",
+            "field `faults[0].at`",
+            "must not be negative",
+        ],
+    );
 }
 
 #[test]
 fn fault_after_the_end_and_before_the_baseline() {
-    rejects(&GOOD.replace("at: 3s", "at: 30s"), &["exp.yaml:12:9", "field `faults[0].at`", "not before the end of the run"]);
-    rejects(&GOOD.replace("duration: 2s", "duration: 20s"), &["exp.yaml:16:", "field `faults[1].duration`", "after the end of the run"]);
-    rejects(&GOOD.replace("at: 3s", "at: 500ms"), &["field `faults[0].at`", "before the baseline"]);
+    rejects(
+        &GOOD.replace("at: 3s", "at: 30s"),
+        &[
+            "exp.yaml:12:9",
+            "field `faults[0].at`",
+            "not before the end of the run",
+        ],
+    );
+    rejects(
+        &GOOD.replace("duration: 2s", "duration: 20s"),
+        &[
+            "exp.yaml:16:",
+            "field `faults[1].duration`",
+            "after the end of the run",
+        ],
+    );
+    rejects(
+        &GOOD.replace("at: 3s", "at: 500ms"),
+        &["field `faults[0].at`", "before the baseline"],
+    );
 }
 
 #[test]
 fn duration_rules_per_kind() {
-    rejects(&GOOD.replace("    duration: 2s\n", ""), &["field `faults[1].duration`", "add `duration`"]);
-    rejects(&GOOD.replace("    at: 3s\n", "    at: 3s\n    duration: 1s\n"), &["field `faults[0].duration`", "instantaneous"]);
+    rejects(
+        &GOOD.replace("    duration: 2s\n", ""),
+        &["field `faults[1].duration`", "add `duration`"],
+    );
+    rejects(
+        &GOOD.replace("    at: 3s\n", "    at: 3s\n    duration: 1s\n"),
+        &["field `faults[0].duration`", "instantaneous"],
+    );
 }
 
 #[test]
 fn fault_kind_mistakes() {
-    rejects(&GOOD.replace("process-kill:", "process-kil:"), &["exp.yaml:13:5", "unknown field `process-kil`", "process-kill"]);
-    rejects(&GOOD.replace("    process-kill: { match: \"rattle demo worker\", mode: one }\n", ""), &["missing the fault kind"]);
     rejects(
-        &GOOD.replace("    process-kill: { match: \"rattle demo worker\", mode: one }\n", "    process-kill: { match: a }\n    process-pause: { match: b }\n"),
+        &GOOD.replace("process-kill:", "process-kil:"),
+        &[
+            "exp.yaml:13:5",
+            "unknown field `process-kil`",
+            "process-kill",
+        ],
+    );
+    rejects(
+        &GOOD.replace(
+            "    process-kill: { match: \"rattle demo worker\", mode: one }\n",
+            "",
+        ),
+        &["missing the fault kind"],
+    );
+    rejects(
+        &GOOD.replace(
+            "    process-kill: { match: \"rattle demo worker\", mode: one }\n",
+            "    process-kill: { match: a }\n    process-pause: { match: b }\n",
+        ),
         &["exactly one kind"],
     );
-    rejects(&GOOD.replace("mode: one", "mode: some"), &["exp.yaml:13:", "unknown variant `some`"]);
+    rejects(
+        &GOOD.replace("mode: one", "mode: some"),
+        &["exp.yaml:13:", "unknown variant `some`"],
+    );
 }
 
 #[test]
 fn duplicate_names_and_keys() {
-    rejects(&GOOD.replace("name: pause", "name: kill"), &["exp.yaml:14:11", "duplicate fault name"]);
-    rejects(&GOOD.replace("name: t\n", "name: t\nname: u\n"), &["exp.yaml:3:1", "duplicate"]);
+    rejects(
+        &GOOD.replace("name: pause", "name: kill"),
+        &["exp.yaml:14:11", "duplicate fault name"],
+    );
+    rejects(
+        &GOOD.replace("name: t\n", "name: t\nname: u\n"),
+        &["exp.yaml:3:1", "duplicate"],
+    );
 }
 
 #[test]
 fn missing_required_fields() {
-    rejects(&GOOD.replace("duration: 12s\n", ""), &["missing field `duration`"]);
+    rejects(
+        &GOOD.replace("duration: 12s\n", ""),
+        &["missing field `duration`"],
+    );
     rejects(&GOOD.replace("name: t\n", ""), &["missing field `name`"]);
 }
 
 #[test]
 fn wrong_version_and_bad_url() {
-    rejects(&GOOD.replace("version: 1", "version: 2"), &["exp.yaml:1:10", "field `version`", "unsupported version 2"]);
-    rejects(&GOOD.replace("\"http://127.0.0.1:18999/\"", "\"ftp://x/\""), &["exp.yaml:6:", "field `load.http.url`", "http://"]);
+    rejects(
+        &GOOD.replace("version: 1", "version: 2"),
+        &["exp.yaml:1:10", "field `version`", "unsupported version 2"],
+    );
+    rejects(
+        &GOOD.replace("\"http://127.0.0.1:18999/\"", "\"ftp://x/\""),
+        &["exp.yaml:6:", "field `load.http.url`", "http://"],
+    );
 }
 
 #[test]
 fn several_problems_are_reported_together() {
-    let bad = GOOD.replace("at: 3s", "at: 30s").replace("name: pause", "name: kill");
+    let bad = GOOD
+        .replace("at: 3s", "at: 30s")
+        .replace("name: pause", "name: kill");
     let (code, err) = validate(&bad);
     assert_eq!(code, 2);
     assert_eq!(err.matches("error: ").count(), 2, "{err}");
@@ -141,13 +245,20 @@ fn several_problems_are_reported_together() {
 
 #[test]
 fn hostile_yaml_is_refused_quickly() {
-    let mut bomb = String::from("version: 1\nname: t\nduration: 1s\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    let mut bomb =
+        String::from("version: 1\nname: t\nduration: 1s\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 1..12 {
         let p = i - 1;
-        bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
     }
     rejects(&bomb, &["exp.yaml:"]);
-    let deep = format!("version: 1\nname: t\nduration: 1s\nx: {}{}\n", "[".repeat(5000), "]".repeat(5000));
+    let deep = format!(
+        "version: 1\nname: t\nduration: 1s\nx: {}{}\n",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
     rejects(&deep, &["exp.yaml"]);
 }
 
@@ -161,7 +272,11 @@ fn files_that_are_not_experiments() {
     let out = rattle().arg("validate").arg(&bin).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not UTF-8"));
-    let out = rattle().arg("validate").arg(dir.path().join("missing.yaml")).output().expect("run");
+    let out = rattle()
+        .arg("validate")
+        .arg(dir.path().join("missing.yaml"))
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
@@ -169,14 +284,29 @@ fn files_that_are_not_experiments() {
 #[test]
 fn json_is_accepted_with_locations() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ok = write(dir.path(), "e.json", r#"{"version": 1, "name": "j", "duration": "5s", "load": {"http": {"url": "http://127.0.0.1:1/", "rate": "5/s"}}}"#);
+    let ok = write(
+        dir.path(),
+        "e.json",
+        r#"{"version": 1, "name": "j", "duration": "5s", "load": {"http": {"url": "http://127.0.0.1:1/", "rate": "5/s"}}}"#,
+    );
     let out = rattle().arg("validate").arg(&ok).output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let bad = write(dir.path(), "b.json", "{\"version\": 1,\n \"name\": \"j\",\n \"duration\": \"5 s\", \"load\": {\"http\": {\"url\": \"http://127.0.0.1:1/\", \"rate\": \"5/s\", \"x\": 1}}}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = write(
+        dir.path(),
+        "b.json",
+        "{\"version\": 1,\n \"name\": \"j\",\n \"duration\": \"5 s\", \"load\": {\"http\": {\"url\": \"http://127.0.0.1:1/\", \"rate\": \"5/s\", \"x\": 1}}}",
+    );
     let out = rattle().arg("validate").arg(&bad).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("b.json:3:") && err.contains("unknown field `x`"), "{err}");
+    assert!(
+        err.contains("b.json:3:") && err.contains("unknown field `x`"),
+        "{err}"
+    );
 }
 
 #[test]

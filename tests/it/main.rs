@@ -2,4 +2,5 @@
 //! talks only to 127.0.0.1, and kills (by pid) every process it starts.
 
 mod experiment;
+mod process;
 mod support;
