@@ -124,59 +124,96 @@ pub fn classify_status(status: StatusCode, ok: Option<&[u16]>) -> Outcome {
 
 /// The outcome of a request that failed with `err`, found by walking its `source()` chain.
 ///
-/// The chain matters because the interesting part is nested: a refused connection arrives as
-/// hyper-util's client error, wrapping the connector's `ConnectError`, wrapping the
-/// `io::Error`. The first link that says something decides: an I/O error kind (refused; reset,
-/// aborted, broken pipe, unexpected EOF), hyper's "incomplete message" or "canceled" (the peer
-/// closed the connection before a full response), a tokio timeout, or a message reading
-/// "connection closed". Anything else is `Other`.
+/// The chain matters because the interesting part is nested. What hyper-util 0.1 / hyper 1
+/// yield on 127.0.0.1 (see `tests/load.rs`):
+/// - refused: `Error(Connect, ConnectError("tcp connect error", io ConnectionRefused))`;
+/// - accepted, then closed before answering: `Error(Canceled, hyper Canceled(IncompleteMessage))`,
+///   or (about one in ten, when the close wins the race with the send)
+///   `Error(Canceled, hyper Canceled("connection was not ready"))`;
+/// - closed after the request was read: `Error(SendRequest, hyper Io(ConnectionReset))`;
+/// - body cut short: `hyper Body(io UnexpectedEof)`, from the body stream, not the request;
+/// - garbage instead of a response: `Error(Canceled, hyper Canceled(UnexpectedMessage))`;
+/// - DNS failure: `Error(Connect, ConnectError("dns error", io Uncategorized))`.
+///
+/// The first link that says something decides: an I/O error kind (refused; reset, aborted,
+/// broken pipe, unexpected EOF), hyper's "incomplete message" (the peer closed the connection
+/// before a full response), any other hyper error without a cause (a protocol error: `Other`),
+/// a tokio timeout, or a message reading "connection closed". A chain that only says "canceled"
+/// is Reset; anything else is `Other`.
 pub fn classify_error(err: &(dyn StdError + 'static)) -> Outcome {
+    // hyper reports a request that died with its connection as `Canceled`, wrapping why: the
+    // connection's own error (which decides, below), or only a message such as "connection was
+    // not ready" (the connection closed between checkout and send), or nothing. Without a more
+    // telling cause, a cancellation is the connection going away: Reset.
+    let mut canceled = false;
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(outcome) = classify_one(e) {
-            return outcome;
+        match classify_one(e) {
+            Link::Decides(outcome) => return outcome,
+            Link::Canceled => canceled = true,
+            Link::Silent => {}
         }
         cur = e.source();
     }
-    Outcome::Other
+    if canceled {
+        Outcome::Reset
+    } else {
+        Outcome::Other
+    }
 }
 
-fn classify_one(e: &(dyn StdError + 'static)) -> Option<Outcome> {
+/// What one link of an error chain says.
+enum Link {
+    Decides(Outcome),
+    /// hyper's `Canceled`: Reset unless a later link says otherwise.
+    Canceled,
+    Silent,
+}
+
+fn classify_one(e: &(dyn StdError + 'static)) -> Link {
     if let Some(io) = e.downcast_ref::<io::Error>() {
         match io.kind() {
-            io::ErrorKind::ConnectionRefused => return Some(Outcome::Refused),
+            io::ErrorKind::ConnectionRefused => return Link::Decides(Outcome::Refused),
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::UnexpectedEof => return Some(Outcome::Reset),
-            io::ErrorKind::TimedOut => return Some(Outcome::Timeout),
+            | io::ErrorKind::UnexpectedEof => return Link::Decides(Outcome::Reset),
+            io::ErrorKind::TimedOut => return Link::Decides(Outcome::Timeout),
             // Other kinds may wrap a more telling error. `io::Error::source` skips the error it
             // wraps (it returns that error's source), so look at the wrapped one here.
             _ => {
                 if let Some(inner) = io.get_ref() {
                     let outcome = classify_error(inner);
                     if outcome != Outcome::Other {
-                        return Some(outcome);
+                        return Link::Decides(outcome);
                     }
                 }
             }
         }
     }
     if let Some(h) = e.downcast_ref::<hyper::Error>() {
-        if h.is_incomplete_message() || h.is_canceled() {
-            return Some(Outcome::Reset);
+        if h.is_incomplete_message() {
+            return Link::Decides(Outcome::Reset);
+        }
+        if h.is_canceled() {
+            return Link::Canceled;
         }
         if h.is_timeout() {
-            return Some(Outcome::Timeout);
+            return Link::Decides(Outcome::Timeout);
+        }
+        // A hyper error with no cause of its own (parse error, unexpected message) is the
+        // server speaking something other than HTTP: a protocol failure, not a reset.
+        if h.source().is_none() {
+            return Link::Decides(Outcome::Other);
         }
     }
     if e.is::<tokio::time::error::Elapsed>() {
-        return Some(Outcome::Timeout);
+        return Link::Decides(Outcome::Timeout);
     }
     if e.to_string().contains("connection closed") {
-        return Some(Outcome::Reset);
+        return Link::Decides(Outcome::Reset);
     }
-    None
+    Link::Silent
 }
 
 #[cfg(test)]
@@ -236,6 +273,86 @@ mod tests {
     fn an_io_error_wrapping_a_chain_is_walked() {
         let e = io::Error::other(wrapped(io::ErrorKind::ConnectionReset));
         assert_eq!(classify_error(&e), Outcome::Reset);
+    }
+
+    /// The error hyper's HTTP/1 client gives when the server end of an in-memory pipe does
+    /// `server` after the request was written.
+    async fn hyper_error_when<F, Fut>(server: F) -> hyper::Error
+    where
+        F: FnOnce(tokio::io::DuplexStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        use tokio::io::AsyncReadExt;
+        let (client_end, mut server_end) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = server_end.read(&mut buf).await;
+            server(server_end).await;
+        });
+        let io = hyper_util::rt::TokioIo::new(client_end);
+        let (mut send, conn) = match hyper::client::conn::http1::handshake(io).await {
+            Ok(pair) => pair,
+            Err(e) => panic!("handshake: {e}"),
+        };
+        tokio::spawn(conn);
+        let req = match Request::get("/").body(Full::new(Bytes::new())) {
+            Ok(r) => r,
+            Err(e) => panic!("request: {e}"),
+        };
+        match send.send_request(req).await {
+            Ok(resp) => match resp.into_body().collect().await {
+                Ok(_) => panic!("the request succeeded"),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        }
+    }
+
+    #[tokio::test]
+    async fn real_hyper_errors_are_classed() {
+        use tokio::io::AsyncWriteExt;
+        let closed = hyper_error_when(|s| async move { drop(s) }).await;
+        assert!(closed.is_incomplete_message(), "{closed:?}");
+        assert_eq!(classify_error(&closed), Outcome::Reset);
+
+        let garbage = hyper_error_when(|mut s| async move {
+            let _ = s.write_all(b"garbage\r\n\r\n").await;
+        })
+        .await;
+        assert_eq!(classify_error(&garbage), Outcome::Other, "{garbage:?}");
+
+        let cut = hyper_error_when(|mut s| async move {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort")
+                .await;
+        })
+        .await;
+        assert_eq!(classify_error(&cut), Outcome::Reset, "{cut:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_closed_connection_is_reset() {
+        let (client_end, server_end) = tokio::io::duplex(4096);
+        drop(server_end);
+        let io = hyper_util::rt::TokioIo::new(client_end);
+        let (mut send, conn) = match hyper::client::conn::http1::handshake(io).await {
+            Ok(pair) => pair,
+            Err(e) => panic!("handshake: {e}"),
+        };
+        // Let the connection see the close and end, as a pooled connection can between
+        // checkout and send.
+        let _ = conn.await;
+        let req = match Request::get("/").body(Full::new(Bytes::new())) {
+            Ok(r) => r,
+            Err(e) => panic!("request: {e}"),
+        };
+        match send.send_request(req).await {
+            Ok(_) => panic!("sent on a closed connection"),
+            Err(e) => {
+                assert!(e.is_canceled(), "{e:?}");
+                assert_eq!(classify_error(&e), Outcome::Reset, "{e:?}");
+            }
+        }
     }
 
     #[test]
