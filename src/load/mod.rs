@@ -107,8 +107,9 @@ pub enum LoadError {
 /// Results of this module.
 pub type Result<T, E = LoadError> = std::result::Result<T, E>;
 
-/// What to send, how often, and what counts as success.
-#[derive(Debug, Clone)]
+/// What to send, how often, and what counts as success. Its `Debug` shows header names but not
+/// their values, and the URL without `user:password@`: either may hold credentials.
+#[derive(Clone)]
 pub struct LoadConfig {
     /// Target URL; `http://` only for now (`https` gives [`LoadError::Unsupported`]).
     pub url: Uri,
@@ -128,6 +129,23 @@ pub struct LoadConfig {
     pub max_in_flight: usize,
     /// Statuses counted as `Ok`; `None` means 200..=399.
     pub ok_status: Option<Vec<u16>>,
+}
+
+impl std::fmt::Debug for LoadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("LoadConfig")
+            .field("url", &redacted(&self.url))
+            .field("method", &self.method)
+            .field("headers", &header_names)
+            .field("body_len", &self.body.len())
+            .field("rate_per_sec", &self.rate_per_sec)
+            .field("ramp", &self.ramp)
+            .field("timeout", &self.timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("ok_status", &self.ok_status)
+            .finish()
+    }
 }
 
 impl LoadConfig {
@@ -158,7 +176,7 @@ impl LoadConfig {
             return Err(LoadError::InvalidOkStatus { status });
         }
         let url_err = |reason| LoadError::InvalidUrl {
-            url: self.url.to_string(),
+            url: redacted(&self.url),
             reason,
         };
         match self.url.scheme_str() {
@@ -166,7 +184,7 @@ impl LoadConfig {
             Some(s) if s.eq_ignore_ascii_case("http") => {}
             Some(s) if s.eq_ignore_ascii_case("https") => {
                 return Err(LoadError::Unsupported {
-                    url: self.url.to_string(),
+                    url: redacted(&self.url),
                     what: "https",
                 });
             }
@@ -176,6 +194,18 @@ impl LoadConfig {
             return Err(url_err("no host"));
         }
         Ok(())
+    }
+}
+
+/// `uri` for messages, without any `user:password@` part.
+fn redacted(uri: &Uri) -> String {
+    let s = uri.to_string();
+    match uri.authority().map(|a| a.as_str()) {
+        Some(auth) if auth.contains('@') => {
+            let host = auth.rsplit('@').next().unwrap_or_default();
+            s.replacen(auth, &format!("***@{host}"), 1)
+        }
+        _ => s,
     }
 }
 
@@ -756,6 +786,31 @@ mod tests {
             c.validate(),
             Err(LoadError::Unsupported { what: "https", .. })
         ));
+    }
+
+    #[test]
+    fn url_credentials_stay_out_of_errors() {
+        let mut c = cfg(1.0, 1, 1);
+        c.url = Uri::from_static("https://user:s3cret@example.com/");
+        let msg = c
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("***@example.com"), "{msg}");
+        assert!(!msg.contains("s3cret"), "{msg}");
+    }
+
+    #[test]
+    fn debug_does_not_show_header_values() {
+        let mut c = cfg(1.0, 1, 1);
+        c.headers = vec![(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        )];
+        let shown = format!("{c:?}");
+        assert!(shown.contains("authorization"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]
