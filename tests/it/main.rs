@@ -2,5 +2,6 @@
 //! talks only to 127.0.0.1, and kills (by pid) every process it starts.
 
 mod experiment;
+mod load;
 mod process;
 mod support;
