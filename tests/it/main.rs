@@ -4,4 +4,5 @@
 mod experiment;
 mod load;
 mod process;
+mod run;
 mod support;
