@@ -1,0 +1,231 @@
+//! The demo supervisor: starts one worker process per slot, watches each, and restarts a dead one
+//! on the same port after a delay, until shutdown begins.
+//!
+//! One tokio task per slot owns that slot's `Child`, so waiting, killing and reaping a worker all
+//! happen in one place and never race each other. The only state shared with the outside is the
+//! pid table (for `worker_pids` and the synchronous kill in `Drop`), the restart counter, and a
+//! cancellation token that means "stop respawning, kill and reap".
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::DemoError;
+use super::worker::SUPERVISOR_PID_ENV;
+
+/// How long `stop` waits for a slot task to kill and reap its worker before killing by pid
+/// itself. Reaping a SIGKILLed process is near instant; this only bounds a pathological case.
+const REAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Least pause between two failed attempts to spawn a worker.
+const SPAWN_RETRY_MIN: Duration = Duration::from_millis(100);
+
+/// What every worker is started with.
+#[derive(Debug, Clone)]
+pub(super) struct WorkerSpec {
+    /// The binary to re-execute.
+    pub exe: PathBuf,
+    /// Passed to the worker as `--latency`.
+    pub latency: Duration,
+    /// Pause between a worker's death and its restart.
+    pub restart_delay: Duration,
+}
+
+/// State shared by the slot tasks and the owner.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Pid of each slot's live worker; `None` between a death and the restart.
+    pids: Mutex<Vec<Option<u32>>>,
+    restarts: AtomicU64,
+    stop: CancellationToken,
+}
+
+impl Shared {
+    fn set_pid(&self, slot: usize, pid: Option<u32>) {
+        // A poisoned lock only means a panic elsewhere; the table itself is always consistent.
+        let mut pids = self.pids.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = pids.get_mut(slot) {
+            *p = pid;
+        }
+    }
+}
+
+/// Running workers and their watchers.
+#[derive(Debug)]
+pub(super) struct Supervisor {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Supervisor {
+    /// Starts one worker per port. If one cannot be spawned, those already started are killed
+    /// and reaped before the error is returned.
+    pub(super) async fn start(spec: WorkerSpec, ports: &[u16]) -> Result<Supervisor, DemoError> {
+        let mut children = Vec::with_capacity(ports.len());
+        for &port in ports {
+            match spawn_worker(&spec, port) {
+                Ok(child) => children.push(child),
+                Err(source) => {
+                    for mut child in children {
+                        let _ = child.start_kill();
+                        let _ = child.wait().await;
+                    }
+                    return Err(DemoError::Spawn {
+                        exe: spec.exe.clone(),
+                        port,
+                        source,
+                    });
+                }
+            }
+        }
+        let shared = Arc::new(Shared {
+            pids: Mutex::new(children.iter().map(Child::id).collect()),
+            ..Shared::default()
+        });
+        let tasks = children
+            .into_iter()
+            .zip(ports)
+            .enumerate()
+            .map(|(slot, (child, &port))| {
+                tokio::spawn(watch(shared.clone(), slot, port, spec.clone(), child))
+            })
+            .collect();
+        Ok(Supervisor { shared, tasks })
+    }
+
+    /// Pids of the live workers.
+    pub(super) fn pids(&self) -> Vec<u32> {
+        let pids = self
+            .shared
+            .pids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        pids.iter().flatten().copied().collect()
+    }
+
+    /// Restarts made so far.
+    pub(super) fn restarts(&self) -> u64 {
+        self.shared.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Stops respawning, SIGKILLs and reaps every worker. Idempotent.
+    pub(super) async fn stop(&mut self) {
+        self.shared.stop.cancel();
+        for task in self.tasks.drain(..) {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(REAP_TIMEOUT, task).await.is_err() {
+                // Dropping the task drops its `Child`, whose kill_on_drop kills it; tokio's
+                // orphan reaper then reaps it.
+                abort.abort();
+            }
+        }
+        // Whatever a stuck task left behind is killed by pid.
+        self.kill_now();
+    }
+
+    /// Synchronous best effort for `Drop`: stop respawning and SIGKILL every known pid. The slot
+    /// tasks (if the runtime still runs) see the cancellation and reap.
+    pub(super) fn kill_now(&self) {
+        self.shared.stop.cancel();
+        for pid in self.pids() {
+            let Ok(raw) = i32::try_from(pid) else {
+                continue;
+            };
+            // Already dead or already reaped: nothing to do.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(raw),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Starts one worker. Its command line reads `<exe> demo worker --port P --latency D`, which is
+/// what a process-kill fault matches on (`rattle demo worker`).
+///
+/// The worker asks for a parent-death signal, which Linux ties to the *thread* that forked it:
+/// this must run on a thread that lives as long as the supervisor (a runtime worker thread, not
+/// a `spawn_blocking` thread, which exits when idle and would take the worker with it).
+fn spawn_worker(spec: &WorkerSpec, port: u16) -> std::io::Result<Child> {
+    let latency = if spec.latency.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", spec.latency.as_millis())
+    } else {
+        format!("{}us", spec.latency.as_micros())
+    };
+    let mut cmd = Command::new(&spec.exe);
+    cmd.args([
+        "demo",
+        "worker",
+        "--port",
+        &port.to_string(),
+        "--latency",
+        &latency,
+    ])
+    .env(SUPERVISOR_PID_ENV, std::process::id().to_string())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    // Workers print only on failure (e.g. cannot bind); that is worth seeing.
+    .stderr(Stdio::inherit())
+    // Own process group: Ctrl-C in a terminal reaches the supervisor only, which then stops
+    // the workers in order, instead of every worker dying at once and being "restarted".
+    .process_group(0)
+    .kill_on_drop(true);
+    cmd.spawn()
+}
+
+/// The life of one slot: wait for the worker to exit, then restart it after the delay, until
+/// the stop token is cancelled; then kill and reap.
+async fn watch(shared: Arc<Shared>, slot: usize, port: u16, spec: WorkerSpec, mut child: Child) {
+    loop {
+        let pid = child.id().unwrap_or(0);
+        let status = tokio::select! {
+            // Stop wins over an exit seen at the same moment, so nothing restarts after it.
+            biased;
+            () = shared.stop.cancelled() => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                shared.set_pid(slot, None);
+                return;
+            }
+            status = child.wait() => status,
+        };
+        shared.set_pid(slot, None);
+        if shared.stop.is_cancelled() {
+            return;
+        }
+        let how = match status {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("wait failed: {e}"),
+        };
+        eprintln!(
+            "rattle demo: worker pid {pid} on port {port} exited ({how}); restarting in {:?}",
+            spec.restart_delay
+        );
+        let mut delay = spec.restart_delay;
+        child = loop {
+            tokio::select! {
+                () = shared.stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            match spawn_worker(&spec, port) {
+                Ok(child) => break child,
+                Err(e) => {
+                    // A floor, so a zero restart delay does not turn a failing spawn into a
+                    // busy loop.
+                    delay = delay.max(SPAWN_RETRY_MIN);
+                    eprintln!(
+                        "rattle demo: cannot restart worker on port {port}: {e}; retrying in {delay:?}"
+                    );
+                }
+            }
+        };
+        shared.set_pid(slot, child.id());
+        shared.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+}
