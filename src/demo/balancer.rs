@@ -311,7 +311,7 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
     };
     // Logged on the transition only: one line per incident, not one per failed request.
     if state.pool.mark_down(i) {
-        eprintln!("rattle demo: worker {upstream} marked down: {failure}");
+        note!("worker {upstream} marked down: {failure}");
     }
     plain(StatusCode::BAD_GATEWAY, "demo worker failed\n")
 }
@@ -330,12 +330,12 @@ async fn health_loop(state: Arc<State>, i: usize, interval: Duration, stop: Canc
         match check(&state.health_client, addr, timeout).await {
             Ok(()) => {
                 if state.pool.mark_up(i) {
-                    eprintln!("rattle demo: worker {addr} is up");
+                    note!("worker {addr} is up");
                 }
             }
             Err(e) => {
                 if state.pool.mark_down(i) {
-                    eprintln!("rattle demo: worker {addr} marked down: health check: {e}");
+                    note!("worker {addr} marked down: health check: {e}");
                 }
             }
         }

@@ -12,6 +12,15 @@
 //! This file ties them together and owns the lifecycle guarantee: whatever happens (error during
 //! start, `shutdown`, a panic that drops [`Demo`]), no worker is left running.
 
+/// One line on stderr, prefixed `rattle demo: `. Unlike `eprintln!`, it never panics: a closed
+/// stderr (e.g. `rattle demo 2>&1 | head`) must not take the balancer or a worker down.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "rattle demo: {}", format_args!($($arg)*));
+    }};
+}
+
 mod balancer;
 mod supervisor;
 mod worker;
@@ -273,12 +282,12 @@ pub async fn run_standalone(
     let demo = Demo::start(cfg).await?;
     // The CLI prints the port it asked for; this line says where it really listens (port 0).
     let pids: Vec<String> = demo.worker_pids().iter().map(u32::to_string).collect();
-    eprintln!(
-        "rattle demo: listening on http://{}/ (worker pids {}); Ctrl-C stops",
+    note!(
+        "listening on http://{}/ (worker pids {}); Ctrl-C stops",
         demo.addr(),
         pids.join(", ")
     );
     shutdown.await;
-    eprintln!("rattle demo: stopping");
+    note!("stopping");
     demo.shutdown().await
 }

@@ -203,8 +203,8 @@ async fn watch(shared: Arc<Shared>, slot: usize, port: u16, spec: WorkerSpec, mu
             Ok(s) => s.to_string(),
             Err(e) => format!("wait failed: {e}"),
         };
-        eprintln!(
-            "rattle demo: worker pid {pid} on port {port} exited ({how}); restarting in {:?}",
+        note!(
+            "worker pid {pid} on port {port} exited ({how}); restarting in {:?}",
             spec.restart_delay
         );
         let mut delay = spec.restart_delay;
@@ -219,9 +219,7 @@ async fn watch(shared: Arc<Shared>, slot: usize, port: u16, spec: WorkerSpec, mu
                     // A floor, so a zero restart delay does not turn a failing spawn into a
                     // busy loop.
                     delay = delay.max(SPAWN_RETRY_MIN);
-                    eprintln!(
-                        "rattle demo: cannot restart worker on port {port}: {e}; retrying in {delay:?}"
-                    );
+                    note!("cannot restart worker on port {port}: {e}; retrying in {delay:?}");
                 }
             }
         };
