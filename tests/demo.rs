@@ -532,3 +532,56 @@ async fn workers_die_with_a_killed_supervisor() {
     })
     .await;
 }
+
+/// Sends raw bytes on a fresh connection, then half-closes it if `hang_up`; returns the status
+/// line (or what went wrong).
+async fn raw_exchange(addr: SocketAddr, request: &[u8], hang_up: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(request).await.ok()?;
+        if hang_up {
+            s.shutdown().await.ok()?;
+        }
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        text.lines().next().map(str::to_owned)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), exchange).await {
+        Ok(Some(line)) => line,
+        Ok(None) => "no answer".into(),
+        Err(_) => "timed out".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_requests_never_mark_a_worker_down() {
+    let mut reaper = Reaper::default();
+    bounded(async {
+        let demo = start(config(2), &mut reaper).await;
+        let addr = demo.addr();
+        let odd: [(&[u8], bool); 6] = [
+            (b"GARBAGE\r\n\r\n", false),
+            (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", false),
+            (b"GET http://[::1]:1/elsewhere HTTP/1.1\r\nHost: x\r\n\r\n", false),
+            (b"GET //elsewhere/x HTTP/1.1\r\nHost: x\r\nConnection: x-a\r\nX-A: 1\r\n\r\n", false),
+            // Body announced but never sent in full: the client hangs up.
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc", true),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", false),
+        ];
+        for (request, hang_up) in odd {
+            let line = raw_exchange(addr, request, hang_up).await;
+            assert!(!line.contains(" 502 ") && !line.contains(" 503 "), "{line}");
+        }
+        // Both workers still serve, in turn, and nothing fails.
+        let client = client();
+        let mut seen = BTreeSet::new();
+        for _ in 0..20 {
+            seen.insert(served_by(&client, addr).await);
+        }
+        assert_eq!(seen, demo.worker_pids().into_iter().collect());
+        assert!(demo.shutdown().await.is_ok());
+    })
+    .await;
+}

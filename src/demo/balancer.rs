@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -44,6 +44,9 @@ const HEALTH_TIMEOUT_MAX: Duration = Duration::from_millis(500);
 const HEALTH_TIMEOUT_MIN: Duration = Duration::from_millis(50);
 /// Least health interval (a zero interval would be a busy loop).
 const HEALTH_INTERVAL_MIN: Duration = Duration::from_millis(10);
+/// Largest request body the balancer buffers before forwarding (the demo workers ignore bodies;
+/// the cap only bounds memory).
+const MAX_REQUEST_BODY: usize = 1 << 20;
 /// Pause between readiness probes while `Demo::start` waits for workers.
 const READY_POLL: Duration = Duration::from_millis(25);
 /// How long `stop` waits for the accept loop to release the port.
@@ -118,9 +121,9 @@ struct State {
     pool: Pool,
     upstreams: Vec<SocketAddr>,
     /// Forwards requests; pooled keep-alive connections, one pool per worker address.
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Full<Bytes>>,
     /// Health checks get their own client so they never queue behind forwarded requests.
-    health_client: Client<HttpConnector, Empty<Bytes>>,
+    health_client: Client<HttpConnector, Full<Bytes>>,
     upstream_timeout: Duration,
 }
 
@@ -231,6 +234,12 @@ impl Balancer {
     }
 }
 
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
 /// A connector for 127.0.0.1 workers: no Nagle delay on small requests, and a bounded connect.
 fn connector() -> HttpConnector {
     let mut c = HttpConnector::new();
@@ -273,15 +282,39 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: Cancellatio
     }
 }
 
-/// Forwards one request to the next worker up, or answers 502/503 itself.
+/// Forwards one request to the next worker up, or answers 4xx/502/503 itself.
+///
+/// Only a failure of the worker may mark it down: everything the client controls (its body,
+/// its request target) is dealt with before a worker is chosen.
 async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (mut parts, body) = req.into_parts();
+    // Buffered first, so a client that stalls or hangs up mid-body costs a worker nothing.
+    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+        }
+        Err(_) => return plain(StatusCode::BAD_REQUEST, "request body unreadable\n"),
+    };
+    // Origin-form targets pass as they are; `*` (OPTIONS) and anything odd become `/`, since
+    // the path is the only part of the target a worker sees.
+    let path = parts
+        .uri
+        .path_and_query()
+        .filter(|pq| pq.as_str().starts_with('/'))
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let Some(i) = state.pool.pick() else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "no demo worker is up\n");
     };
     let upstream = state.upstreams[i];
-    let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let Ok(uri) = format!("http://{upstream}{path}").parse::<Uri>() else {
+    // Built from parts, not from a formatted string, so no input can change the authority.
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(upstream.to_string())
+        .path_and_query(path)
+        .build();
+    let Ok(uri) = uri else {
         return plain(
             StatusCode::BAD_REQUEST,
             "request target cannot be forwarded\n",
@@ -293,7 +326,7 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
     let exchange = async {
         let resp = state
             .client
-            .request(Request::from_parts(parts, body))
+            .request(Request::from_parts(parts, Full::new(body)))
             .await
             .map_err(|e| describe(&e))?;
         let (parts, body) = resp.into_parts();
@@ -344,7 +377,7 @@ async fn health_loop(state: Arc<State>, i: usize, interval: Duration, stop: Canc
 
 /// `GET /health` on one worker: Ok on a 200 within `timeout`.
 async fn check(
-    client: &Client<HttpConnector, Empty<Bytes>>,
+    client: &Client<HttpConnector, Full<Bytes>>,
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<(), String> {

@@ -245,7 +245,9 @@ impl Demo {
 impl Drop for Demo {
     fn drop(&mut self) {
         // Synchronous best effort: it cannot await the reaping, but the kill itself is what
-        // matters; the supervisor's tasks (or tokio's orphan reaper) reap afterwards.
+        // matters; the supervisor's tasks (or tokio's orphan reaper) reap afterwards. After a
+        // complete `shutdown` the pid table is empty and this kills nothing; after an
+        // interrupted one it kills what is left.
         self.balancer.abort();
         self.supervisor.kill_now();
     }

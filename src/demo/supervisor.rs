@@ -129,8 +129,14 @@ impl Supervisor {
         self.kill_now();
     }
 
+    /// Whether stopping has begun (by `stop`, `kill_now` or a drop).
+    pub(super) fn is_stopping(&self) -> bool {
+        self.shared.stop.is_cancelled()
+    }
+
     /// Synchronous best effort for `Drop`: stop respawning and SIGKILL every known pid. The slot
-    /// tasks (if the runtime still runs) see the cancellation and reap.
+    /// tasks (if the runtime still runs) see the cancellation and reap; if it does not, each
+    /// task's `Child` is dropped with the runtime and tokio's orphan reaper takes over.
     pub(super) fn kill_now(&self) {
         self.shared.stop.cancel();
         for pid in self.pids() {
@@ -225,5 +231,14 @@ async fn watch(shared: Arc<Shared>, slot: usize, port: u16, spec: WorkerSpec, mu
         };
         shared.set_pid(slot, child.id());
         shared.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Supervisor {
+    /// Also covers a supervisor dropped before it was wrapped in a `Demo` (a cancelled start).
+    fn drop(&mut self) {
+        if !self.is_stopping() {
+            self.kill_now();
+        }
     }
 }
