@@ -585,3 +585,34 @@ async fn odd_requests_never_mark_a_worker_down() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_outlive_the_thread_that_started_the_demo() {
+    let mut reaper = Reaper::default();
+    bounded(async {
+        // Linux sends the parent-death signal when the *thread* that forked a child exits. Start
+        // the demo from a short-lived thread: its workers must not die with that thread.
+        let handle = tokio::runtime::Handle::current();
+        let started = std::thread::spawn(move || handle.block_on(Demo::start(config(2))))
+            .join()
+            .expect("starter thread");
+        let demo = match started {
+            Ok(d) => d,
+            Err(e) => panic!("demo did not start: {e}"),
+        };
+        let pids = demo.worker_pids();
+        reaper.track(pids.clone());
+        // Give a wrongly delivered SIGKILL time to land, then check nothing died.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(pids.iter().all(|&p| running(p)), "workers died: {pids:?}");
+        assert_eq!(demo.restarts(), 0);
+        let client = client();
+        let mut seen = BTreeSet::new();
+        for _ in 0..10 {
+            seen.insert(served_by(&client, demo.addr()).await);
+        }
+        assert_eq!(seen, pids.iter().copied().collect());
+        assert!(demo.shutdown().await.is_ok());
+    })
+    .await;
+}

@@ -5,6 +5,13 @@
 //! happen in one place and never race each other. The only state shared with the outside is the
 //! pid table (for `worker_pids` and the synchronous kill in `Drop`), the restart counter, and a
 //! cancellation token that means "stop respawning, kill and reap".
+//!
+//! Every worker is forked from one dedicated thread (the [`Spawner`]) because Linux ties a
+//! child's parent-death signal to the *thread* that forked it, not to the process: forked from a
+//! runtime thread that later exits (a `spawn_blocking` thread idling out, or a worker thread
+//! turned blocking by `block_in_place`), a healthy worker would be killed for nothing. The
+//! spawner thread lives exactly as long as someone can still ask for a worker, so workers die
+//! when the supervisor is gone, and not before.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -13,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -67,9 +75,10 @@ impl Supervisor {
     /// Starts one worker per port. If one cannot be spawned, those already started are killed
     /// and reaped before the error is returned.
     pub(super) async fn start(spec: WorkerSpec, ports: &[u16]) -> Result<Supervisor, DemoError> {
+        let spawner = Spawner::start(spec.clone())?;
         let mut children = Vec::with_capacity(ports.len());
         for &port in ports {
-            match spawn_worker(&spec, port) {
+            match spawner.spawn(port).await {
                 Ok(child) => children.push(child),
                 Err(source) => {
                     for mut child in children {
@@ -93,7 +102,14 @@ impl Supervisor {
             .zip(ports)
             .enumerate()
             .map(|(slot, (child, &port))| {
-                tokio::spawn(watch(shared.clone(), slot, port, spec.clone(), child))
+                tokio::spawn(watch(
+                    shared.clone(),
+                    slot,
+                    port,
+                    spec.restart_delay,
+                    spawner.clone(),
+                    child,
+                ))
             })
             .collect();
         Ok(Supervisor { shared, tasks })
@@ -152,12 +168,50 @@ impl Supervisor {
     }
 }
 
+/// A request to the spawner thread: a port, and where to send the started child.
+type SpawnRequest = (u16, oneshot::Sender<std::io::Result<Child>>);
+
+/// Handle on the thread that forks every worker (see the module comment for why one thread).
+/// The thread ends when the last handle is dropped, i.e. when the supervisor and all its slot
+/// tasks are gone; the kernel then SIGKILLs any worker still alive.
+#[derive(Debug, Clone)]
+struct Spawner {
+    requests: std::sync::mpsc::Sender<SpawnRequest>,
+}
+
+impl Spawner {
+    fn start(spec: WorkerSpec) -> Result<Spawner, DemoError> {
+        // tokio's `Command::spawn` registers the child with the runtime's process driver, so the
+        // thread enters the caller's runtime.
+        let runtime = tokio::runtime::Handle::current();
+        let (requests, incoming) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("rattle-demo-spawner".into())
+            .spawn(move || {
+                let _runtime = runtime.enter();
+                while let Ok((port, reply)) = incoming.recv() {
+                    // The asker may have given up (cancelled); the child is then dropped and
+                    // killed by kill_on_drop.
+                    let _ = reply.send(spawn_worker(&spec, port));
+                }
+            })
+            .map_err(|source| DemoError::Io {
+                what: "cannot start the demo's spawner thread".into(),
+                source,
+            })?;
+        Ok(Spawner { requests })
+    }
+
+    async fn spawn(&self, port: u16) -> std::io::Result<Child> {
+        let gone = || std::io::Error::other("the demo's spawner thread is gone");
+        let (reply, answer) = oneshot::channel();
+        self.requests.send((port, reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
 /// Starts one worker. Its command line reads `<exe> demo worker --port P --latency D`, which is
-/// what a process-kill fault matches on (`rattle demo worker`).
-///
-/// The worker asks for a parent-death signal, which Linux ties to the *thread* that forked it:
-/// this must run on a thread that lives as long as the supervisor (a runtime worker thread, not
-/// a `spawn_blocking` thread, which exits when idle and would take the worker with it).
+/// what a process-kill fault matches on (`rattle demo worker`). Runs on the spawner thread only.
 fn spawn_worker(spec: &WorkerSpec, port: u16) -> std::io::Result<Child> {
     let latency = if spec.latency.subsec_nanos() % 1_000_000 == 0 {
         format!("{}ms", spec.latency.as_millis())
@@ -187,7 +241,14 @@ fn spawn_worker(spec: &WorkerSpec, port: u16) -> std::io::Result<Child> {
 
 /// The life of one slot: wait for the worker to exit, then restart it after the delay, until
 /// the stop token is cancelled; then kill and reap.
-async fn watch(shared: Arc<Shared>, slot: usize, port: u16, spec: WorkerSpec, mut child: Child) {
+async fn watch(
+    shared: Arc<Shared>,
+    slot: usize,
+    port: u16,
+    restart_delay: Duration,
+    spawner: Spawner,
+    mut child: Child,
+) {
     loop {
         let pid = child.id().unwrap_or(0);
         let status = tokio::select! {
@@ -211,15 +272,15 @@ async fn watch(shared: Arc<Shared>, slot: usize, port: u16, spec: WorkerSpec, mu
         };
         note!(
             "worker pid {pid} on port {port} exited ({how}); restarting in {:?}",
-            spec.restart_delay
+            restart_delay
         );
-        let mut delay = spec.restart_delay;
+        let mut delay = restart_delay;
         child = loop {
             tokio::select! {
                 () = shared.stop.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
             }
-            match spawn_worker(&spec, port) {
+            match spawner.spawn(port).await {
                 Ok(child) => break child,
                 Err(e) => {
                     // A floor, so a zero restart delay does not turn a failing spawn into a
