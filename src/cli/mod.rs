@@ -133,6 +133,10 @@ pub enum DemoSub {
         /// Delay added to each response.
         #[arg(long, default_value = "0s")]
         latency: HumanDuration,
+        /// The balancer's port (informational: it lets an experiment select the workers of
+        /// one demo by their command line).
+        #[arg(long)]
+        balancer_port: Option<u16>,
     },
 }
 
@@ -288,7 +292,7 @@ fn print_outcome(o: &runner::RunOutcome) {
 }
 
 async fn demo_cmd(args: DemoArgs) -> anyhow::Result<i32> {
-    if let Some(DemoSub::Worker { port, latency }) = args.worker {
+    if let Some(DemoSub::Worker { port, latency, .. }) = args.worker {
         demo::run_worker(port, latency.get()).await?;
         return Ok(exit::OK);
     }

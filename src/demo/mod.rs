@@ -184,6 +184,7 @@ impl Demo {
             exe,
             latency: cfg.latency,
             restart_delay: cfg.restart_delay,
+            balancer_port: addr.port(),
         };
         let supervisor = Supervisor::start(spec, &ports).await?;
         let upstreams = ports

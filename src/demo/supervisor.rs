@@ -43,6 +43,9 @@ pub(super) struct WorkerSpec {
     pub latency: Duration,
     /// Pause between a worker's death and its restart.
     pub restart_delay: Duration,
+    /// The balancer's port, written on the worker's command line (`--balancer-port`) so an
+    /// experiment can select the workers of one demo among several (tests run many at once).
+    pub balancer_port: u16,
 }
 
 /// State shared by the slot tasks and the owner.
@@ -210,8 +213,10 @@ impl Spawner {
     }
 }
 
-/// Starts one worker. Its command line reads `<exe> demo worker --port P --latency D`, which is
-/// what a process-kill fault matches on (`rattle demo worker`). Runs on the spawner thread only.
+/// Starts one worker. Its command line reads `<exe> demo worker --port P --latency D
+/// --balancer-port B`, which is what a process-kill fault matches on (`rattle demo worker`, or
+/// `rattle demo worker .*--balancer-port B` for one demo's workers). Runs on the spawner thread
+/// only.
 fn spawn_worker(spec: &WorkerSpec, port: u16) -> std::io::Result<Child> {
     let latency = if spec.latency.subsec_nanos() % 1_000_000 == 0 {
         format!("{}ms", spec.latency.as_millis())
@@ -226,6 +231,8 @@ fn spawn_worker(spec: &WorkerSpec, port: u16) -> std::io::Result<Child> {
         &port.to_string(),
         "--latency",
         &latency,
+        "--balancer-port",
+        &spec.balancer_port.to_string(),
     ])
     .env(SUPERVISOR_PID_ENV, std::process::id().to_string())
     .stdin(Stdio::null())

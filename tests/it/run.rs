@@ -6,8 +6,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,7 +16,10 @@ use crate::support::{rattle, rattle_bin, write};
 
 /// A port that was free a moment ago.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn unix_ms_now() -> i64 {
@@ -80,15 +83,20 @@ fn read_report(dir: &Path) -> Value {
 }
 
 fn f64_at(v: &Value, ptr: &str) -> f64 {
-    v.pointer(ptr).and_then(Value::as_f64).unwrap_or_else(|| panic!("{ptr} missing in {v:#}"))
+    v.pointer(ptr)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{ptr} missing in {v:#}"))
 }
 
 #[test]
 fn quickstart_shape_passes_with_a_short_real_impact() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let exp = write(dir.path(), "q.yaml", &format!(
-        r#"version: 1
+    let exp = write(
+        dir.path(),
+        "q.yaml",
+        &format!(
+            r#"version: 1
 name: quick
 setup:
   demo: {{ replicas: 3, port: {port}, restart_delay: 1s }}
@@ -104,12 +112,23 @@ steady_state:
 faults:
   - name: kill-one
     at: 3s
-    process-kill: {{ match: "rattle demo worker --port", mode: one }}
+    process-kill: {{ match: "rattle demo worker .*--balancer-port {port}$", mode: one }}
 duration: 8s
-"#));
+"#
+        ),
+    );
     let out = dir.path().join("out");
     let (code, stdout, stderr) = run_bounded(
-        &["run", exp.to_str().expect("utf8"), "--out", out.to_str().expect("utf8"), "--seed", "7", "--progress", "plain"],
+        &[
+            "run",
+            exp.to_str().expect("utf8"),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--seed",
+            "7",
+            "--progress",
+            "plain",
+        ],
         Duration::from_secs(60),
     );
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -119,13 +138,24 @@ duration: 8s
     assert_eq!(r["exit_code"], 0);
     assert_eq!(r["seed"], 7);
     assert_eq!(r["experiment"]["name"], "quick");
-    assert!(r["started_at"].as_str().is_some_and(|s| s.ends_with('Z') && s.contains('.')));
+    assert!(
+        r["started_at"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z') && s.contains('.'))
+    );
     let f = &r["faults"][0];
     assert_eq!(f["kind"], "process-kill");
     assert_eq!(f["targets"].as_array().map(Vec::len), Some(1));
-    assert!(f["targets"][0]["description"].as_str().is_some_and(|d| d.contains("rattle demo worker")));
+    assert!(
+        f["targets"][0]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("rattle demo worker"))
+    );
     let injected = f64_at(f, "/injected_at_ms");
-    assert!((3000.0..3500.0).contains(&injected), "injected at {injected}");
+    assert!(
+        (3000.0..3500.0).contains(&injected),
+        "injected at {injected}"
+    );
     // A real impact: some requests failed (those routed to the killed worker), but few.
     let failed = f64_at(f, "/recovery/failed_requests");
     assert!((1.0..=50.0).contains(&failed), "failed requests {failed}");
@@ -135,8 +165,16 @@ duration: 8s
     // Windows and totals add up.
     let windows = r["windows"].as_array().expect("windows");
     assert!(windows.len() >= 8);
-    let sum = |k: &str| windows.iter().map(|w| w[k].as_u64().unwrap_or(0)).sum::<u64>();
-    assert_eq!(sum("ok") + sum("failed"), r["totals"]["requests"].as_u64().expect("requests"));
+    let sum = |k: &str| {
+        windows
+            .iter()
+            .map(|w| w[k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(
+        sum("ok") + sum("failed"),
+        r["totals"]["requests"].as_u64().expect("requests")
+    );
     assert_eq!(r["steady_state"]["before"]["held"], true);
     assert_eq!(r["steady_state"]["after"]["held"], true);
     assert!(out.join("summary.md").exists());
@@ -161,7 +199,14 @@ impl TruthSupervisor {
             let latency = latency.to_string();
             move || {
                 Command::new(rattle_bin())
-                    .args(["demo", "worker", "--port", &port.to_string(), "--latency", &latency])
+                    .args([
+                        "demo",
+                        "worker",
+                        "--port",
+                        &port.to_string(),
+                        "--latency",
+                        &latency,
+                    ])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -172,7 +217,10 @@ impl TruthSupervisor {
         let wait_listening = move || {
             let start = Instant::now();
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(start.elapsed() < Duration::from_secs(10), "worker never listened");
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "worker never listened"
+                );
                 std::thread::sleep(Duration::from_micros(500));
             }
             unix_ms_now()
@@ -205,7 +253,12 @@ impl TruthSupervisor {
                 }
             })
         };
-        Self { stop, pid, back_at_unix_ms: back, thread: Some(thread) }
+        Self {
+            stop,
+            pid,
+            back_at_unix_ms: back,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -217,7 +270,10 @@ impl Drop for TruthSupervisor {
         }
         let pid = self.pid.load(Ordering::SeqCst);
         if pid > 0 {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
@@ -227,9 +283,16 @@ fn recovery_instant_matches_an_outage_of_known_length() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let sup = TruthSupervisor::start(port, Duration::from_millis(1500), "0ms");
-    let pid_file = write(dir.path(), "worker.pid", &sup.pid.load(Ordering::SeqCst).to_string());
-    let exp = write(dir.path(), "truth.yaml", &format!(
-        r#"version: 1
+    let pid_file = write(
+        dir.path(),
+        "worker.pid",
+        &sup.pid.load(Ordering::SeqCst).to_string(),
+    );
+    let exp = write(
+        dir.path(),
+        "truth.yaml",
+        &format!(
+            r#"version: 1
 name: truth
 load:
   http: {{ url: "http://127.0.0.1:{port}/", rate: 200/s, timeout: 1s }}
@@ -242,10 +305,21 @@ faults:
     at: 2s
     process-kill: {{ pid_file: "{}" }}
 duration: 7s
-"#, pid_file.display()));
+"#,
+            pid_file.display()
+        ),
+    );
     let out = dir.path().join("out");
     let (code, stdout, stderr) = run_bounded(
-        &["run", exp.to_str().expect("utf8"), "--out", out.to_str().expect("utf8"), "--yes", "--progress", "quiet"],
+        &[
+            "run",
+            exp.to_str().expect("utf8"),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--yes",
+            "--progress",
+            "quiet",
+        ],
         Duration::from_secs(60),
     );
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -258,10 +332,16 @@ duration: 7s
     let truth = back[0] as f64;
     let error_ms = recovered_unix - truth;
     eprintln!("ground truth: recovery reported {error_ms:+.1} ms from the true instant");
-    assert!(error_ms.abs() <= 100.0, "recovery instant off by {error_ms} ms (truth {truth}, reported {recovered_unix})");
+    assert!(
+        error_ms.abs() <= 100.0,
+        "recovery instant off by {error_ms} ms (truth {truth}, reported {recovered_unix})"
+    );
     // The outage lasted the restart delay plus the worker's start: the recovery time says so.
     let ttr = f64_at(f, "/recovery/time_to_recover_ms");
-    assert!(ttr >= 1500.0, "time to recover {ttr} ms is shorter than the 1500 ms outage");
+    assert!(
+        ttr >= 1500.0,
+        "time to recover {ttr} ms is shorter than the 1500 ms outage"
+    );
     // Every request during the outage failed, every one was counted.
     let failed = f64_at(f, "/recovery/failed_requests");
     assert!(failed >= 0.9 * 1.5 * 200.0, "failed {failed}");
@@ -272,8 +352,11 @@ duration: 7s
 fn a_known_server_delay_shows_in_the_percentiles() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let exp = write(dir.path(), "d.yaml", &format!(
-        r#"version: 1
+    let exp = write(
+        dir.path(),
+        "d.yaml",
+        &format!(
+            r#"version: 1
 name: delay
 setup:
   demo: {{ replicas: 2, port: {port}, latency: 40ms }}
@@ -284,10 +367,19 @@ steady_state:
   hold: 1s
   slo: {{ p50: ">= 40ms" }}
 duration: 4s
-"#));
+"#
+        ),
+    );
     let out = dir.path().join("out");
     let (code, stdout, stderr) = run_bounded(
-        &["run", exp.to_str().expect("utf8"), "--out", out.to_str().expect("utf8"), "--progress", "quiet"],
+        &[
+            "run",
+            exp.to_str().expect("utf8"),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--progress",
+            "quiet",
+        ],
         Duration::from_secs(60),
     );
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -303,8 +395,11 @@ duration: 4s
 fn unsteady_baseline_applies_no_fault_and_exits_1() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let exp = write(dir.path(), "u.yaml", &format!(
-        r#"version: 1
+    let exp = write(
+        dir.path(),
+        "u.yaml",
+        &format!(
+            r#"version: 1
 name: unsteady
 setup:
   demo: {{ replicas: 1, port: {port}, latency: 20ms }}
@@ -316,18 +411,33 @@ steady_state:
 faults:
   - name: kill
     at: 2s
-    process-kill: {{ match: "rattle demo worker --port", mode: all }}
+    process-kill: {{ match: "rattle demo worker .*--balancer-port {port}$", mode: all }}
 duration: 4s
-"#));
+"#
+        ),
+    );
     let out = dir.path().join("out");
     let (code, stdout, stderr) = run_bounded(
-        &["run", exp.to_str().expect("utf8"), "--out", out.to_str().expect("utf8"), "--progress", "quiet"],
+        &[
+            "run",
+            exp.to_str().expect("utf8"),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--progress",
+            "quiet",
+        ],
         Duration::from_secs(60),
     );
     assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
     let r = read_report(&out);
     assert_eq!(r["verdict"], "fail");
-    assert!(r["reason"].as_str().is_some_and(|s| s.contains("not steady")), "{}", r["reason"]);
+    assert!(
+        r["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("not steady")),
+        "{}",
+        r["reason"]
+    );
     assert!(r["faults"][0]["injected_at_ms"].is_null());
     assert_eq!(r["steady_state"]["before"]["held"], false);
 }
@@ -338,7 +448,10 @@ struct PidGuard(Option<u32>);
 impl Drop for PidGuard {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
@@ -346,13 +459,18 @@ impl Drop for PidGuard {
 /// A `sleep` process with a unique argv[0], killed when dropped.
 fn sleeper(marker: &str) -> Guard {
     use std::os::unix::process::CommandExt;
-    let child = Command::new("sleep").arg0(marker).arg("60").spawn().expect("spawn sleep");
+    let child = Command::new("sleep")
+        .arg0(marker)
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
     Guard(child)
 }
 
 fn proc_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next())
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
 }
 
 #[test]
@@ -360,8 +478,11 @@ fn sigint_mid_fault_reverts_and_exits_3() {
     let dir = tempfile::tempdir().expect("tempdir");
     let marker = format!("rattle-test-sigint-{}", std::process::id());
     let target = sleeper(&marker);
-    let exp = write(dir.path(), "p.yaml", &format!(
-        r#"version: 1
+    let exp = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            r#"version: 1
 name: interrupted
 faults:
   - name: freeze
@@ -369,10 +490,20 @@ faults:
     duration: 20s
     process-pause: {{ match: "^{marker} ", mode: all }}
 duration: 30s
-"#));
+"#
+        ),
+    );
     let out = dir.path().join("out");
     let mut child = rattle()
-        .args(["run", exp.to_str().expect("utf8"), "--out", out.to_str().expect("utf8"), "--yes", "--progress", "plain"])
+        .args([
+            "run",
+            exp.to_str().expect("utf8"),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--yes",
+            "--progress",
+            "plain",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -383,18 +514,37 @@ duration: 30s
     // Wait for the pause to take effect (state T), bounded.
     let start = Instant::now();
     while proc_state(target.0.id()) != Some('T') {
-        assert!(start.elapsed() < Duration::from_secs(20), "the target was never paused");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the target was never paused"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(rattle_pid as i32), nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rattle_pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
     let stderr = child.stderr.take().map(|s| {
-        BufReader::new(s).lines().map_while(Result::ok).collect::<Vec<_>>().join("\n")
+        BufReader::new(s)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+            .join("\n")
     });
     let status = child.wait().expect("wait");
     rattle_guard.0 = None;
-    assert_eq!(status.code(), Some(3), "stderr:\n{}", stderr.unwrap_or_default());
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "stderr:\n{}",
+        stderr.unwrap_or_default()
+    );
     let state = proc_state(target.0.id());
-    assert!(matches!(state, Some('S') | Some('R')), "target left in state {state:?}");
+    assert!(
+        matches!(state, Some('S') | Some('R')),
+        "target left in state {state:?}"
+    );
     let r = read_report(&out);
     assert_eq!(r["verdict"], "aborted");
     assert_eq!(r["exit_code"], 3);
@@ -406,20 +556,34 @@ fn dry_run_touches_nothing_and_names_the_targets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let marker = format!("rattle-test-dry-{}", std::process::id());
     let target = sleeper(&marker);
-    let exp = write(dir.path(), "k.yaml", &format!(
-        r#"version: 1
+    let exp = write(
+        dir.path(),
+        "k.yaml",
+        &format!(
+            r#"version: 1
 name: dry
 faults:
   - name: kill
     at: 2s
     process-kill: {{ match: "^{marker} ", mode: all }}
 duration: 5s
-"#));
-    let (code, stdout, stderr) = run_bounded(&["run", exp.to_str().expect("utf8"), "--dry-run"], Duration::from_secs(20));
+"#
+        ),
+    );
+    let (code, stdout, stderr) = run_bounded(
+        &["run", exp.to_str().expect("utf8"), "--dry-run"],
+        Duration::from_secs(20),
+    );
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains(&format!("would act on process {}", target.0.id())), "{stdout}");
+    assert!(
+        stdout.contains(&format!("would act on process {}", target.0.id())),
+        "{stdout}"
+    );
     assert!(stdout.contains("nothing was touched"));
-    assert!(proc_state(target.0.id()).is_some_and(|s| s != 'Z'), "the target must still live");
+    assert!(
+        proc_state(target.0.id()).is_some_and(|s| s != 'Z'),
+        "the target must still live"
+    );
 }
 
 #[test]
@@ -427,17 +591,28 @@ fn faulting_outside_processes_needs_yes_when_not_interactive() {
     let dir = tempfile::tempdir().expect("tempdir");
     let marker = format!("rattle-test-yes-{}", std::process::id());
     let target = sleeper(&marker);
-    let exp = write(dir.path(), "k.yaml", &format!(
-        r#"version: 1
+    let exp = write(
+        dir.path(),
+        "k.yaml",
+        &format!(
+            r#"version: 1
 name: confirm
 faults:
   - name: kill
     at: 2s
     process-kill: {{ match: "^{marker} ", mode: all }}
 duration: 5s
-"#));
-    let (code, _stdout, stderr) = run_bounded(&["run", exp.to_str().expect("utf8")], Duration::from_secs(20));
+"#
+        ),
+    );
+    let (code, _stdout, stderr) = run_bounded(
+        &["run", exp.to_str().expect("utf8")],
+        Duration::from_secs(20),
+    );
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--yes"), "{stderr}");
-    assert!(proc_state(target.0.id()).is_some_and(|s| s != 'Z'), "the target must still live");
+    assert!(
+        proc_state(target.0.id()).is_some_and(|s| s != 'Z'),
+        "the target must still live"
+    );
 }
