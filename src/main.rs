@@ -18,7 +18,8 @@ fn main() {
     let code = match runtime.block_on(rattle::cli::dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Each cause once: some causes repeat their source's text in their own message.
+            eprintln!("error: {}", rattle::probe::error_chain(e.as_ref()));
             rattle::cli::exit::BAD_INPUT
         }
     };

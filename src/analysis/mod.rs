@@ -8,7 +8,8 @@
 //! - A request is *bad* when it failed (any outcome but ok, missed included) or when it took
 //!   longer than the SLO's per-request latency limit (the `max` threshold, else the `p99` one).
 //! - *Time to impact*: from injection to the instant the first bad request was felt: its
-//!   completion for a failure, its intended start plus the limit for a slow one.
+//!   completion for a failure, or its intended start plus the limit for a slow one, whichever
+//!   comes first.
 //! - *Recovery instant*: the earliest instant R, at or after the fault's end (its injection for
 //!   an instantaneous fault), such that R is that end or the completion of a bad request, and
 //!   the SLO holds *continuously* over the requests completing in (R, R + hold]: evaluated after
@@ -133,14 +134,18 @@ fn bad_latency_limit_us(slo: &Slo) -> Option<u64> {
     })
 }
 
-/// Is this request bad, and if so at which instant was it felt (µs)?
+/// Is this request bad, and if so at which instant was it felt (µs)? A failure is felt when it
+/// completes; a request over the latency limit is felt when it passes the limit, even if it
+/// fails later (a hung request that times out was felt long before its timeout).
 fn bad_at(r: &Record, limit_us: Option<u64>) -> Option<u64> {
-    if !r.outcome.is_ok() {
-        return Some(r.done_us);
-    }
-    match limit_us {
+    let slow_at = match limit_us {
         Some(limit) if r.latency_us() > limit => Some(r.intended_us + limit),
         _ => None,
+    };
+    let failed_at = (!r.outcome.is_ok()).then_some(r.done_us);
+    match (failed_at, slow_at) {
+        (Some(f), Some(s)) => Some(f.min(s)),
+        (f, s) => f.or(s),
     }
 }
 
@@ -436,6 +441,29 @@ mod tests {
         assert_eq!(r.time_to_recover_ms, Some(290.0));
         // Impact is felt when the first slow request passes the limit: 5 s + 100 ms.
         assert_eq!(r.time_to_impact_ms, Some(100.0));
+    }
+
+    #[test]
+    fn a_hung_request_is_felt_when_it_passes_the_limit_not_when_it_fails() {
+        let mut recs = traffic(0, 10 * S, 10_000, 1_000, |_| Outcome::Ok);
+        // Sent at 5 s, hung, failed with a 504 after 1 s.
+        recs.push(Record {
+            intended_us: 5 * S,
+            done_us: 6 * S,
+            outcome: Outcome::Status5xx,
+        });
+        recs.sort_by_key(|r| r.done_us);
+        let span = FaultSpan {
+            injected_us: 5 * S - 1,
+            from_us: 5 * S - 1,
+            hold_us: S,
+            observed_until_us: 10 * S,
+        };
+        let r = fault_recovery(&recs, &slo(None, Some("< 200ms")), span);
+        assert_eq!(r.time_to_impact_ms, Some(200.001));
+        // Without a latency limit, only the failure is felt.
+        let r = fault_recovery(&recs, &slo(Some(">= 99%"), None), span);
+        assert_eq!(r.time_to_impact_ms, Some(1000.001));
     }
 
     #[test]

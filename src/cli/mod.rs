@@ -252,7 +252,7 @@ fn print_outcome(o: &runner::RunOutcome) {
     for f in &r.faults {
         let figures = match &f.recovery {
             Some(rec) => format!(
-                "impact after {}, {} failed requests, availability {}, recovered {}",
+                "impact after {}, failed requests {}, availability {}, recovered {}",
                 rec.time_to_impact_ms
                     .map(|v| format!("{v:.1} ms"))
                     .unwrap_or_else(|| "none".into()),

@@ -211,6 +211,28 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
     })
 }
 
+/// The SLO in words: `success_rate >= 99%, p99 < 100ms`.
+pub fn describe_slo(slo: &Slo) -> String {
+    if slo.is_empty() {
+        return "none (no request may fail)".to_string();
+    }
+    let mut parts = Vec::new();
+    if let Some(t) = &slo.success_rate {
+        parts.push(format!("success_rate {t}"));
+    }
+    for (name, t) in [
+        ("p50", &slo.p50),
+        ("p90", &slo.p90),
+        ("p99", &slo.p99),
+        ("max", &slo.max),
+    ] {
+        if let Some(t) = t {
+            parts.push(format!("{name} {t}"));
+        }
+    }
+    parts.join(", ")
+}
+
 /// The plan as recorded in report.json.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanSummary {
@@ -320,18 +342,13 @@ impl Plan {
                 let _ = writeln!(s, "load: none");
             }
         }
-        let slo = serde_json::to_string(self.slo()).unwrap_or_default();
         let _ = writeln!(
             s,
             "steady state: warm-up {}ms, baseline until {}ms, hold {}ms, SLO {}",
             self.warmup.as_millis(),
             self.baseline_end().as_millis(),
             self.hold.as_millis(),
-            if self.slo().is_empty() {
-                "none (no request may fail)".to_string()
-            } else {
-                slo
-            }
+            describe_slo(self.slo())
         );
         for p in &self.probes {
             let _ = writeln!(

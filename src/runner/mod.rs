@@ -33,13 +33,13 @@ pub use progress::ProgressMode;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The demo service could not start.
-    #[error("setup: the demo service did not start: {0}")]
+    #[error("setup: the demo service did not start")]
     Demo(#[from] DemoError),
     /// The load generator rejected its configuration.
-    #[error("load: {0}")]
+    #[error("load")]
     Load(#[from] LoadError),
     /// The report could not be written.
-    #[error("report: {0}")]
+    #[error("writing the report")]
     Report(#[from] report::ReportError),
 }
 
