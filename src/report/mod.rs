@@ -151,6 +151,30 @@ pub struct SteadyCheck {
     pub probes: Vec<ProbeSummary>,
 }
 
+impl SteadyCheck {
+    /// Every reason the check did not hold: SLO violations, then failing probes.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .slo
+            .as_ref()
+            .map(|s| s.violations.clone())
+            .unwrap_or_default();
+        for p in self.probes.iter().filter(|p| p.failed > 0) {
+            out.push(format!(
+                "probe {} failed {} of {} checks{}",
+                p.name,
+                p.failed,
+                p.failed + p.passed,
+                p.last_error
+                    .as_ref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        }
+        out
+    }
+}
+
 /// Before and after.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SteadyState {
@@ -363,21 +387,7 @@ pub fn markdown(r: &Report) -> String {
                 let _ = writeln!(s, "| {name} | – | not checked | – | – | |");
             }
             Some(c) => {
-                let mut notes: Vec<String> = c
-                    .slo
-                    .as_ref()
-                    .map(|s| s.violations.clone())
-                    .unwrap_or_default();
-                for p in &c.probes {
-                    if p.failed > 0 {
-                        notes.push(format!(
-                            "probe {} failed {} of {}",
-                            p.name,
-                            p.failed,
-                            p.failed + p.passed
-                        ));
-                    }
-                }
+                let notes = c.problems();
                 let _ = writeln!(
                     s,
                     "| {name} | {:.1}–{:.1} s | {} | {} | {} | {} |",

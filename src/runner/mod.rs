@@ -554,25 +554,9 @@ fn steady_check(
 }
 
 fn describe_unsteady(c: &SteadyCheck) -> String {
-    let mut why: Vec<String> = c
-        .slo
-        .as_ref()
-        .map(|s| s.violations.clone())
-        .unwrap_or_default();
-    for p in &c.probes {
-        if p.failed > 0 {
-            why.push(format!(
-                "probe {} failed {} of {} checks ({})",
-                p.name,
-                p.failed,
-                p.failed + p.passed,
-                p.last_error.clone().unwrap_or_default()
-            ));
-        }
-    }
     format!(
         "system was not steady during the baseline: {}",
-        why.join("; ")
+        c.problems().join("; ")
     )
 }
 
@@ -718,8 +702,7 @@ fn analyse(
                         exit::FAILED,
                         format!(
                             "steady state did not hold at the end: {}",
-                            describe_unsteady(a)
-                                .trim_start_matches("system was not steady during the baseline: ")
+                            a.problems().join("; ")
                         ),
                     )
                 } else if plan.faults.is_empty() {
