@@ -5,8 +5,11 @@
 //! - passive detection: a failed forward (refused, reset, closed early, or slower than the
 //!   upstream timeout) marks the worker down at once and answers that one request 502. It is
 //!   never retried elsewhere, because hiding the failure would make a kill look free;
-//! - active detection: each worker's `GET /health` every `health_interval` marks it up or down,
-//!   which is how a restarted worker comes back into rotation;
+//! - active detection: each worker's `GET /health` every `health_interval` marks it up after
+//!   one success (how a restarted worker comes back into rotation) and down after
+//!   [`HEALTH_FALL`] consecutive failures, like haproxy's `fall`: a single failed check must not
+//!   beat the traffic to a dead worker, or a kill would sometimes cost nothing and show no
+//!   impact at all;
 //! - nothing up: 503 at once rather than a queue.
 //!
 //! The up/down bookkeeping ([`Pool`]) is kept apart from the sockets so it can be unit-tested.
@@ -349,12 +352,16 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
     plain(StatusCode::BAD_GATEWAY, "demo worker failed\n")
 }
 
+/// Consecutive failed health checks that mark a worker down (haproxy's `fall`).
+const HEALTH_FALL: u32 = 2;
+
 /// One health-check loop for worker `i`.
 async fn health_loop(state: Arc<State>, i: usize, interval: Duration, stop: CancellationToken) {
     let timeout = interval.clamp(HEALTH_TIMEOUT_MIN, HEALTH_TIMEOUT_MAX);
     let addr = state.upstreams[i];
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -362,12 +369,14 @@ async fn health_loop(state: Arc<State>, i: usize, interval: Duration, stop: Canc
         }
         match check(&state.health_client, addr, timeout).await {
             Ok(()) => {
+                failures = 0;
                 if state.pool.mark_up(i) {
                     note!("worker {addr} is up");
                 }
             }
             Err(e) => {
-                if state.pool.mark_down(i) {
+                failures = failures.saturating_add(1);
+                if failures >= HEALTH_FALL && state.pool.mark_down(i) {
                     note!("worker {addr} marked down: health check: {e}");
                 }
             }

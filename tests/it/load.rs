@@ -92,6 +92,8 @@ fn config(addr: SocketAddr, rate: f64) -> LoadConfig {
 
 struct Run {
     start_us: u64,
+    /// When the load had finished (clock µs): no ticket due after it can have been issued.
+    finished_us: u64,
     summary: LoadSummary,
     recording: Recording,
     totals: OutcomeCounts,
@@ -99,6 +101,8 @@ struct Run {
 
 /// Runs `cfg` on a fresh clock whose schedule starts now, and stops `stop_after_us` later.
 async fn run_for(cfg: LoadConfig, clock: RunClock, stop_after_us: u64) -> Run {
+    let schedule = rattle::load::schedule::Schedule::new(cfg.rate_per_sec, cfg.ramp)
+        .unwrap_or_else(|e| panic!("{e}"));
     let recording = Recording::new(Duration::from_secs(1), true);
     let stop = CancellationToken::new();
     let start_us = clock.now_us();
@@ -109,6 +113,8 @@ async fn run_for(cfg: LoadConfig, clock: RunClock, stop_after_us: u64) -> Run {
     tokio::time::sleep_until(clock.instant_at_us(start_us + stop_after_us)).await;
     stop.cancel();
     let summary = handle.finish().await;
+    // Every ticket the scheduler could have issued was due by now.
+    let finished_us = clock.now_us();
     let totals = recording.totals();
     // The invariants every run must keep, whatever the target did.
     assert_eq!(
@@ -118,8 +124,19 @@ async fn run_for(cfg: LoadConfig, clock: RunClock, stop_after_us: u64) -> Run {
     );
     assert_eq!(totals.total(), summary.scheduled, "one record per ticket");
     assert_eq!(totals.get(Outcome::Missed), summary.missed);
+    // Every ticket due at the planned stop was scheduled, and none due after the load had
+    // finished: on a busy machine the stop lands late, so no test may expect an exact count.
+    let (due_at_stop, due_at_finish) = (
+        schedule.due_by(stop_after_us),
+        schedule.due_by(finished_us - start_us),
+    );
+    assert!(
+        (due_at_stop..=due_at_finish).contains(&summary.scheduled),
+        "{summary:?}: {due_at_stop} due at the planned stop, {due_at_finish} when finished"
+    );
     Run {
         start_us,
+        finished_us,
         summary,
         recording,
         totals,
@@ -143,9 +160,9 @@ async fn counts_add_up_at_200_per_second() {
         let addr = status_server(200).await;
         // Stop half-way between ticket 199 (995 ms) and ticket 200 (1 s): 200 are due.
         let run = run_for(config(addr, 200.0), RunClock::start_now(), 997_500).await;
-        let sent = run.summary.sent;
-        assert!((198..=202).contains(&sent), "{:?}", run.summary);
-        assert_eq!(run.totals.ok(), sent, "{:?}", run.totals);
+        assert!(run.summary.scheduled >= 200, "{:?}", run.summary);
+        assert_eq!(run.summary.missed, 0, "{:?}", run.summary);
+        assert_eq!(run.totals.ok(), run.summary.sent, "{:?}", run.totals);
     })
     .await;
 }
@@ -180,7 +197,7 @@ async fn classes_against(addr: SocketAddr, timeout: Duration) -> OutcomeCounts {
     let mut cfg = config(addr, 20.0);
     cfg.timeout = timeout;
     let run = run_for(cfg, RunClock::start_now(), 475_000).await;
-    assert_eq!(run.summary.scheduled, 10, "{:?}", run.summary);
+    assert!(run.summary.scheduled >= 10, "{:?}", run.summary);
     run.totals
 }
 
@@ -190,7 +207,7 @@ async fn a_closed_port_is_refused() {
         let (l, addr) = listener().await;
         drop(l);
         let t = classes_against(addr, Duration::from_secs(2)).await;
-        assert_eq!(t.get(Outcome::Refused), 10, "{t:?}");
+        assert_eq!(t.get(Outcome::Refused), t.total(), "{t:?}");
     })
     .await;
 }
@@ -207,7 +224,7 @@ async fn a_server_that_closes_at_once_is_reset() {
         // hyper-util reports this as Canceled(IncompleteMessage), or as an I/O reset when the
         // close races the request's write; both must read as Reset.
         let t = classes_against(addr, Duration::from_secs(2)).await;
-        assert_eq!(t.get(Outcome::Reset), 10, "{t:?}");
+        assert_eq!(t.get(Outcome::Reset), t.total(), "{t:?}");
     })
     .await;
 }
@@ -229,7 +246,7 @@ async fn a_body_cut_short_is_reset() {
             }
         });
         let t = classes_against(addr, Duration::from_secs(2)).await;
-        assert_eq!(t.get(Outcome::Reset), 10, "{t:?}");
+        assert_eq!(t.get(Outcome::Reset), t.total(), "{t:?}");
     })
     .await;
 }
@@ -250,7 +267,12 @@ async fn a_server_that_never_answers_times_out() {
         let mut cfg = config(addr, 20.0);
         cfg.timeout = Duration::from_millis(200);
         let run = run_for(cfg, RunClock::start_now(), 475_000).await;
-        assert_eq!(run.totals.get(Outcome::Timeout), 10, "{:?}", run.totals);
+        assert_eq!(
+            run.totals.get(Outcome::Timeout),
+            run.summary.scheduled,
+            "{:?}",
+            run.totals
+        );
         let min = run.recording.records().iter().map(|r| r.latency_us()).min();
         assert!(
             min >= Some(200_000),
@@ -264,14 +286,14 @@ async fn a_server_that_never_answers_times_out() {
 async fn statuses_are_classed_and_ok_status_overrides() {
     bounded(async {
         let t = classes_against(status_server(503).await, Duration::from_secs(2)).await;
-        assert_eq!(t.get(Outcome::Status5xx), 10, "{t:?}");
+        assert_eq!(t.get(Outcome::Status5xx), t.total(), "{t:?}");
         let not_found = status_server(404).await;
         let t = classes_against(not_found, Duration::from_secs(2)).await;
-        assert_eq!(t.get(Outcome::Status4xx), 10, "{t:?}");
+        assert_eq!(t.get(Outcome::Status4xx), t.total(), "{t:?}");
         let mut cfg = config(not_found, 20.0);
         cfg.ok_status = Some(vec![404]);
         let run = run_for(cfg, RunClock::start_now(), 475_000).await;
-        assert_eq!(run.totals.ok(), 10, "{:?}", run.totals);
+        assert_eq!(run.totals.ok(), run.summary.scheduled, "{:?}", run.totals);
     })
     .await;
 }
@@ -297,7 +319,7 @@ async fn method_headers_and_body_are_sent() {
         )];
         cfg.body = Bytes::from_static(b"payload");
         let run = run_for(cfg, RunClock::start_now(), 475_000).await;
-        assert_eq!(run.totals.ok(), 10, "{:?}", run.totals);
+        assert_eq!(run.totals.ok(), run.summary.scheduled, "{:?}", run.totals);
     })
     .await;
 }
@@ -308,9 +330,9 @@ async fn a_ramp_sends_the_integral_of_the_rate() {
         let addr = status_server(200).await;
         let mut cfg = config(addr, 200.0);
         cfg.ramp = Some(Duration::from_secs(1));
-        // n(1 s) = 200·1/2 = 100: tickets 0..=99 due before 1 s, ticket 100 at 1 s.
+        // n(1 s) = 200·1/2 = 100: tickets 0..=99 due before 1 s (`run_for` checks the count).
         let run = run_for(cfg, RunClock::start_now(), 997_500).await;
-        assert_eq!(run.summary.scheduled, 100, "{:?}", run.summary);
+        assert!(run.summary.scheduled >= 100, "{:?}", run.summary);
         let first_half = run
             .recording
             .records()

@@ -147,8 +147,10 @@ fn is_stopped(s: Option<char>) -> bool {
     s == Some('T')
 }
 
+/// Alive and not stopped. Not only S or R: a process just exec'd on a busy machine can be in D
+/// (uninterruptible sleep) for a moment.
 fn is_running(s: Option<char>) -> bool {
-    matches!(s, Some('S' | 'R'))
+    matches!(s, Some(c) if !matches!(c, 'T' | 't' | 'Z' | 'X' | 'x'))
 }
 
 fn paused_token(targets: &[Target], token: Option<RevertToken>) -> RevertToken {
