@@ -8,6 +8,7 @@ pub mod cli;
 pub mod demo;
 pub mod experiment;
 pub mod fault;
+pub mod journal;
 pub mod load;
 pub mod metrics;
 pub mod plan;

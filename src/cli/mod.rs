@@ -4,6 +4,8 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
+mod recover;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -60,6 +62,8 @@ pub enum Command {
     Schema,
     /// Run the built-in demo service: worker processes behind a round-robin balancer.
     Demo(DemoArgs),
+    /// Revert the faults that killed runs left behind (read from the journal).
+    Recover(recover::RecoverArgs),
 }
 
 /// How progress is shown.
@@ -96,6 +100,10 @@ pub struct RunArgs {
     /// How to show progress.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressArg,
+    /// State directory for the journal of active faults, read by `rattle recover` after a
+    /// crash [default: $XDG_STATE_HOME/rattle or ~/.local/state/rattle].
+    #[arg(long, env = "RATTLE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// `rattle demo`.
@@ -151,6 +159,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Command::Demo(args) => demo_cmd(args).await,
+        Command::Recover(args) => recover::recover_cmd(args).await,
     }
 }
 
@@ -206,6 +215,7 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
     let opts = RunOptions {
         out_dir: args.out,
         demo_exe: None,
+        state_dir: args.state_dir,
         progress: match args.progress {
             ProgressArg::Auto => ProgressMode::Auto,
             ProgressArg::Plain => ProgressMode::Plain,

@@ -6,12 +6,14 @@ mod entry;
 mod located;
 pub mod parse;
 pub mod spec;
+pub mod stop;
 mod validate;
 pub mod values;
 
 pub use located::Located;
 pub use parse::{Diagnostic, ExperimentError, load, parse_str};
 pub use spec::*;
+pub use stop::{StopWhen, Sustained};
 pub use values::{
     Cmp, DurationThreshold, HumanDuration, Percent, PercentThreshold, Rate, ValueError,
 };

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::located::Located;
+use super::stop::StopWhen;
 use super::values::{DurationThreshold, HumanDuration, Percent, PercentThreshold, Rate};
 use crate::fault::FaultSpec;
 
@@ -34,6 +35,9 @@ pub struct Experiment {
     /// Faults, each at an offset from the start of load.
     #[serde(default)]
     pub faults: Vec<FaultEntry>,
+    /// Conditions that abort the run at once, reverting every fault (exit 3).
+    #[serde(default)]
+    pub stop_when: StopWhen,
     /// How long the run lasts, from the start of load. Recovery observation may extend it by up
     /// to `steady_state.recovery_timeout` when the last fault has not recovered yet.
     pub duration: Located<HumanDuration>,

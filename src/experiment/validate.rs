@@ -115,6 +115,22 @@ pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
         }
     }
 
+    let stop = &e.stop_when;
+    if e.load.is_none() && (stop.error_rate.is_some() || stop.p50.is_some() || stop.p99.is_some()) {
+        c.at(
+            &e.name,
+            "stop_when",
+            "error-rate and latency conditions are measured over the load's requests: add `load`",
+        );
+    }
+    if stop.probe_failing.is_some() && ss.probes.is_empty() {
+        c.at(
+            &e.name,
+            "stop_when.probe_failing",
+            "there is no probe to watch: add `steady_state.probes`",
+        );
+    }
+
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, f) in e.faults.iter().enumerate() {
         let field = |k: &str| format!("faults[{i}].{k}");

@@ -6,8 +6,8 @@
 //! (which the experiment parser reads by key, e.g. `process-kill:`), the JSON Schema entries and
 //! the dispatch to [`Fault`] and to [`revert`].
 //!
-//! Injection returns a serializable [`RevertToken`]; the runner, not the fault, journals it and
-//! later calls [`revert`] with it. Revert must be idempotent: reverting twice, or reverting what
+//! A fault computes its serializable [`RevertToken`] before injecting; the runner, not the
+//! fault, journals it, then injects, and later calls [`revert`] with it. Revert must be idempotent: reverting twice, or reverting what
 //! already healed, succeeds.
 
 use std::fmt;
@@ -108,9 +108,14 @@ pub trait Fault: Send + Sync + fmt::Debug {
     /// mode applied with `ctx.rng`). An empty selection is an error, never a silent pass.
     fn resolve(&self, ctx: &mut ResolveCtx<'_>) -> Result<Vec<Target>>;
 
-    /// Applies the fault to `targets`. Returns the token that reverts it, or `None` when the
-    /// fault is instantaneous and there is nothing to undo (a kill).
-    fn inject<'a>(&'a self, targets: &'a [Target]) -> BoxFuture<'a, Result<Option<RevertToken>>>;
+    /// The token that reverts an injection on `targets`, computed *before* injecting, so the
+    /// runner can journal it first: a crash between the injection and the journal write would
+    /// otherwise leave damage no one knows about. `None` for instantaneous faults (a kill).
+    /// Reverting with it must be safe even if the injection then fails or never happens.
+    fn revert_token(&self, targets: &[Target]) -> Result<Option<RevertToken>>;
+
+    /// Applies the fault to `targets`.
+    fn inject<'a>(&'a self, targets: &'a [Target]) -> BoxFuture<'a, Result<()>>;
 
     /// Does this kind need a `duration` (it holds a state that must be reverted at the end)?
     fn needs_duration(&self) -> bool;

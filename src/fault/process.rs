@@ -126,7 +126,11 @@ impl Fault for KillSpec {
         self.selector().resolve(ctx.rng)
     }
 
-    fn inject<'a>(&'a self, targets: &'a [Target]) -> BoxFuture<'a, Result<Option<RevertToken>>> {
+    fn revert_token(&self, _targets: &[Target]) -> Result<Option<RevertToken>> {
+        Ok(None)
+    }
+
+    fn inject<'a>(&'a self, targets: &'a [Target]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             // Validated again because inject must refuse a stopping signal even when a caller
             // skipped validation: a stopped process with no revert is a fault left behind.
@@ -136,7 +140,7 @@ impl Fault for KillSpec {
                 .to_signal()
                 .map_err(|e| FaultError::InvalidSelection(format!("`signal`: {e}")))?;
             signal_targets(targets, sig)?;
-            Ok(None)
+            Ok(())
         })
     }
 
@@ -169,22 +173,33 @@ impl Fault for PauseSpec {
         self.selector().resolve(ctx.rng)
     }
 
-    fn inject<'a>(&'a self, targets: &'a [Target]) -> BoxFuture<'a, Result<Option<RevertToken>>> {
+    /// Names every target with its start time, read now: the token resumes exactly these
+    /// processes, and never a later process given the same pid.
+    fn revert_token(&self, targets: &[Target]) -> Result<Option<RevertToken>> {
+        let planned: Vec<PausedProcess> = targets
+            .iter()
+            .filter_map(|t| t.id.parse::<u32>().ok())
+            .filter_map(|pid| {
+                Stat::read(pid).map(|stat| PausedProcess {
+                    pid,
+                    starttime: stat.starttime,
+                })
+            })
+            .collect();
+        let data = serde_json::to_value(&planned).map_err(|source| FaultError::BadToken {
+            kind: PAUSE_KIND.to_string(),
+            source,
+        })?;
+        Ok(Some(RevertToken {
+            kind: PAUSE_KIND.to_string(),
+            data,
+        }))
+    }
+
+    fn inject<'a>(&'a self, targets: &'a [Target]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let stopped = signal_targets(targets, Signal::SIGSTOP)?;
-            let data = serde_json::to_value(&stopped).map_err(|source| {
-                // Not reachable for two integers, but if it were, the processes must not stay
-                // stopped with no token to resume them.
-                let _ = resume(&stopped);
-                FaultError::BadToken {
-                    kind: PAUSE_KIND.to_string(),
-                    source,
-                }
-            })?;
-            Ok(Some(RevertToken {
-                kind: PAUSE_KIND.to_string(),
-                data,
-            }))
+            signal_targets(targets, Signal::SIGSTOP)?;
+            Ok(())
         })
     }
 

@@ -80,6 +80,20 @@ pub fn is_secret_header(name: &str) -> bool {
             .any(|s| n.contains(s))
 }
 
+/// A URL with any `user:password@` replaced by `<redacted>@`, for reports and logs.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 /// The resolved run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -271,6 +285,9 @@ impl Plan {
     pub fn summary(&self) -> PlanSummary {
         let load = self.experiment.load.as_ref().map(|l| {
             let mut v = serde_json::to_value(&l.http).unwrap_or_default();
+            if let Some(url) = v.get_mut("url") {
+                *url = serde_json::Value::String(redact_url(url.as_str().unwrap_or_default()));
+            }
             if let Some(headers) = v.get_mut("headers").and_then(|h| h.as_object_mut()) {
                 for (k, val) in headers.iter_mut() {
                     if is_secret_header(k) {
@@ -329,7 +346,7 @@ impl Plan {
                     s,
                     "load: {} {} at {}/s{}, timeout {}ms, at most {} in flight",
                     l.method,
-                    l.url,
+                    redact_url(&l.url.to_string()),
                     l.rate_per_sec,
                     l.ramp
                         .map(|r| format!(" (ramp {}ms)", r.as_millis()))
@@ -355,7 +372,7 @@ impl Plan {
                 s,
                 "probe {}: GET {} expects {} every {}ms",
                 p.name,
-                p.url,
+                redact_url(&p.url.to_string()),
                 p.expect_status,
                 p.interval.as_millis()
             );
@@ -409,6 +426,16 @@ mod tests {
         assert_eq!(fault_seed(7, 0), fault_seed(7, 0));
         assert_ne!(fault_seed(7, 0), fault_seed(7, 1));
         assert_ne!(fault_seed(7, 0), fault_seed(8, 0));
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("http://u:p@h:1/x?a=b@c"),
+            "http://<redacted>@h:1/x?a=b@c"
+        );
+        assert_eq!(redact_url("http://h/x@y"), "http://h/x@y");
+        assert_eq!(redact_url("nonsense"), "nonsense");
     }
 
     #[test]

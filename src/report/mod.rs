@@ -230,6 +230,22 @@ pub struct Report {
     pub steady_state: SteadyState,
     /// What happened when.
     pub timeline: Vec<TimelineEvent>,
+    /// The stop condition that ended the run, if one did.
+    #[serde(default)]
+    pub stop: Option<StopReport>,
+}
+
+/// A `stop_when` condition that ended the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopReport {
+    /// The condition and the value that crossed it.
+    pub condition: String,
+    /// When it held long enough (ms since run start).
+    pub triggered_at_ms: f64,
+    /// When every active fault was reverted (ms since run start).
+    pub reverted_at_ms: f64,
+    /// From the condition to the last revert (ms).
+    pub time_to_revert_ms: f64,
 }
 
 /// A report directory name: `<name>-<UTC timestamp>`.

@@ -8,7 +8,9 @@
 //! leaves at its next wait; an injection in progress completes and is recorded first), or by a
 //! panic (the task's join error). Only the runner injects faults.
 
+mod faults;
 mod progress;
+mod stop;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -20,13 +22,16 @@ use tokio_util::sync::CancellationToken;
 use crate::analysis::{self, FaultSpan};
 use crate::cli::exit;
 use crate::demo::{Demo, DemoError};
-use crate::fault::{self, RevertToken, Target};
+use crate::fault::Target;
+use crate::journal::{Journal, JournalError};
 use crate::load::{self, LoadError};
 use crate::metrics::{Outcome, Record, Recording, RunClock};
 use crate::plan::Plan;
 use crate::probe::{self, Probes};
 use crate::report::{self, Report, SteadyCheck, TimelineEvent, Totals, Verdict, WindowReport};
 
+pub use faults::DEBUG_PANIC_AFTER_INJECT;
+use faults::{Active, inject_one, revert_all, revert_one};
 pub use progress::ProgressMode;
 
 /// Errors that keep a run from starting at all (nothing was touched).
@@ -41,6 +46,9 @@ pub enum RunError {
     /// The report could not be written.
     #[error("writing the report")]
     Report(#[from] report::ReportError),
+    /// The journal could not be opened: no fault may be applied without it.
+    #[error("the journal of active faults")]
+    Journal(#[from] JournalError),
 }
 
 /// Options of one run.
@@ -52,6 +60,8 @@ pub struct RunOptions {
     pub demo_exe: Option<PathBuf>,
     /// How to show progress.
     pub progress: ProgressMode,
+    /// State directory (journal of active faults); default [`crate::journal::default_state_dir`].
+    pub state_dir: Option<PathBuf>,
 }
 
 /// What a finished run produced.
@@ -98,13 +108,6 @@ impl Phase {
     }
 }
 
-/// A fault that was injected and holds a state until reverted.
-#[derive(Debug, Clone)]
-struct Active {
-    fault: usize,
-    token: RevertToken,
-}
-
 /// What happened to each fault.
 #[derive(Debug, Clone, Default)]
 struct FaultState {
@@ -126,6 +129,9 @@ struct Shared {
     phase: watch::Sender<Phase>,
     probes: Mutex<Option<Probes>>,
     progress: progress::Printer,
+    journal: Journal,
+    /// Unique id of this run: `<experiment>-<start unix ms>-<pid>`.
+    run_id: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -183,6 +189,10 @@ enum Ending {
     Stopped,
     /// A fault could not be resolved or injected.
     FaultError(String),
+    /// The phases panicked (a bug in rattle); the rollback still ran.
+    Panicked,
+    /// A `stop_when` condition held.
+    StopCondition(stop::Trigger),
 }
 
 /// Runs a planned experiment to the end and writes its reports. `interrupt` resolves when the
@@ -197,22 +207,41 @@ pub async fn run(
     if let Some(cfg) = plan.load.as_ref() {
         cfg.validate()?;
     }
+    let state_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::journal::default_state_dir);
+    let journal = Journal::open(&state_dir)?;
+    match journal.leftovers() {
+        Ok(left) if !left.is_empty() => printer.log(&format!(
+            "warning: the journal in {} holds {} fault(s) that earlier runs never reverted: \
+             run `rattle recover` to revert them",
+            journal.dir().display(),
+            left.len()
+        )),
+        Ok(_) => {}
+        Err(e) => printer.log(&format!("warning: cannot read the journal: {e}")),
+    }
+    tokio::pin!(interrupt);
 
-    // Setup: the demo service, if any. Nothing has been touched before this.
+    // Setup: the demo service, if any. Nothing has been touched before this. Interruptible: a
+    // half-started demo is dropped, which kills its workers.
     let mut demo: Option<Demo> = None;
+    let mut interrupted = false;
     if let Some(cfg) = plan.demo.as_mut() {
         cfg.exe = opts.demo_exe.clone();
         printer.log(&format!(
             "setup: starting the demo service ({} workers on 127.0.0.1:{})",
             cfg.replicas, cfg.port
         ));
-        let d = Demo::start(cfg.clone()).await?;
-        printer.log(&format!(
-            "setup: demo ready at http://{} (workers {:?})",
-            d.addr(),
-            d.worker_pids()
-        ));
-        demo = Some(d);
+        tokio::select! {
+            d = Demo::start(cfg.clone()) => {
+                let d = d?;
+                printer.log(&format!("setup: demo ready at http://{} (workers {:?})", d.addr(), d.worker_pids()));
+                demo = Some(d);
+            }
+            _ = &mut interrupt => interrupted = true,
+        }
     }
 
     let clock = RunClock::start_now();
@@ -220,6 +249,12 @@ pub async fn run(
     let stop = CancellationToken::new();
     let (phase_tx, phase_rx) = watch::channel(Phase::Warmup);
     let faults = vec![FaultState::default(); plan.faults.len()];
+    let run_id = format!(
+        "{}-{}-{}",
+        *plan.experiment.name,
+        clock.start_unix_ms(),
+        std::process::id()
+    );
     let shared = Arc::new(Shared {
         clock,
         recording: recording.clone(),
@@ -229,11 +264,13 @@ pub async fn run(
         phase: phase_tx,
         probes: Mutex::new(None),
         progress: printer.clone(),
+        journal,
+        run_id,
         plan,
     });
 
     let load_stop = CancellationToken::new();
-    let load = match shared.plan.load.clone() {
+    let load = match shared.plan.load.clone().filter(|_| !interrupted) {
         Some(cfg) => match load::start(cfg, clock, 0, recording.clone(), load_stop.clone()) {
             Ok(h) => Some(h),
             Err(e) => {
@@ -245,11 +282,12 @@ pub async fn run(
         },
         None => None,
     };
-    *lock(&shared.probes) = Some(Probes::start(
-        shared.plan.probes.clone(),
-        clock,
-        load_stop.clone(),
-    ));
+    let probes = if interrupted {
+        Vec::new()
+    } else {
+        shared.plan.probes.clone()
+    };
+    *lock(&shared.probes) = Some(Probes::start(probes, clock, load_stop.clone()));
     let progress_task = progress::spawn(
         shared.progress.clone(),
         recording.clone(),
@@ -258,37 +296,57 @@ pub async fn run(
         load_stop.clone(),
     );
 
-    // The phases, in their own task so that a panic in them still reaches the reverts below.
-    let task = tokio::spawn(phases(shared.clone(), stop.clone()));
-    tokio::pin!(task);
-    tokio::pin!(interrupt);
-    let mut interrupted = false;
-    let joined = tokio::select! {
-        j = &mut task => j,
-        _ = &mut interrupt => {
-            interrupted = true;
-            shared.event("stop", "interrupted: reverting every active fault");
-            stop.cancel();
-            (&mut task).await
-        }
+    let ending = if interrupted {
+        shared.event("stop", "interrupted during setup");
+        Ending::Stopped
+    } else {
+        // The phases, in their own task so that a panic in them still reaches the reverts
+        // below; the stop conditions beside them.
+        let task = tokio::spawn(phases(shared.clone(), stop.clone()));
+        let watch_stop = CancellationToken::new();
+        let watcher = tokio::spawn(stop::watch(shared.clone(), watch_stop.clone()));
+        tokio::pin!(task);
+        tokio::pin!(watcher);
+        let mut cause = None;
+        let joined = tokio::select! {
+            j = &mut task => j,
+            _ = &mut interrupt => {
+                shared.event("stop", "interrupted: reverting every active fault");
+                cause = Some(Ending::Stopped);
+                stop.cancel();
+                (&mut task).await
+            }
+            Ok(Some(trigger)) = &mut watcher => {
+                shared.event("stop", format!("stop condition: {}: reverting every active fault", trigger.condition));
+                cause = Some(Ending::StopCondition(trigger));
+                stop.cancel();
+                (&mut task).await
+            }
+        };
+        watch_stop.cancel();
+        let ending = match joined {
+            Ok(e) => e,
+            Err(_) => {
+                shared.event("error", "the run panicked: reverting every active fault");
+                Ending::Panicked
+            }
+        };
+        cause.unwrap_or(ending)
     };
-    let ending = match joined {
-        Ok(e) => e,
-        Err(join) => {
-            let msg = if join.is_panic() {
-                "the run panicked"
-            } else {
-                "the run was cancelled"
-            };
-            shared.event("error", format!("{msg}: reverting every active fault"));
-            Ending::FaultError(msg.to_string())
-        }
-    };
-    let ending = if interrupted { Ending::Stopped } else { ending };
 
     // Rollback guarantee: whatever happened above, revert what is still active.
     shared.set_phase(Phase::Teardown);
     let revert_failed = revert_all(&shared).await;
+    let reverted_all_us = clock.now_us();
+    if let Ending::StopCondition(t) = &ending {
+        shared.event(
+            "stop",
+            format!(
+                "every fault reverted {:.1} ms after the condition held",
+                (reverted_all_us.saturating_sub(t.at_us)) as f64 / 1000.0
+            ),
+        );
+    }
     let load_end_us = clock.now_us();
     load_stop.cancel();
     if let Some(l) = load {
@@ -307,7 +365,17 @@ pub async fn run(
     }
     printer.finish();
 
-    let report = analyse(&shared, ending, revert_failed, load_end_us, &probe_results);
+    let stop_report = match &ending {
+        Ending::StopCondition(t) => Some(report::StopReport {
+            condition: t.condition.clone(),
+            triggered_at_ms: analysis::us_to_ms(t.at_us),
+            reverted_at_ms: analysis::us_to_ms(reverted_all_us),
+            time_to_revert_ms: analysis::us_to_ms(reverted_all_us.saturating_sub(t.at_us)),
+        }),
+        _ => None,
+    };
+    let mut report = analyse(&shared, ending, revert_failed, load_end_us, &probe_results);
+    report.stop = stop_report;
     let report_dir = opts.out_dir.clone().unwrap_or_else(|| {
         PathBuf::from("reports").join(report::dir_name(
             &report.experiment.name,
@@ -435,97 +503,6 @@ fn fault_span(
 
 fn dur_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-async fn inject_one(s: &Shared, i: usize) -> Result<(), String> {
-    let pf = &s.plan.faults[i];
-    let targets = match pf.resolve() {
-        Ok(t) => t,
-        Err(e) => {
-            let msg = format!("fault {}: {e}", pf.name);
-            lock(&s.faults)[i].error = Some(e.to_string());
-            s.event("error", msg.clone());
-            return Err(msg);
-        }
-    };
-    let list = targets
-        .iter()
-        .map(|t| t.to_string())
-        .collect::<Vec<_>>()
-        .join("; ");
-    let result = pf.spec.fault().inject(&targets).await;
-    let now = s.clock.now_us();
-    {
-        let mut st = lock(&s.faults);
-        st[i].targets = targets;
-        st[i].injected_us = Some(now);
-    }
-    match result {
-        Ok(token) => {
-            if let Some(token) = token {
-                lock(&s.active).push(Active { fault: i, token });
-            }
-            s.event(
-                "inject",
-                format!("{} ({}) on {list}", pf.name, pf.spec.kind()),
-            );
-            Ok(())
-        }
-        Err(e) => {
-            let msg = format!("fault {}: injection failed: {e}", pf.name);
-            lock(&s.faults)[i].error = Some(e.to_string());
-            s.event("error", msg.clone());
-            Err(msg)
-        }
-    }
-}
-
-/// Reverts fault `i` if it is active. Returns false if the revert failed.
-async fn revert_one(s: &Shared, i: usize) -> bool {
-    let taken: Vec<Active> = {
-        let mut active = lock(&s.active);
-        let (mine, rest): (Vec<_>, Vec<_>) = active.drain(..).partition(|a| a.fault == i);
-        *active = rest;
-        mine
-    };
-    let mut ok = true;
-    for a in taken {
-        let name = &s.plan.faults[a.fault].name;
-        match fault::revert(&a.token).await {
-            Ok(()) => {
-                lock(&s.faults)[a.fault].reverted_us = Some(s.clock.now_us());
-                s.event("revert", name.clone());
-            }
-            Err(e) => {
-                ok = false;
-                {
-                    let mut st = lock(&s.faults);
-                    st[a.fault].revert_failed = true;
-                    st[a.fault].error = Some(format!("revert failed: {e}"));
-                }
-                s.event(
-                    "error",
-                    format!(
-                        "revert of {name} failed: {e}; token {}",
-                        serde_json::to_string(&a.token).unwrap_or_default()
-                    ),
-                );
-            }
-        }
-    }
-    ok
-}
-
-/// Reverts every active fault. Returns true if any revert failed.
-async fn revert_all(s: &Shared) -> bool {
-    let pending: Vec<usize> = lock(&s.active).iter().map(|a| a.fault).collect();
-    let mut failed = false;
-    for i in pending {
-        if !revert_one(s, i).await {
-            failed = true;
-        }
-    }
-    failed
 }
 
 fn steady_check(
@@ -692,6 +669,16 @@ fn analyse(
                 "the run was stopped; every active fault was reverted".to_string(),
             ),
             Ending::FaultError(e) => (Verdict::Error, exit::BAD_INPUT, e),
+            Ending::Panicked => (
+                Verdict::Aborted,
+                exit::ABORTED,
+                "the run panicked (a bug in rattle: please report it); every active fault was reverted".to_string(),
+            ),
+            Ending::StopCondition(t) => (
+                Verdict::Aborted,
+                exit::ABORTED,
+                format!("stopped by stop_when: {}; every active fault was reverted", t.condition),
+            ),
             Ending::NotSteady(why) => (Verdict::Fail, exit::FAILED, why),
             Ending::Completed => {
                 if let Some(why) = any_unrecovered {
@@ -744,5 +731,6 @@ fn analyse(
         totals: totals(&s.recording, load_end_us),
         steady_state: report::SteadyState { before, after },
         timeline: lock(&s.timeline).clone(),
+        stop: None,
     }
 }

@@ -92,8 +92,6 @@ fn config(addr: SocketAddr, rate: f64) -> LoadConfig {
 
 struct Run {
     start_us: u64,
-    /// When the load had finished (clock µs): no ticket due after it can have been issued.
-    finished_us: u64,
     summary: LoadSummary,
     recording: Recording,
     totals: OutcomeCounts,
@@ -136,7 +134,6 @@ async fn run_for(cfg: LoadConfig, clock: RunClock, stop_after_us: u64) -> Run {
     );
     Run {
         start_us,
-        finished_us,
         summary,
         recording,
         totals,

@@ -6,4 +6,5 @@ mod experiment;
 mod load;
 mod process;
 mod run;
+mod safety;
 mod support;

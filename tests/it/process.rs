@@ -153,6 +153,14 @@ fn is_running(s: Option<char>) -> bool {
     matches!(s, Some(c) if !matches!(c, 'T' | 't' | 'Z' | 'X' | 'x'))
 }
 
+/// The pause's revert token, computed before injecting (as the runner journals it), then the
+/// injection.
+async fn inject_pause(spec: &PauseSpec, targets: &[Target]) -> Option<RevertToken> {
+    let token = spec.revert_token(targets).unwrap_or_else(|e| panic!("{e}"));
+    spec.inject(targets).await.unwrap_or_else(|e| panic!("{e}"));
+    token
+}
+
 fn paused_token(targets: &[Target], token: Option<RevertToken>) -> RevertToken {
     let token = token.unwrap_or_else(|| panic!("pause of {targets:?} returned no revert token"));
     assert_eq!(token.kind, "process-pause");
@@ -381,10 +389,12 @@ async fn kill_with_term_ends_the_targets() {
     let targets = resolve(&spec, 1).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pids(&targets), pids_of(&sleepers));
     let token = spec
-        .inject(&targets)
-        .await
+        .revert_token(&targets)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(token.is_none(), "a kill has nothing to revert");
+    spec.inject(&targets)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     for s in &mut sleepers {
         assert_eq!(s.wait_exit_signal(), Some(libc_sigterm()));
     }
@@ -422,12 +432,7 @@ async fn pause_stops_and_revert_resumes() {
     let spec = pause_spec(&m, Mode::All);
     assert!(spec.needs_duration());
     let targets = resolve(&spec, 1).unwrap_or_else(|e| panic!("{e}"));
-    let token = paused_token(
-        &targets,
-        spec.inject(&targets)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let token = paused_token(&targets, inject_pause(&spec, &targets).await);
     for s in &sleepers {
         assert_eq!(wait_state(s.pid(), is_stopped), Some('T'));
     }
@@ -458,12 +463,7 @@ async fn revert_after_the_process_died_succeeds() {
     let mut s = Sleeper::spawn(&m);
     let spec = pause_spec(&m, Mode::One);
     let targets = resolve(&spec, 1).unwrap_or_else(|e| panic!("{e}"));
-    let token = paused_token(
-        &targets,
-        spec.inject(&targets)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let token = paused_token(&targets, inject_pause(&spec, &targets).await);
     assert_eq!(wait_state(s.pid(), is_stopped), Some('T'));
     let _ = s.child.kill();
     let _ = s.child.wait();
@@ -476,12 +476,7 @@ async fn revert_does_not_signal_a_reused_pid() {
     let s = Sleeper::spawn(&m);
     let spec = pause_spec(&m, Mode::One);
     let targets = resolve(&spec, 1).unwrap_or_else(|e| panic!("{e}"));
-    let token = paused_token(
-        &targets,
-        spec.inject(&targets)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let token = paused_token(&targets, inject_pause(&spec, &targets).await);
     assert_eq!(wait_state(s.pid(), is_stopped), Some('T'));
 
     // The same pid with another start time stands for a different process that reused it.

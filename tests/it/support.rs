@@ -10,10 +10,15 @@ pub fn rattle_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rattle"))
 }
 
-/// A `rattle` command with a clean environment for output (no colours, no terminal).
+/// A `rattle` command with a clean environment for output (no colours, no terminal), and a
+/// journal of its own: tests never read or write the user's state directory.
 pub fn rattle() -> Command {
     let mut c = Command::new(rattle_bin());
     c.env("NO_COLOR", "1");
+    c.env(
+        "RATTLE_STATE_DIR",
+        std::env::temp_dir().join(format!("rattle-test-state-{}", std::process::id())),
+    );
     c
 }
 

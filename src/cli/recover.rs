@@ -1,0 +1,124 @@
+//! `rattle recover`: reverts what killed runs left in the journal (resumes paused processes;
+//! later also restores scale, uncordons, removes netem, ...), says what it did, and is
+//! idempotent: a second call finds nothing to do.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use super::exit;
+use crate::fault;
+use crate::journal::{self, Journal};
+
+/// `rattle recover`.
+#[derive(Debug, clap::Args)]
+pub struct RecoverArgs {
+    /// Revert without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Only list what would be reverted.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// State directory holding the journal [default: $XDG_STATE_HOME/rattle or
+    /// ~/.local/state/rattle].
+    #[arg(long, env = "RATTLE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Runs `rattle recover`; returns the exit code (0 all reverted or nothing to do, 2 not
+/// confirmed or the journal unreadable, 4 a revert failed).
+pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<i32> {
+    let dir = args.state_dir.unwrap_or_else(journal::default_state_dir);
+    let journal = Journal::open(&dir)?;
+    let left = journal.leftovers()?;
+    let running = journal.list()?.len() - left.len();
+    if left.is_empty() {
+        println!("nothing to recover in {}", journal.dir().display());
+        if running > 0 {
+            println!(
+                "({running} entries belong to runs still in progress; they revert their own faults)"
+            );
+        }
+        return Ok(exit::OK);
+    }
+    println!(
+        "{} fault(s) left by runs that are no longer alive ({}):",
+        left.len(),
+        journal.dir().display()
+    );
+    for f in &left {
+        match &f.entry {
+            Ok(e) => {
+                let targets = e
+                    .targets
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                println!(
+                    "  {} / {} ({}) since {}: {targets}",
+                    e.experiment, e.fault, e.token.kind, e.written_at
+                );
+            }
+            Err(why) => println!("  {}: unreadable: {why}", f.path.display()),
+        }
+    }
+    if args.dry_run {
+        println!("dry run: nothing was reverted");
+        return Ok(exit::OK);
+    }
+    if !args.yes && !confirm()? {
+        eprintln!("not confirmed: nothing was reverted");
+        return Ok(exit::BAD_INPUT);
+    }
+    let mut failed = 0;
+    for f in &left {
+        let entry = match &f.entry {
+            Ok(e) => e,
+            Err(why) => {
+                failed += 1;
+                eprintln!(
+                    "cannot revert {}: unreadable entry ({why}); inspect and remove it by hand",
+                    f.path.display()
+                );
+                continue;
+            }
+        };
+        match fault::revert(&entry.token).await {
+            Ok(()) => {
+                journal.remove(&f.path)?;
+                println!(
+                    "reverted: {} / {} ({})",
+                    entry.experiment, entry.fault, entry.token.kind
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!(
+                    "revert of {} / {} failed: {e}; it stays in the journal",
+                    entry.experiment, entry.fault
+                );
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        exit::OK
+    } else {
+        exit::REVERT_FAILED
+    })
+}
+
+fn confirm() -> anyhow::Result<bool> {
+    let mut err = std::io::stderr();
+    if !std::io::stdin().is_terminal() {
+        writeln!(
+            err,
+            "refusing without confirmation: pass --yes to revert in non-interactive use"
+        )?;
+        return Ok(false);
+    }
+    write!(err, "Revert them now? [y/N] ")?;
+    err.flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
