@@ -180,6 +180,36 @@ pub fn new_histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!("sigfig 3 is valid")))
 }
 
+/// Latency percentiles of a window (µs, from intended start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencySummary {
+    /// Latencies recorded (every outcome but `Missed`).
+    pub count: u64,
+    /// Median.
+    pub p50_us: Option<u64>,
+    /// 90th percentile.
+    pub p90_us: Option<u64>,
+    /// 99th percentile.
+    pub p99_us: Option<u64>,
+    /// Maximum.
+    pub max_us: Option<u64>,
+}
+
+impl LatencySummary {
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            p50_us: Some(h.value_at_quantile(0.5)),
+            p90_us: Some(h.value_at_quantile(0.9)),
+            p99_us: Some(h.value_at_quantile(0.99)),
+            max_us: Some(h.max()),
+        }
+    }
+}
+
 /// One time window of the run.
 #[derive(Debug, Clone)]
 pub struct Window {
@@ -187,22 +217,46 @@ pub struct Window {
     pub start_us: u64,
     /// Outcome counts of requests that completed in this window.
     pub counts: OutcomeCounts,
-    /// Latencies (µs, from intended start) of requests that completed in this window, all
-    /// outcomes but `Missed`.
-    pub latency: Histogram<u64>,
+    /// Latency percentiles of the requests that completed in this window.
+    pub latency: LatencySummary,
+}
+
+/// Windows this far behind the newest one keep their histogram; older ones keep only their
+/// summary. Latencies are recorded at completion, so they only ever land in the newest window
+/// (give or take a scheduling delay); only `Missed` records, which carry no latency, land
+/// further back. A histogram of 1 µs to 1 hour at 3 digits is ~180 KB: kept for every window
+/// it grew memory by 180 KB a second of run.
+const OPEN_WINDOWS: usize = 3;
+
+struct WindowState {
+    counts: OutcomeCounts,
+    histogram: Option<Histogram<u64>>,
+    summary: LatencySummary,
+}
+
+impl WindowState {
+    fn summary(&self) -> LatencySummary {
+        match &self.histogram {
+            Some(h) => LatencySummary::of(h),
+            None => self.summary,
+        }
+    }
 }
 
 struct Inner {
     window_us: u64,
     keep_records: bool,
     records: Vec<Record>,
-    windows: Vec<Window>,
+    windows: Vec<WindowState>,
+    /// Windows below this index are closed (summary only).
+    closed: usize,
     total: OutcomeCounts,
     total_latency: Histogram<u64>,
 }
 
-/// Thread-safe sink of request records: per-request log (optional), per-window histograms and a
-/// whole-run histogram. Cheap to clone (an `Arc`).
+/// Thread-safe sink of request records: per-request log (optional), per-window counts and
+/// percentiles, and a whole-run histogram. Cheap to clone (an `Arc`). Memory: the per-request
+/// log (24 bytes a request) when kept, ~100 bytes per closed window, and a few histograms.
 #[derive(Clone)]
 pub struct Recording {
     inner: Arc<Mutex<Inner>>,
@@ -221,6 +275,7 @@ impl Recording {
                 keep_records,
                 records: Vec::new(),
                 windows: Vec::new(),
+                closed: 0,
                 total: OutcomeCounts::default(),
                 total_latency: new_histogram(),
             })),
@@ -266,16 +321,29 @@ impl Recording {
         (g.records[from..].to_vec(), g.records.len())
     }
 
-    /// A copy of the windows so far (dense: windows with no requests are present and empty).
+    /// The windows so far (dense: windows with no requests are present and empty).
     pub fn windows(&self) -> Vec<Window> {
-        self.lock().windows.clone()
+        let g = self.lock();
+        g.windows
+            .iter()
+            .enumerate()
+            .map(|(i, w)| Window {
+                start_us: i as u64 * g.window_us,
+                counts: w.counts,
+                latency: w.summary(),
+            })
+            .collect()
     }
 
-    /// The window containing `t_us`, if any request completed in it.
+    /// The window containing `t_us`, if any request completed in it or after it.
     pub fn window_at(&self, t_us: u64) -> Option<Window> {
         let g = self.lock();
         let idx = usize::try_from(t_us / g.window_us).ok()?;
-        g.windows.get(idx).cloned()
+        g.windows.get(idx).map(|w| Window {
+            start_us: idx as u64 * g.window_us,
+            counts: w.counts,
+            latency: w.summary(),
+        })
     }
 
     /// Whole-run counts.
@@ -294,17 +362,27 @@ impl Inner {
         let idx = usize::try_from(rec.done_us / self.window_us).unwrap_or(usize::MAX);
         if idx != usize::MAX {
             while self.windows.len() <= idx {
-                let start_us = self.windows.len() as u64 * self.window_us;
-                self.windows.push(Window {
-                    start_us,
+                self.windows.push(WindowState {
                     counts: OutcomeCounts::default(),
-                    latency: new_histogram(),
+                    histogram: Some(new_histogram()),
+                    summary: LatencySummary::default(),
                 });
+            }
+            // Close the windows that fell behind: keep their summary, free their histogram.
+            let close_below = self.windows.len().saturating_sub(OPEN_WINDOWS);
+            while self.closed < close_below {
+                let w = &mut self.windows[self.closed];
+                if let Some(h) = w.histogram.take() {
+                    w.summary = LatencySummary::of(&h);
+                }
+                self.closed += 1;
             }
             let w = &mut self.windows[idx];
             w.counts.add(rec.outcome);
-            if rec.outcome != Outcome::Missed {
-                w.latency.saturating_record(rec.latency_us().max(1));
+            if rec.outcome != Outcome::Missed
+                && let Some(h) = &mut w.histogram
+            {
+                h.saturating_record(rec.latency_us().max(1));
             }
         }
         self.total.add(rec.outcome);
@@ -321,6 +399,30 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closed_windows_keep_their_summary() {
+        let r = Recording::new(Duration::from_secs(1), false);
+        for s in 0..10u64 {
+            for k in 0..100u64 {
+                let t = s * 1_000_000 + k * 10_000;
+                r.push(Record {
+                    intended_us: t,
+                    done_us: t + (s + 1) * 100,
+                    outcome: Outcome::Ok,
+                });
+            }
+        }
+        let w = r.windows();
+        assert_eq!(w.len(), 10);
+        // Window 0 was closed long ago; its figures survive exactly.
+        assert_eq!(w[0].latency.count, 100);
+        assert_eq!(w[0].latency.p50_us, Some(100));
+        assert_eq!(w[9].latency.max_us, Some(1000));
+        let g = r.lock();
+        assert!(g.windows[..7].iter().all(|w| w.histogram.is_none()));
+        assert!(g.windows[7..].iter().all(|w| w.histogram.is_some()));
+    }
 
     #[test]
     fn windows_are_dense_and_counts_add_up() {
@@ -345,7 +447,7 @@ mod tests {
         assert_eq!(w[1].counts.total(), 0);
         assert_eq!(w[2].counts.failed(), 2);
         assert_eq!(w[2].counts.sent(), 1);
-        assert_eq!(w[2].latency.len(), 1);
+        assert_eq!(w[2].latency.count, 1);
         assert_eq!(r.totals().total(), 3);
         assert_eq!(r.records().len(), 3);
     }

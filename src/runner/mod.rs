@@ -542,18 +542,17 @@ fn window_reports(recording: &Recording) -> Vec<WindowReport> {
         .windows()
         .iter()
         .map(|w| {
-            let h = &w.latency;
-            let q = |q: f64| (!h.is_empty()).then(|| analysis::us_to_ms(h.value_at_quantile(q)));
+            let l = &w.latency;
             WindowReport {
                 t_ms: w.start_us / 1000,
                 sent: w.counts.sent(),
                 ok: w.counts.ok(),
                 failed: w.counts.failed(),
                 missed: w.counts.get(Outcome::Missed),
-                p50_ms: q(0.5),
-                p90_ms: q(0.9),
-                p99_ms: q(0.99),
-                max_ms: (!h.is_empty()).then(|| analysis::us_to_ms(h.max())),
+                p50_ms: l.p50_us.map(analysis::us_to_ms),
+                p90_ms: l.p90_us.map(analysis::us_to_ms),
+                p99_ms: l.p99_us.map(analysis::us_to_ms),
+                max_ms: l.max_us.map(analysis::us_to_ms),
                 errors: errors_by_class(&w.counts),
             }
         })

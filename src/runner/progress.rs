@@ -101,10 +101,9 @@ fn status_line(recording: &Recording, clock: RunClock, phase: Phase) -> String {
             } else {
                 0.0
             };
-            let p99 = if w.latency.is_empty() {
-                "–".to_string()
-            } else {
-                format!("{:.1}ms", w.latency.value_at_quantile(0.99) as f64 / 1000.0)
+            let p99 = match w.latency.p99_us {
+                None => "–".to_string(),
+                Some(v) => format!("{:.1}ms", v as f64 / 1000.0),
             };
             (rate, err, p99)
         }

@@ -463,19 +463,38 @@ fn recover_exits_4_and_keeps_what_it_cannot_revert() {
     });
     std::fs::write(journal.join("old-1-1-0.json"), entry.to_string()).expect("write");
     std::fs::write(journal.join("torn.json"), b"{\"version\": 1, \"run_").expect("write");
-    let out = rattle().args(["recover", "--yes", "--state-dir"]).arg(&state).output().expect("recover");
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = rattle()
+        .args(["recover", "--yes", "--state-dir"])
+        .arg(&state)
+        .output()
+        .expect("recover");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown fault kind") && err.contains("unreadable"), "{err}");
-    assert_eq!(std::fs::read_dir(&journal).expect("dir").count(), 2, "nothing it could not revert is dropped");
+    assert!(
+        err.contains("unknown fault kind") && err.contains("unreadable"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&journal).expect("dir").count(),
+        2,
+        "nothing it could not revert is dropped"
+    );
 }
 
 #[test]
 fn a_failing_probe_stops_the_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let closed = free_port();
-    let exp = write(dir.path(), "probe.yaml", &format!(
-        r#"version: 1
+    let exp = write(
+        dir.path(),
+        "probe.yaml",
+        &format!(
+            r#"version: 1
 name: probe-stop
 steady_state:
   warmup: 200ms
@@ -485,12 +504,24 @@ steady_state:
 stop_when:
   probe_failing: 1s
 duration: 20s
-"#));
+"#
+        ),
+    );
     let out = dir.path().join("out");
     let mut run = spawn_run(&exp, &out, &dir.path().join("state"), &[]);
     let (code, _, err) = wait_run(&mut run, Duration::from_secs(20));
     assert_eq!(code, 3, "{err}");
     let r = report(&out);
-    assert!(r["stop"]["condition"].as_str().is_some_and(|c| c.contains("probe_failing")), "{}", r["stop"]);
-    assert!(r["stop"]["triggered_at_ms"].as_f64().is_some_and(|t| t >= 1000.0));
+    assert!(
+        r["stop"]["condition"]
+            .as_str()
+            .is_some_and(|c| c.contains("probe_failing")),
+        "{}",
+        r["stop"]
+    );
+    assert!(
+        r["stop"]["triggered_at_ms"]
+            .as_f64()
+            .is_some_and(|t| t >= 1000.0)
+    );
 }
