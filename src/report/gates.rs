@@ -195,9 +195,10 @@ pub fn evaluate(g: &Gates, r: &Report) -> Vec<GateResult> {
     }
     let phases = r.phases.as_ref();
     if let Some(th) = g.error_rate_during_faults {
-        let m = match phases.and_then(|p| p.fault.as_ref()) {
-            Some(s) => opt(s.error_rate, "no request completed during the faults"),
-            None => Measured::Missing("no fault phase".into()),
+        let m = match (phases, phases.and_then(|p| p.fault.as_ref())) {
+            (_, Some(s)) => opt(s.error_rate, "no request completed during the faults"),
+            (None, _) => Measured::Missing("the report has no per-phase figures".into()),
+            (Some(_), None) => Measured::Missing("no fault phase".into()),
         };
         out.push(percent_gate(
             "error_rate_during_faults".into(),
@@ -217,7 +218,7 @@ pub fn evaluate(g: &Gates, r: &Report) -> Vec<GateResult> {
             "fault" => p.fault.as_ref(),
             _ => p.recovery.as_ref(),
         });
-        latency_gates(&mut out, phase, gates, stats);
+        latency_gates(&mut out, phase, gates, stats, phases.is_some());
     }
     if let Some(after) = g.steady_state_after {
         if after.held == Some(true) {
@@ -365,6 +366,7 @@ fn latency_gates(
     phase: &str,
     gates: &PercentileGates,
     stats: Option<&SpanStats>,
+    has_phases: bool,
 ) {
     for (q, t) in gates.iter() {
         let v = stats.and_then(|s| match q {
@@ -373,7 +375,9 @@ fn latency_gates(
             "p99" => s.p99_ms,
             _ => s.max_ms,
         });
-        let why = if stats.is_none() {
+        let why = if !has_phases {
+            "the report has no per-phase figures".to_string()
+        } else if stats.is_none() {
             format!("the run had no {phase} phase")
         } else {
             format!("no request completed in the {phase} phase")
@@ -384,5 +388,118 @@ fn latency_gates(
             t,
             opt(v, &why),
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::SpanStats;
+    use crate::report::Phases;
+
+    fn fixture() -> Report {
+        serde_json::from_str(include_str!("../../tests/it/fixtures/report-v1-old.json"))
+            .expect("fixture")
+    }
+
+    fn gates(yaml: &str) -> Gates {
+        let text = format!(
+            "version: 1\nname: t\nload: {{ http: {{ url: \"http://127.0.0.1:1/\", rate: 1/s }} }}\n\
+             faults:\n  - name: kill-one\n    at: 5s\n    process-kill: {{ match: x }}\n\
+             duration: 12s\ngates:\n{yaml}"
+        );
+        crate::experiment::parse_str(&text)
+            .map(|e| e.gates)
+            .unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    fn stats(p99: f64, error_rate: f64) -> SpanStats {
+        SpanStats {
+            from_ms: 0.0,
+            to_ms: 1.0,
+            requests: 100,
+            failed: 0,
+            error_rate: Some(error_rate),
+            p50_ms: Some(1.0),
+            p90_ms: Some(2.0),
+            p99_ms: Some(p99),
+            max_ms: Some(p99 * 2.0),
+        }
+    }
+
+    #[test]
+    fn never_recovered_misses_a_recovery_gate_and_never_felt_meets_an_impact_gate() {
+        let mut r = fixture();
+        if let Some(rec) = r.faults[0].recovery.as_mut() {
+            rec.time_to_recover_ms = None;
+            rec.time_to_impact_ms = None;
+        }
+        let g = evaluate(
+            &gates("  recovery_time: \"< 1h\"\n  time_to_impact: \"> 1s\"\n"),
+            &r,
+        );
+        assert_eq!(g[0].status, CheckStatus::Fail);
+        assert_eq!(g[0].measured_text, "not recovered");
+        assert_eq!(g[1].status, CheckStatus::Pass);
+        assert_eq!(g[1].measured, None);
+    }
+
+    #[test]
+    fn phase_gates_read_the_phase_figures() {
+        let mut r = fixture();
+        r.phases = Some(Phases {
+            baseline: Some(stats(5.0, 0.0)),
+            fault: Some(stats(250.0, 0.04)),
+            recovery: None,
+        });
+        let g = evaluate(
+            &gates(
+                "  error_rate_during_faults: \"< 5%\"\n  latency:\n    baseline: { p99: \"< 10ms\" }\n    fault: { p99: \"< 200ms\", max: \"< 1s\" }\n    recovery: { p99: \"< 10ms\" }\n",
+            ),
+            &r,
+        );
+        let by: Vec<(&str, CheckStatus)> = g.iter().map(|g| (g.name.as_str(), g.status)).collect();
+        assert_eq!(
+            by,
+            [
+                ("error_rate_during_faults", CheckStatus::Pass),
+                ("latency.baseline.p99", CheckStatus::Pass),
+                ("latency.fault.p99", CheckStatus::Fail),
+                ("latency.fault.max", CheckStatus::Pass),
+                ("latency.recovery.p99", CheckStatus::Skipped),
+            ]
+        );
+        assert_eq!(
+            g[2].message,
+            "p99 latency in the fault phase 250.0 ms, expected < 200ms"
+        );
+    }
+
+    #[test]
+    fn p99_increase_is_relative_to_the_baseline() {
+        let mut r = fixture();
+        if let Some(a) = r.steady_state.after.as_mut().and_then(|a| a.slo.as_mut()) {
+            a.p99_ms = Some(12.0); // baseline 8.0: +50%
+        }
+        let g = evaluate(
+            &gates("  steady_state_after: { p99_increase: \"< 40%\" }\n"),
+            &r,
+        );
+        assert_eq!(g[0].status, CheckStatus::Fail);
+        assert_eq!(g[0].measured, Some(50.0));
+    }
+
+    #[test]
+    fn a_missed_gate_only_turns_a_pass_into_a_fail() {
+        let g = gates("  recovery_time: \"< 1ms\"\n");
+        let mut r = fixture();
+        crate::report::judge(&mut r, &g);
+        assert_eq!((r.verdict, r.exit_code), (crate::report::Verdict::Fail, 1));
+        let mut r = fixture();
+        r.verdict = crate::report::Verdict::Aborted;
+        r.exit_code = 3;
+        crate::report::judge(&mut r, &g);
+        assert_eq!(r.exit_code, 3);
+        assert_eq!(r.score.map(|s| s.value), Some(0));
     }
 }

@@ -36,7 +36,7 @@ pub fn junit(r: &Report) -> Result<String, ReportError> {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
                     s.set_message(c.message.as_str());
                     s.set_type(group);
-                    s.set_description(format!("{}: {}\n{}", c.name, c.message, r.reason));
+                    s.set_description(format!("{}: {}", c.name, c.message));
                     s
                 }
                 CheckStatus::Skipped => {

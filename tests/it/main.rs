@@ -5,5 +5,6 @@ mod demo;
 mod experiment;
 mod load;
 mod process;
+mod report;
 mod run;
 mod support;
