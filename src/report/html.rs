@@ -276,6 +276,14 @@ fn phase_rows(r: &Report) -> Vec<Row> {
     .collect()
 }
 
+/// A JSON object without its null members (unset thresholds), for display.
+fn without_nulls(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|_, v| !v.is_null());
+    }
+    v
+}
+
 /// Renders report.html.
 pub fn html(r: &Report) -> Result<String, ReportError> {
     let mut env = Environment::new();
@@ -335,7 +343,7 @@ pub fn html(r: &Report) -> Result<String, ReportError> {
             duration => Serde(&secs(p.duration_ms as f64)),
             warmup => Serde(&secs(p.warmup_ms as f64)),
             hold => Serde(&secs(p.hold_ms as f64)),
-            slo => Serde(&serde_json::to_string(&p.slo).unwrap_or_default()),
+            slo => Serde(&without_nulls(serde_json::to_value(&p.slo).unwrap_or_default()).to_string()),
             load => Serde(&p.load.as_ref().map(|l| serde_json::to_string_pretty(l).unwrap_or_default())),
             faults => Serde(&faults),
         }
