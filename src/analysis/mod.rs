@@ -343,6 +343,92 @@ fn find_recovery(
     })
 }
 
+/// A span of the run by phase, for latency and error figures per phase (µs since run start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PhaseSpans {
+    /// Warm-up end to the first injection (to the end of load without faults).
+    pub baseline: Option<(u64, u64)>,
+    /// First injection until the last fault has recovered and held (the end of load if one
+    /// never recovered).
+    pub fault: Option<(u64, u64)>,
+    /// From the end of the fault phase to the end of load.
+    pub recovery: Option<(u64, u64)>,
+}
+
+/// Figures of the requests completing in one span.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SpanStats {
+    /// Span start, ms since run start.
+    pub from_ms: f64,
+    /// Span end, ms since run start.
+    pub to_ms: f64,
+    /// Requests completing in the span (missed included).
+    pub requests: u64,
+    /// Of them, failed (missed included).
+    pub failed: u64,
+    /// failed / requests; null without requests.
+    pub error_rate: Option<f64>,
+    /// Latency percentiles (ms) of the requests sent, from their intended start.
+    pub p50_ms: Option<f64>,
+    /// 90th percentile (ms).
+    pub p90_ms: Option<f64>,
+    /// 99th percentile (ms).
+    pub p99_ms: Option<f64>,
+    /// Maximum (ms).
+    pub max_ms: Option<f64>,
+}
+
+/// Figures of the requests completing in `[from_us, to_us)`, from records sorted by `done_us`.
+pub fn span_stats(sorted: &[Record], from_us: u64, to_us: u64) -> SpanStats {
+    let lo = sorted.partition_point(|r| r.done_us < from_us);
+    let hi = sorted.partition_point(|r| r.done_us < to_us).max(lo);
+    let span = &sorted[lo..hi];
+    let failed = span.iter().filter(|r| !r.outcome.is_ok()).count() as u64;
+    let mut lat: Vec<u64> = span
+        .iter()
+        .filter(|r| r.outcome != Outcome::Missed)
+        .map(Record::latency_us)
+        .collect();
+    lat.sort_unstable();
+    let pct = |q: f64| percentile_sorted(&lat, q).map(us_to_ms);
+    let requests = span.len() as u64;
+    SpanStats {
+        from_ms: us_to_ms(from_us),
+        to_ms: us_to_ms(to_us),
+        requests,
+        failed,
+        error_rate: (requests > 0).then(|| failed as f64 / requests as f64),
+        p50_ms: pct(0.5),
+        p90_ms: pct(0.9),
+        p99_ms: pct(0.99),
+        max_ms: pct(1.0),
+    }
+}
+
+/// The phase spans of a run: `faults` lists each fired fault's injection and the instant it
+/// settled (recovery plus hold; `None` when it never recovered), `end_us` is the end of load.
+pub fn phase_spans(warmup_us: u64, faults: &[(u64, Option<u64>)], end_us: u64) -> PhaseSpans {
+    let nonempty = |a: u64, b: u64| (a < b).then_some((a, b));
+    let first = faults.iter().map(|f| f.0).min();
+    let Some(first) = first else {
+        return PhaseSpans {
+            baseline: nonempty(warmup_us, end_us),
+            ..PhaseSpans::default()
+        };
+    };
+    let settled = faults
+        .iter()
+        .map(|f| f.1.unwrap_or(end_us).max(f.0))
+        .max()
+        .unwrap_or(end_us)
+        .min(end_us);
+    PhaseSpans {
+        baseline: nonempty(warmup_us, first.min(end_us)),
+        fault: nonempty(first, settled.max(first)),
+        recovery: nonempty(settled, end_us),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,5 +630,30 @@ mod tests {
             let p = percentile_sorted(&sorted, 0.99).expect("non-empty");
             assert_eq!(holds, p < 50_000, "after {} values", i + 1);
         }
+    }
+
+    #[test]
+    fn phases_split_the_run_and_stats_count_their_requests() {
+        let recs = traffic(0, 10 * S, 10_000, 2_000, |t| {
+            if (4 * S..5 * S).contains(&t) {
+                Outcome::Refused
+            } else {
+                Outcome::Ok
+            }
+        });
+        let p = phase_spans(S, &[(4 * S, Some(7 * S))], 10 * S);
+        assert_eq!(p.baseline, Some((S, 4 * S)));
+        assert_eq!(p.fault, Some((4 * S, 7 * S)));
+        assert_eq!(p.recovery, Some((7 * S, 10 * S)));
+        let f = span_stats(&recs, 4 * S, 7 * S);
+        assert_eq!(f.requests, 300);
+        assert_eq!(f.failed, 100);
+        assert_eq!(f.p99_ms, Some(2.0));
+        // Never recovered: the fault phase runs to the end, no recovery phase.
+        let p = phase_spans(S, &[(4 * S, None)], 10 * S);
+        assert_eq!((p.fault, p.recovery), (Some((4 * S, 10 * S)), None));
+        // No faults: all baseline.
+        assert_eq!(phase_spans(S, &[], 10 * S).baseline, Some((S, 10 * S)));
+        assert_eq!(span_stats(&recs, 20 * S, 30 * S).error_rate, None);
     }
 }

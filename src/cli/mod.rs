@@ -1,6 +1,8 @@
 //! Command-line interface: clap types and dispatch only. Every command returns an
 //! [`ExitCode`]-like number; `main.rs` maps it to the process's exit status in one place.
 
+mod report;
+
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -59,11 +61,19 @@ pub enum Command {
         files: Vec<PathBuf>,
     },
     /// Print the JSON Schema of the experiment format (for editors' YAML language servers).
-    Schema,
+    Schema {
+        /// Print the schema of report.json instead.
+        #[arg(long)]
+        report: bool,
+    },
     /// Run the built-in demo service: worker processes behind a round-robin balancer.
     Demo(DemoArgs),
     /// Revert the faults that killed runs left behind (read from the journal).
     Recover(recover::RecoverArgs),
+    /// Re-render an earlier run's report.json as HTML, Markdown, JUnit XML or JSON.
+    Report(report::ReportArgs),
+    /// Compare two runs' figures; exit 1 when one regressed beyond its allowance.
+    Compare(report::CompareArgs),
 }
 
 /// How progress is shown.
@@ -153,13 +163,19 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => run_cmd(args).await,
         Command::Validate { files } => Ok(validate_cmd(&files)),
-        Command::Schema => {
-            let schema = experiment::json_schema();
+        Command::Schema { report } => {
+            let schema = if report {
+                crate::report::json_schema()
+            } else {
+                experiment::json_schema()
+            };
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(exit::OK)
         }
         Command::Demo(args) => demo_cmd(args).await,
         Command::Recover(args) => recover::recover_cmd(args).await,
+        Command::Report(args) => report::report_cmd(args),
+        Command::Compare(args) => report::compare_cmd(args),
     }
 }
 
@@ -299,6 +315,11 @@ fn print_outcome(o: &runner::RunOutcome) {
     );
     println!("  report: {}", o.report_dir.join("report.json").display());
     println!("  summary: {}", o.report_dir.join("summary.md").display());
+    println!("  html: {}", o.report_dir.join("report.html").display());
+    println!("  junit: {}", o.report_dir.join("junit.xml").display());
+    if let Some(s) = &r.score {
+        println!("  resilience score: {}/100", s.value);
+    }
 }
 
 async fn demo_cmd(args: DemoArgs) -> anyhow::Result<i32> {

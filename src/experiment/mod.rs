@@ -3,6 +3,7 @@
 //! Nothing is resolved here (which processes, which seed): that is `plan`.
 
 mod entry;
+pub mod gates;
 mod located;
 pub mod parse;
 pub mod spec;

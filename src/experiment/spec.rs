@@ -41,6 +41,9 @@ pub struct Experiment {
     /// How long the run lasts, from the start of load. Recovery observation may extend it by up
     /// to `steady_state.recovery_timeout` when the last fault has not recovered yet.
     pub duration: Located<HumanDuration>,
+    /// Thresholds over the run's figures that CI fails on (exit 1 when one is missed).
+    #[serde(default, skip_serializing_if = "super::gates::Gates::is_empty")]
+    pub gates: super::gates::Gates,
 }
 
 /// What the run starts itself.

@@ -194,6 +194,14 @@ pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
         }
     }
 
+    let fault_names: Vec<&str> = e.faults.iter().map(|f| f.name.as_str()).collect();
+    c.0.extend(super::gates::validate(
+        &e.gates,
+        &fault_names,
+        e.load.is_some(),
+        &e.name,
+    ));
+
     if c.0.is_empty() { Ok(()) } else { Err(c.0) }
 }
 

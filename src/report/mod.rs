@@ -1,14 +1,30 @@
 //! Reports. `report.json` is the complete, versioned record of a run ([`Report`]); every other
-//! format renders from it (so `rattle report` can re-render an old run). The keys of
-//! [`Report`] are relied upon by other tools: add, never rename.
+//! format renders from it (so `rattle report` can re-render an old run): `summary.md`
+//! ([`markdown`]), `junit.xml` ([`junit`]), `report.html` ([`html`]). Gates are judged from it
+//! ([`gates`]), the score too ([`score`]), and two of them can be compared ([`compare`]).
+//! The keys of [`Report`] are relied upon by other tools: add, never rename; a new key has a
+//! serde default so that older reports still read.
+
+mod chart;
+pub mod compare;
+pub mod gates;
+pub mod html;
+pub mod junit;
+pub mod markdown;
+mod schema;
+pub mod score;
+
+pub use gates::{CheckStatus, GateResult};
+pub use markdown::markdown;
+pub use score::Score;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{Recovery, SloCheck};
+use crate::analysis::{Recovery, SloCheck, SpanStats};
 use crate::fault::Target;
 use crate::plan::PlanSummary;
 use crate::probe::ProbeSummary;
@@ -31,10 +47,44 @@ pub enum ReportError {
     /// The report could not be serialized.
     #[error("serializing the report: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// A report file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A report file is not a report.json this rattle understands.
+    #[error("{}: not a rattle report.json: {message}", path.display())]
+    Invalid {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A report of a format version this rattle does not read.
+    #[error(
+        "{}: report schema_version {found} is not supported: this rattle ({}) reads version {SCHEMA_VERSION}",
+        path.display(), env!("CARGO_PKG_VERSION")
+    )]
+    UnknownVersion {
+        /// The path.
+        path: PathBuf,
+        /// The version found.
+        found: String,
+    },
+    /// The JUnit XML could not be written.
+    #[error("rendering junit.xml: {0}")]
+    Junit(String),
+    /// The HTML template failed.
+    #[error("rendering report.html: {0}")]
+    Html(String),
 }
 
 /// How the run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// The hypothesis held and every fault recovered.
@@ -47,8 +97,20 @@ pub enum Verdict {
     Error,
 }
 
+impl Verdict {
+    /// The word report.json uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Aborted => "aborted",
+            Verdict::Error => "error",
+        }
+    }
+}
+
 /// The experiment's identity.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ExperimentRef {
     /// Name.
     pub name: String,
@@ -59,13 +121,14 @@ pub struct ExperimentRef {
 }
 
 /// One fault as it happened.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct FaultReport {
     /// Name.
     pub name: String,
     /// Kind key.
     pub kind: String,
     /// What it acted on.
+    #[schemars(with = "Vec<schema::TargetSchema>")]
     pub targets: Vec<Target>,
     /// Injection, ms since run start; null if it never fired.
     pub injected_at_ms: Option<f64>,
@@ -74,6 +137,7 @@ pub struct FaultReport {
     /// What went wrong while resolving, injecting or reverting.
     pub error: Option<String>,
     /// Impact and recovery figures; null if it never fired.
+    #[schemars(with = "Option<schema::RecoverySchema>")]
     pub recovery: Option<RecoveryReport>,
 }
 
@@ -81,7 +145,7 @@ pub struct FaultReport {
 pub type RecoveryReport = Recovery;
 
 /// One window of the load.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct WindowReport {
     /// Window start, ms since run start.
     pub t_ms: u64,
@@ -106,7 +170,7 @@ pub struct WindowReport {
 }
 
 /// Whole-run figures.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Totals {
     /// Requests, missed included.
     pub requests: u64,
@@ -137,7 +201,7 @@ pub struct Totals {
 }
 
 /// A steady-state check: the SLO over the load's requests in a span, and the probes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SteadyCheck {
     /// Did the hypothesis hold (SLO and every probe)?
     pub held: bool,
@@ -146,8 +210,10 @@ pub struct SteadyCheck {
     /// Span end.
     pub to_ms: u64,
     /// The SLO check; null without load.
+    #[schemars(with = "Option<schema::SloCheckSchema>")]
     pub slo: Option<SloCheck>,
     /// Probe results in the span.
+    #[schemars(with = "Vec<schema::ProbeSummarySchema>")]
     pub probes: Vec<ProbeSummary>,
 }
 
@@ -176,7 +242,7 @@ impl SteadyCheck {
 }
 
 /// Before and after.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct SteadyState {
     /// Over the baseline, before any fault.
     pub before: Option<SteadyCheck>,
@@ -185,7 +251,7 @@ pub struct SteadyState {
 }
 
 /// One event of the run's timeline.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct TimelineEvent {
     /// ms since run start.
     pub t_ms: f64,
@@ -196,7 +262,7 @@ pub struct TimelineEvent {
 }
 
 /// The complete record of a run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Report {
     /// Format version.
     pub schema_version: u32,
@@ -219,6 +285,7 @@ pub struct Report {
     /// The process's exit code.
     pub exit_code: i32,
     /// The resolved plan.
+    #[schemars(with = "Option<schema::PlanSummarySchema>")]
     pub plan: Option<PlanSummary>,
     /// Faults in firing order.
     pub faults: Vec<FaultReport>,
@@ -233,10 +300,32 @@ pub struct Report {
     /// The stop condition that ended the run, if one did.
     #[serde(default)]
     pub stop: Option<StopReport>,
+    /// Latency and errors per phase (baseline, fault, recovery); null without load or in
+    /// reports older than this key.
+    #[serde(default)]
+    pub phases: Option<Phases>,
+    /// Every gate of the experiment, judged.
+    #[serde(default)]
+    pub gates: Vec<GateResult>,
+    /// The resilience score (see the README); null in reports older than this key.
+    #[serde(default)]
+    pub score: Option<Score>,
+}
+
+/// Figures per phase of the run. `baseline`: warm-up end to the first injection; `fault`: first
+/// injection until the last fault has recovered and held; `recovery`: from there to the end.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Phases {
+    /// Before any fault; null when empty.
+    pub baseline: Option<SpanStats>,
+    /// While faults acted and until they recovered; null without faults.
+    pub fault: Option<SpanStats>,
+    /// After the last fault recovered; null when empty.
+    pub recovery: Option<SpanStats>,
 }
 
 /// A `stop_when` condition that ended the run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct StopReport {
     /// The condition and the value that crossed it.
     pub condition: String,
@@ -263,16 +352,24 @@ pub fn rfc3339_ms(unix_ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Writes report.json and summary.md into `dir` (created if needed). Returns the files.
+/// The files a run writes, in this order.
+pub const FILES: [&str; 4] = ["report.json", "summary.md", "junit.xml", "report.html"];
+
+/// Writes report.json, summary.md, junit.xml and report.html into `dir` (created if needed).
+/// Returns the files.
 pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
         path: dir.to_path_buf(),
         source,
     })?;
     let mut files = Vec::new();
-    let json = serde_json::to_string_pretty(report)?;
-    for (name, content) in [("report.json", json), ("summary.md", markdown(report))] {
+    for (name, format) in
+        FILES
+            .iter()
+            .zip([Format::Json, Format::Markdown, Format::Junit, Format::Html])
+    {
         let path = dir.join(name);
+        let content = render(report, format)?;
         std::fs::write(&path, content).map_err(|source| ReportError::Write {
             path: path.clone(),
             source,
@@ -282,142 +379,258 @@ pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     Ok(files)
 }
 
-fn opt_ms(v: Option<f64>) -> String {
+/// An output format of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// report.json.
+    Json,
+    /// summary.md.
+    Markdown,
+    /// junit.xml.
+    Junit,
+    /// report.html.
+    Html,
+}
+
+/// Renders a report in one format.
+pub fn render(report: &Report, format: Format) -> Result<String, ReportError> {
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(report)? + "\n",
+        Format::Markdown => markdown(report),
+        Format::Junit => junit::junit(report)?,
+        Format::Html => html::html(report)?,
+    })
+}
+
+/// Reads a report.json written by this or an older rattle of the same format version. An
+/// unknown `schema_version` is refused with its number, before the rest is looked at.
+pub fn read(path: &Path) -> Result<Report, ReportError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_json(&text).map_err(|e| match e {
+        FromJsonError::Version(found) => ReportError::UnknownVersion {
+            path: path.to_path_buf(),
+            found,
+        },
+        FromJsonError::Invalid(message) => ReportError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        },
+    })
+}
+
+enum FromJsonError {
+    Version(String),
+    Invalid(String),
+}
+
+fn from_json(text: &str) -> Result<Report, FromJsonError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| FromJsonError::Invalid(e.to_string()))?;
+    match value.get("schema_version") {
+        Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
+        Some(v) => return Err(FromJsonError::Version(v.to_string())),
+        None => {
+            return Err(FromJsonError::Invalid(
+                "no `schema_version` key (is this a report.json?)".into(),
+            ));
+        }
+    }
+    let mut report: Report =
+        serde_json::from_value(value).map_err(|e| FromJsonError::Invalid(e.to_string()))?;
+    if report.score.is_none() {
+        report.score = Some(score::score(&report));
+    }
+    Ok(report)
+}
+
+/// The JSON Schema (draft-07) of report.json.
+pub fn json_schema() -> serde_json::Value {
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let schema = generator.into_root_schema_for::<Report>();
+    serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
+}
+
+/// The phase spans of a run, from its report alone: the baseline from the warm-up's end, the
+/// fault phase from the first injection until every fault has recovered and held, the
+/// recovery phase from there to the end of load.
+pub fn phase_spans(r: &Report) -> crate::analysis::PhaseSpans {
+    let us = |ms: f64| (ms.max(0.0) * 1000.0).round() as u64;
+    let hold_ms = r.plan.as_ref().map_or(0, |p| p.hold_ms);
+    let warmup_ms = r.plan.as_ref().map_or(0, |p| p.warmup_ms);
+    let faults: Vec<(u64, Option<u64>)> = r
+        .faults
+        .iter()
+        .filter_map(|f| {
+            let injected = f.injected_at_ms?;
+            let settled = f
+                .recovery
+                .as_ref()
+                .and_then(|rec| rec.recovered_at_ms)
+                .map(|t| us(t) + hold_ms * 1000);
+            Some((us(injected), settled))
+        })
+        .collect();
+    crate::analysis::phase_spans(warmup_ms * 1000, &faults, r.duration_ms * 1000)
+}
+
+/// Fills what is judged after the figures: the gates (a missed gate turns a pass into a fail,
+/// exit 1) and the score. Pure: reads only the report and the gates.
+pub fn judge(report: &mut Report, gates: &crate::experiment::gates::Gates) {
+    report.gates = gates::evaluate(gates, report);
+    if report.verdict == Verdict::Pass {
+        let missed: Vec<&GateResult> = report
+            .gates
+            .iter()
+            .filter(|g| g.status == CheckStatus::Fail)
+            .collect();
+        if let Some(first) = missed.first() {
+            report.reason = match missed.len() {
+                1 => format!("gate missed: {}", first.message),
+                n => format!("{n} gates missed; first: {}", first.message),
+            };
+            report.verdict = Verdict::Fail;
+            report.exit_code = crate::cli::exit::FAILED;
+        }
+    }
+    report.score = Some(score::score(report));
+}
+
+/// One check of the run as JUnit, the summary and the HTML show it: a hypothesis check (steady
+/// state before and after, each fault's recovery) or a gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// `hypothesis` or `gate`.
+    pub group: &'static str,
+    /// Short name, e.g. `steady state before`, `recovery of kill-one`, `recovery_time[kill-one]`.
+    pub name: String,
+    /// The outcome.
+    pub status: CheckStatus,
+    /// The measured value against the expectation, or why it was skipped.
+    pub message: String,
+}
+
+/// Every check of the run: hypothesis checks first, then the gates.
+pub fn checks(r: &Report) -> Vec<Check> {
+    let mut out = Vec::new();
+    let steady = |name: &str, c: &Option<SteadyCheck>, missing: &str| -> Check {
+        match c {
+            Some(c) => {
+                let span = format!(
+                    "{:.1}–{:.1} s",
+                    c.from_ms as f64 / 1000.0,
+                    c.to_ms as f64 / 1000.0
+                );
+                let figures = c
+                    .slo
+                    .as_ref()
+                    .map(|s| {
+                        format!(
+                            "success rate {}, p99 {}",
+                            fmt_pct(s.success_rate),
+                            fmt_ms(s.p99_ms)
+                        )
+                    })
+                    .unwrap_or_else(|| "probes only".into());
+                if c.held {
+                    Check {
+                        group: "hypothesis",
+                        name: name.into(),
+                        status: CheckStatus::Pass,
+                        message: format!("held over {span}: {figures}"),
+                    }
+                } else {
+                    Check {
+                        group: "hypothesis",
+                        name: name.into(),
+                        status: CheckStatus::Fail,
+                        message: format!("did not hold over {span}: {}", c.problems().join("; ")),
+                    }
+                }
+            }
+            None => Check {
+                group: "hypothesis",
+                name: name.into(),
+                status: CheckStatus::Skipped,
+                message: missing.into(),
+            },
+        }
+    };
+    if r.steady_state.before.is_some() || !r.faults.is_empty() {
+        out.push(steady(
+            "steady state before",
+            &r.steady_state.before,
+            "not checked",
+        ));
+    }
+    for f in &r.faults {
+        let name = format!("recovery of {}", f.name);
+        let (status, message) = match (&f.recovery, f.injected_at_ms) {
+            (Some(rec), _) => match rec.time_to_recover_ms {
+                Some(t) => (
+                    CheckStatus::Pass,
+                    format!(
+                        "recovered after {}; impact after {}; {} failed of {} requests",
+                        fmt_ms(Some(t)),
+                        rec.time_to_impact_ms
+                            .map(|v| fmt_ms(Some(v)))
+                            .unwrap_or_else(|| "never".into()),
+                        rec.failed_requests,
+                        rec.requests
+                    ),
+                ),
+                None => (
+                    CheckStatus::Fail,
+                    rec.reason.clone().unwrap_or_else(|| "not recovered".into()),
+                ),
+            },
+            (None, Some(_)) => match &f.error {
+                Some(e) => (CheckStatus::Fail, e.clone()),
+                None => (
+                    CheckStatus::Skipped,
+                    "no load: recovery is not measured".into(),
+                ),
+            },
+            (None, None) => match &f.error {
+                Some(e) => (CheckStatus::Fail, format!("not fired: {e}")),
+                None => (CheckStatus::Skipped, "not fired".into()),
+            },
+        };
+        out.push(Check {
+            group: "hypothesis",
+            name,
+            status,
+            message,
+        });
+    }
+    out.push(steady(
+        "steady state after",
+        &r.steady_state.after,
+        "not checked: the run did not complete",
+    ));
+    for g in &r.gates {
+        out.push(Check {
+            group: "gate",
+            name: g.name.clone(),
+            status: g.status,
+            message: g.message.clone(),
+        });
+    }
+    out
+}
+
+/// `12.3 ms`, or `–`.
+pub(crate) fn fmt_ms(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.1} ms"))
         .unwrap_or_else(|| "–".into())
 }
 
-fn opt_pct(v: Option<f64>) -> String {
+/// `99.500%` from a fraction, or `–`.
+pub(crate) fn fmt_pct(v: Option<f64>) -> String {
     v.map(|v| format!("{:.3}%", v * 100.0))
         .unwrap_or_else(|| "–".into())
-}
-
-/// summary.md: short, tables; fits a CI step summary or a pull-request comment.
-pub fn markdown(r: &Report) -> String {
-    let mut s = String::new();
-    let icon = match r.verdict {
-        Verdict::Pass => "✅ PASS",
-        Verdict::Fail => "❌ FAIL",
-        Verdict::Aborted => "⏹ ABORTED",
-        Verdict::Error => "⚠️ ERROR",
-    };
-    let _ = writeln!(s, "# rattle: {} — {}\n", r.experiment.name, icon);
-    let _ = writeln!(s, "{}\n", r.reason);
-    let _ = writeln!(
-        s,
-        "Started {} · ran {:.1} s · seed `{}` · exit code {}\n",
-        r.started_at,
-        r.duration_ms as f64 / 1000.0,
-        r.seed,
-        r.exit_code
-    );
-    if !r.faults.is_empty() {
-        let _ = writeln!(s, "## Faults\n");
-        let _ = writeln!(
-            s,
-            "| fault | kind | targets | injected | time to impact | time to recover | failed | availability |"
-        );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
-        for f in &r.faults {
-            let targets = f
-                .targets
-                .iter()
-                .map(|t| t.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
-            let (tti, ttr, failed, avail) = match &f.recovery {
-                Some(rec) => (
-                    opt_ms(rec.time_to_impact_ms),
-                    rec.time_to_recover_ms
-                        .map(|v| format!("{v:.1} ms"))
-                        .unwrap_or_else(|| "not recovered".into()),
-                    rec.failed_requests.to_string(),
-                    opt_pct(rec.availability),
-                ),
-                None => ("–".into(), "–".into(), "–".into(), "–".into()),
-            };
-            let injected = f.injected_at_ms.map(|t| format!("{:.3} s", t / 1000.0));
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                f.name,
-                f.kind,
-                if targets.is_empty() {
-                    "–".into()
-                } else {
-                    targets
-                },
-                injected.unwrap_or_else(|| "not fired".into()),
-                tti,
-                ttr,
-                failed,
-                avail
-            );
-            if let Some(e) = &f.error {
-                let _ = writeln!(s, "\n> **{}**: {}\n", f.name, e);
-            }
-        }
-        let _ = writeln!(s);
-    }
-    let t = &r.totals;
-    let _ = writeln!(s, "## Load\n");
-    let _ = writeln!(
-        s,
-        "| requests | ok | failed | missed | availability | rate | p50 | p90 | p99 | max |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
-    let _ = writeln!(
-        s,
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-        t.requests,
-        t.ok,
-        t.failed,
-        t.missed,
-        opt_pct(t.availability),
-        t.rate_per_sec
-            .map(|v| format!("{v:.1}/s"))
-            .unwrap_or_else(|| "–".into()),
-        opt_ms(t.p50_ms),
-        opt_ms(t.p90_ms),
-        opt_ms(t.p99_ms),
-        opt_ms(t.max_ms)
-    );
-    if !t.errors.is_empty() {
-        let errs = t
-            .errors
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let _ = writeln!(s, "Errors by class: {errs}\n");
-    }
-    let _ = writeln!(s, "## Steady state\n");
-    let _ = writeln!(s, "| check | span | held | success rate | p99 | notes |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|");
-    for (name, c) in [
-        ("before", &r.steady_state.before),
-        ("after", &r.steady_state.after),
-    ] {
-        match c {
-            None => {
-                let _ = writeln!(s, "| {name} | – | not checked | – | – | |");
-            }
-            Some(c) => {
-                let notes = c.problems();
-                let _ = writeln!(
-                    s,
-                    "| {name} | {:.1}–{:.1} s | {} | {} | {} | {} |",
-                    c.from_ms as f64 / 1000.0,
-                    c.to_ms as f64 / 1000.0,
-                    if c.held { "yes" } else { "**no**" },
-                    opt_pct(c.slo.as_ref().and_then(|s| s.success_rate)),
-                    opt_ms(c.slo.as_ref().and_then(|s| s.p99_ms)),
-                    notes.join("; ")
-                );
-            }
-        }
-    }
-    s
 }
 
 #[cfg(test)]

@@ -709,7 +709,7 @@ fn analyse(
         }
     };
     let e = &plan.experiment;
-    Report {
+    let mut report = Report {
         schema_version: report::SCHEMA_VERSION,
         rattle_version: env!("CARGO_PKG_VERSION").to_string(),
         experiment: report::ExperimentRef {
@@ -731,5 +731,21 @@ fn analyse(
         steady_state: report::SteadyState { before, after },
         timeline: lock(&s.timeline).clone(),
         stop: None,
+        phases: None,
+        gates: Vec::new(),
+        score: None,
+    };
+    if plan.load.is_some() {
+        let spans = report::phase_spans(&report);
+        let stats =
+            |span: Option<(u64, u64)>| span.map(|(a, b)| analysis::span_stats(&sorted, a, b));
+        report.phases = Some(report::Phases {
+            baseline: stats(spans.baseline),
+            fault: stats(spans.fault),
+            recovery: stats(spans.recovery),
+        });
     }
+    // Gates judge the figures above; a missed gate turns a pass into a fail (exit 1).
+    report::judge(&mut report, &e.gates);
+    report
 }

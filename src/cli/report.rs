@@ -1,0 +1,115 @@
+//! `rattle report` (re-render an old run's report.json) and `rattle compare` (two runs' figures
+//! side by side, exit 1 on a regression beyond its allowance). Both read only report.json
+//! files; a report of an unknown schema version, or a file that is not a report, is exit 2.
+
+use std::path::{Path, PathBuf};
+
+use clap::ValueEnum;
+
+use super::exit;
+use crate::report::{self, Format, compare};
+
+/// Output format of `rattle report`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    /// report.html: one self-contained page with charts.
+    Html,
+    /// summary.md: tables for a CI step summary or a pull-request comment.
+    Markdown,
+    /// junit.xml: every hypothesis check and gate as a test case.
+    Junit,
+    /// report.json, re-serialized (with the score filled in for older reports).
+    Json,
+}
+
+/// `rattle report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// A report.json written by `rattle run`.
+    pub file: PathBuf,
+    /// What to render.
+    #[arg(long, value_enum, default_value = "markdown")]
+    pub format: FormatArg,
+    /// Write here instead of to standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `rattle compare`.
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The earlier run's report.json (the reference).
+    pub old: PathBuf,
+    /// The later run's report.json.
+    pub new: PathBuf,
+    /// How much worse a figure may get: `[FIGURE=]AMOUNT`, repeatable. AMOUNT is a share of the
+    /// old value (`10%`), a duration (`50ms`), percentage points (`0.5pp`) or a number in the
+    /// figure's unit. FIGURE is a name from the table (`p99`, `faults.kill-one.recovery_time`)
+    /// or its last part (`recovery_time`: every fault's); without it, every figure. Defaults:
+    /// durations 20% or 10 ms, percentages 0.5pp, score 5 points, counts 20% or 5.
+    #[arg(long = "max-regression", value_name = "[FIGURE=]AMOUNT")]
+    pub max_regression: Vec<String>,
+}
+
+fn read(path: &Path) -> Result<report::Report, i32> {
+    report::read(path).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::BAD_INPUT
+    })
+}
+
+/// Runs `rattle report`.
+pub fn report_cmd(args: ReportArgs) -> anyhow::Result<i32> {
+    let r = match read(&args.file) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let format = match args.format {
+        FormatArg::Html => Format::Html,
+        FormatArg::Markdown => Format::Markdown,
+        FormatArg::Junit => Format::Junit,
+        FormatArg::Json => Format::Json,
+    };
+    let text = report::render(&r, format)?;
+    match &args.out {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("error: {}: cannot write: {e}", path.display());
+                return Ok(exit::BAD_INPUT);
+            }
+        }
+        None => print!("{text}"),
+    }
+    Ok(exit::OK)
+}
+
+/// Runs `rattle compare`.
+pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<i32> {
+    let mut allowances = Vec::new();
+    for a in &args.max_regression {
+        match compare::parse_allowance(a) {
+            Ok(a) => allowances.push(a),
+            Err(e) => {
+                eprintln!("error: --max-regression {e}");
+                return Ok(exit::BAD_INPUT);
+            }
+        }
+    }
+    let (old, new) = match (read(&args.old), read(&args.new)) {
+        (Ok(o), Ok(n)) => (o, n),
+        (Err(c), _) | (_, Err(c)) => return Ok(c),
+    };
+    let deltas = match compare::compare(&old, &new, &allowances) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::BAD_INPUT);
+        }
+    };
+    print!("{}", compare::render(&old, &new, &deltas));
+    Ok(if deltas.iter().any(|d| d.regressed) {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}

@@ -1,0 +1,196 @@
+//! summary.md: the verdict, the score, the gates, the faults, the load, latency by phase and
+//! the steady-state checks, as short tables. Sized for a CI step summary or a pull-request
+//! comment: everything a reviewer needs to see why a pipeline failed, nothing more.
+
+use std::fmt::Write as _;
+
+use super::{CheckStatus, Report, Verdict, fmt_ms, fmt_pct};
+
+/// The word for a status in tables.
+pub(crate) fn status_word(s: CheckStatus) -> &'static str {
+    match s {
+        CheckStatus::Pass => "✅ pass",
+        CheckStatus::Fail => "❌ **fail**",
+        CheckStatus::Skipped => "⏭ skipped",
+    }
+}
+
+/// summary.md: short, tables; fits a CI step summary or a pull-request comment.
+pub fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let icon = match r.verdict {
+        Verdict::Pass => "✅ PASS",
+        Verdict::Fail => "❌ FAIL",
+        Verdict::Aborted => "⏹ ABORTED",
+        Verdict::Error => "⚠️ ERROR",
+    };
+    let _ = writeln!(s, "# rattle: {} — {}\n", r.experiment.name, icon);
+    let _ = writeln!(s, "{}\n", r.reason);
+    let _ = writeln!(
+        s,
+        "Started {} · ran {:.1} s · seed `{}` · exit code {}\n",
+        r.started_at,
+        r.duration_ms as f64 / 1000.0,
+        r.seed,
+        r.exit_code
+    );
+    if let Some(sc) = &r.score {
+        let _ = writeln!(
+            s,
+            "**Resilience score: {}/100** ({} of {} checks passed)\n",
+            sc.value, sc.passed, sc.judged
+        );
+    }
+    if !r.gates.is_empty() {
+        let _ = writeln!(s, "## Gates\n");
+        let _ = writeln!(s, "| gate | threshold | measured | result |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for g in &r.gates {
+            let _ = writeln!(
+                s,
+                "| `{}` | `{}` | {} | {} |",
+                g.name,
+                g.threshold,
+                g.measured_text,
+                status_word(g.status)
+            );
+        }
+        let _ = writeln!(s);
+    }
+    if !r.faults.is_empty() {
+        let _ = writeln!(s, "## Faults\n");
+        let _ = writeln!(
+            s,
+            "| fault | kind | targets | injected | time to impact | time to recover | failed | availability |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        for f in &r.faults {
+            let targets = f
+                .targets
+                .iter()
+                .map(|t| t.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let (tti, ttr, failed, avail) = match &f.recovery {
+                Some(rec) => (
+                    fmt_ms(rec.time_to_impact_ms),
+                    rec.time_to_recover_ms
+                        .map(|v| format!("{v:.1} ms"))
+                        .unwrap_or_else(|| "not recovered".into()),
+                    rec.failed_requests.to_string(),
+                    fmt_pct(rec.availability),
+                ),
+                None => ("–".into(), "–".into(), "–".into(), "–".into()),
+            };
+            let injected = f.injected_at_ms.map(|t| format!("{:.3} s", t / 1000.0));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                f.name,
+                f.kind,
+                if targets.is_empty() {
+                    "–".into()
+                } else {
+                    targets
+                },
+                injected.unwrap_or_else(|| "not fired".into()),
+                tti,
+                ttr,
+                failed,
+                avail
+            );
+            if let Some(e) = &f.error {
+                let _ = writeln!(s, "\n> **{}**: {}\n", f.name, e);
+            }
+        }
+        let _ = writeln!(s);
+    }
+    let t = &r.totals;
+    let _ = writeln!(s, "## Load\n");
+    let _ = writeln!(
+        s,
+        "| requests | ok | failed | missed | availability | rate | p50 | p90 | p99 | max |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        t.requests,
+        t.ok,
+        t.failed,
+        t.missed,
+        fmt_pct(t.availability),
+        t.rate_per_sec
+            .map(|v| format!("{v:.1}/s"))
+            .unwrap_or_else(|| "–".into()),
+        fmt_ms(t.p50_ms),
+        fmt_ms(t.p90_ms),
+        fmt_ms(t.p99_ms),
+        fmt_ms(t.max_ms)
+    );
+    if !t.errors.is_empty() {
+        let errs = t
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(s, "Errors by class: {errs}\n");
+    }
+    if let Some(p) = &r.phases {
+        let _ = writeln!(s, "## Latency by phase\n");
+        let _ = writeln!(
+            s,
+            "| phase | span | requests | error rate | p50 | p90 | p99 | max |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        for (name, st) in [
+            ("baseline", &p.baseline),
+            ("fault", &p.fault),
+            ("recovery", &p.recovery),
+        ] {
+            if let Some(st) = st {
+                let _ = writeln!(
+                    s,
+                    "| {name} | {:.1}–{:.1} s | {} | {} | {} | {} | {} | {} |",
+                    st.from_ms / 1000.0,
+                    st.to_ms / 1000.0,
+                    st.requests,
+                    fmt_pct(st.error_rate),
+                    fmt_ms(st.p50_ms),
+                    fmt_ms(st.p90_ms),
+                    fmt_ms(st.p99_ms),
+                    fmt_ms(st.max_ms)
+                );
+            }
+        }
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(s, "## Steady state\n");
+    let _ = writeln!(s, "| check | span | held | success rate | p99 | notes |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for (name, c) in [
+        ("before", &r.steady_state.before),
+        ("after", &r.steady_state.after),
+    ] {
+        match c {
+            None => {
+                let _ = writeln!(s, "| {name} | – | not checked | – | – | |");
+            }
+            Some(c) => {
+                let notes = c.problems();
+                let _ = writeln!(
+                    s,
+                    "| {name} | {:.1}–{:.1} s | {} | {} | {} | {} |",
+                    c.from_ms as f64 / 1000.0,
+                    c.to_ms as f64 / 1000.0,
+                    if c.held { "yes" } else { "**no**" },
+                    fmt_pct(c.slo.as_ref().and_then(|s| s.success_rate)),
+                    fmt_ms(c.slo.as_ref().and_then(|s| s.p99_ms)),
+                    notes.join("; ")
+                );
+            }
+        }
+    }
+    s
+}
