@@ -113,6 +113,10 @@ fn charts(r: &Report) -> (String, String) {
             win
         }
     };
+    // A last window that covered less than half a window (the run ended just after it began)
+    // would plot a handful of requests as a huge rate: leave it out of the rate chart; its
+    // requests are still in every table and total.
+    let full_enough = |w: &&crate::report::WindowReport| covered(w.t_ms) >= win / 2.0;
     let throughput = chart::render(
         "throughput",
         "Throughput and errors over time",
@@ -125,6 +129,7 @@ fn charts(r: &Report) -> (String, String) {
                 points: r
                     .windows
                     .iter()
+                    .filter(full_enough)
                     .map(|w| (mid(w.t_ms), Some(w.ok as f64 / covered(w.t_ms))))
                     .collect(),
             },
@@ -134,6 +139,7 @@ fn charts(r: &Report) -> (String, String) {
                 points: r
                     .windows
                     .iter()
+                    .filter(full_enough)
                     .map(|w| (mid(w.t_ms), Some(w.failed as f64 / covered(w.t_ms))))
                     .collect(),
             },
