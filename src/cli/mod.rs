@@ -212,8 +212,10 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
     };
     let plan = plan::build(experiment, &args.file, args.seed)
         .with_context(|| format!("planning {}", args.file.display()))?;
+    let env = crate::fault::FaultEnv::new();
+    let resolved = plan.resolve_all(&env).await;
     if args.dry_run {
-        print!("{}", plan.render(true));
+        print!("{}", plan.render(Some(&resolved)));
         println!("dry run: nothing was touched");
         return Ok(exit::OK);
     }
@@ -221,7 +223,8 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
     let outside: Vec<String> = plan
         .faults
         .iter()
-        .filter_map(|f| f.resolve().ok().map(|t| (f, t)))
+        .zip(resolved)
+        .filter_map(|(f, r)| r.ok().map(|t| (f, t)))
         .flat_map(|(f, targets)| targets.into_iter().map(move |t| format!("{}: {t}", f.name)))
         .collect();
     if !outside.is_empty() && !args.yes && !confirm(&outside)? {

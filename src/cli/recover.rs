@@ -70,6 +70,7 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<i32> {
         eprintln!("not confirmed: nothing was reverted");
         return Ok(exit::BAD_INPUT);
     }
+    let env = fault::FaultEnv::new();
     let mut failed = 0;
     for f in &left {
         let entry = match &f.entry {
@@ -83,7 +84,7 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<i32> {
                 continue;
             }
         };
-        match fault::revert(&entry.token).await {
+        match fault::revert(&env, &entry.token).await {
             Ok(()) => {
                 journal.remove(&f.path)?;
                 println!(

@@ -85,11 +85,27 @@ impl fmt::Display for Target {
     }
 }
 
+/// Process-wide handles that fault kinds share: what they need to reach their targets (a
+/// Kubernetes client, the run's proxies, ...). One per process, built by the runner (or by
+/// `rattle recover`), passed to every fault call; a kind that needs a handle adds a field here,
+/// built lazily so that runs without that kind never pay for it.
+#[derive(Debug, Default)]
+pub struct FaultEnv {}
+
+impl FaultEnv {
+    /// An environment with nothing built yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
 /// What a fault needs from the runner when it resolves its targets.
 pub struct ResolveCtx<'a> {
     /// The fault's own seeded generator: derived from the run's seed and the fault's index, so
     /// a replay with `--seed` makes the same choices from the same candidates.
     pub rng: &'a mut StdRng,
+    /// Shared handles.
+    pub env: &'a FaultEnv,
 }
 
 /// Everything needed to undo an injection, serializable so the journal can keep it across a
@@ -106,16 +122,20 @@ pub struct RevertToken {
 pub trait Fault: Send + Sync + fmt::Debug {
     /// Finds the targets this fault would act on now (candidates filtered, then the selection
     /// mode applied with `ctx.rng`). An empty selection is an error, never a silent pass.
-    fn resolve(&self, ctx: &mut ResolveCtx<'_>) -> Result<Vec<Target>>;
+    fn resolve<'a>(&'a self, ctx: ResolveCtx<'a>) -> BoxFuture<'a, Result<Vec<Target>>>;
 
     /// The token that reverts an injection on `targets`, computed *before* injecting, so the
     /// runner can journal it first: a crash between the injection and the journal write would
     /// otherwise leave damage no one knows about. `None` for instantaneous faults (a kill).
     /// Reverting with it must be safe even if the injection then fails or never happens.
-    fn revert_token(&self, targets: &[Target]) -> Result<Option<RevertToken>>;
+    fn revert_token<'a>(
+        &'a self,
+        env: &'a FaultEnv,
+        targets: &'a [Target],
+    ) -> BoxFuture<'a, Result<Option<RevertToken>>>;
 
     /// Applies the fault to `targets`.
-    fn inject<'a>(&'a self, targets: &'a [Target]) -> BoxFuture<'a, Result<()>>;
+    fn inject<'a>(&'a self, env: &'a FaultEnv, targets: &'a [Target]) -> BoxFuture<'a, Result<()>>;
 
     /// Does this kind need a `duration` (it holds a state that must be reverted at the end)?
     fn needs_duration(&self) -> bool;
@@ -179,9 +199,9 @@ macro_rules! fault_kinds {
         }
 
         /// Reverts what a token describes. Idempotent.
-        pub fn revert(token: &RevertToken) -> BoxFuture<'_, Result<()>> {
+        pub fn revert<'a>(env: &'a FaultEnv, token: &'a RevertToken) -> BoxFuture<'a, Result<()>> {
             match token.kind.as_str() {
-                $($key => Box::pin($revert(token)),)*
+                $($key => Box::pin($revert(env, token)),)*
                 other => {
                     let kind = other.to_string();
                     Box::pin(async move { Err(FaultError::UnknownKind(kind)) })

@@ -28,7 +28,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{BoxFuture, Fault, FaultError, ResolveCtx, Result, RevertToken, Target};
+use super::{BoxFuture, Fault, FaultEnv, FaultError, ResolveCtx, Result, RevertToken, Target};
 use crate::experiment::Mode;
 use crate::plan::select;
 
@@ -121,16 +121,26 @@ impl PauseSpec {
 }
 
 impl Fault for KillSpec {
-    fn resolve(&self, ctx: &mut ResolveCtx<'_>) -> Result<Vec<Target>> {
-        self.validate().map_err(FaultError::InvalidSelection)?;
-        self.selector().resolve(ctx.rng)
+    fn resolve<'a>(&'a self, ctx: ResolveCtx<'a>) -> BoxFuture<'a, Result<Vec<Target>>> {
+        Box::pin(async move {
+            self.validate().map_err(FaultError::InvalidSelection)?;
+            self.selector().resolve(ctx.rng)
+        })
     }
 
-    fn revert_token(&self, _targets: &[Target]) -> Result<Option<RevertToken>> {
-        Ok(None)
+    fn revert_token<'a>(
+        &'a self,
+        _env: &'a FaultEnv,
+        _targets: &'a [Target],
+    ) -> BoxFuture<'a, Result<Option<RevertToken>>> {
+        Box::pin(async { Ok(None) })
     }
 
-    fn inject<'a>(&'a self, targets: &'a [Target]) -> BoxFuture<'a, Result<()>> {
+    fn inject<'a>(
+        &'a self,
+        _env: &'a FaultEnv,
+        targets: &'a [Target],
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             // Validated again because inject must refuse a stopping signal even when a caller
             // skipped validation: a stopped process with no revert is a fault left behind.
@@ -168,41 +178,33 @@ impl Fault for KillSpec {
 }
 
 impl Fault for PauseSpec {
-    fn resolve(&self, ctx: &mut ResolveCtx<'_>) -> Result<Vec<Target>> {
-        self.validate().map_err(FaultError::InvalidSelection)?;
-        self.selector().resolve(ctx.rng)
+    fn resolve<'a>(&'a self, ctx: ResolveCtx<'a>) -> BoxFuture<'a, Result<Vec<Target>>> {
+        Box::pin(async move {
+            self.validate().map_err(FaultError::InvalidSelection)?;
+            self.selector().resolve(ctx.rng)
+        })
     }
 
     /// Names every target with its start time, read now: the token resumes exactly these
     /// processes, and never a later process given the same pid.
-    fn revert_token(&self, targets: &[Target]) -> Result<Option<RevertToken>> {
-        let planned: Vec<PausedProcess> = targets
-            .iter()
-            .filter_map(|t| t.id.parse::<u32>().ok())
-            .filter_map(|pid| {
-                Stat::read(pid).map(|stat| PausedProcess {
-                    pid,
-                    starttime: stat.starttime,
-                })
-            })
-            .collect();
-        let data = serde_json::to_value(&planned).map_err(|source| FaultError::BadToken {
-            kind: PAUSE_KIND.to_string(),
-            source,
-        })?;
-        Ok(Some(RevertToken {
-            kind: PAUSE_KIND.to_string(),
-            data,
-        }))
+    fn revert_token<'a>(
+        &'a self,
+        _env: &'a FaultEnv,
+        targets: &'a [Target],
+    ) -> BoxFuture<'a, Result<Option<RevertToken>>> {
+        Box::pin(async move { pause_token(targets) })
     }
 
-    fn inject<'a>(&'a self, targets: &'a [Target]) -> BoxFuture<'a, Result<()>> {
+    fn inject<'a>(
+        &'a self,
+        _env: &'a FaultEnv,
+        targets: &'a [Target],
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             signal_targets(targets, Signal::SIGSTOP)?;
             Ok(())
         })
     }
-
     fn needs_duration(&self) -> bool {
         true
     }
@@ -212,8 +214,31 @@ impl Fault for PauseSpec {
     }
 }
 
+/// The pause's revert token: every target with its start time, read now, so the revert resumes
+/// exactly these processes and never a later process given the same pid.
+fn pause_token(targets: &[Target]) -> Result<Option<RevertToken>> {
+    let planned: Vec<PausedProcess> = targets
+        .iter()
+        .filter_map(|t| t.id.parse::<u32>().ok())
+        .filter_map(|pid| {
+            Stat::read(pid).map(|stat| PausedProcess {
+                pid,
+                starttime: stat.starttime,
+            })
+        })
+        .collect();
+    let data = serde_json::to_value(&planned).map_err(|source| FaultError::BadToken {
+        kind: PAUSE_KIND.to_string(),
+        source,
+    })?;
+    Ok(Some(RevertToken {
+        kind: PAUSE_KIND.to_string(),
+        data,
+    }))
+}
+
 /// Nothing to revert for a kill: the signal is delivered and the process handles it (or dies).
-pub async fn revert_kill(_token: &RevertToken) -> Result<()> {
+pub async fn revert_kill(_env: &FaultEnv, _token: &RevertToken) -> Result<()> {
     Ok(())
 }
 
@@ -221,7 +246,7 @@ pub async fn revert_kill(_token: &RevertToken) -> Result<()> {
 /// that is gone, or whose pid now belongs to a different process (the start time differs),
 /// counts as reverted; a second SIGCONT is harmless. Fails, naming the pids, only when a
 /// process that is still ours could not be signalled (e.g. EPERM).
-pub async fn revert_pause(token: &RevertToken) -> Result<()> {
+pub async fn revert_pause(_env: &FaultEnv, token: &RevertToken) -> Result<()> {
     let paused: Vec<PausedProcess> =
         serde_json::from_value(token.data.clone()).map_err(|source| FaultError::BadToken {
             kind: token.kind.clone(),
@@ -951,16 +976,25 @@ mod tests {
             kind: "process-pause".to_string(),
             data,
         };
-        let garbage = revert_pause(&token(serde_json::json!({ "pid": "x" }))).await;
+        let garbage =
+            revert_pause(&FaultEnv::new(), &token(serde_json::json!({ "pid": "x" }))).await;
         assert!(matches!(garbage, Err(FaultError::BadToken { .. })));
         for pid in [0u64, 1, 3_000_000_000] {
-            let r = revert_pause(&token(serde_json::json!([{ "pid": pid, "starttime": 1 }]))).await;
+            let r = revert_pause(
+                &FaultEnv::new(),
+                &token(serde_json::json!([{ "pid": pid, "starttime": 1 }])),
+            )
+            .await;
             assert!(
                 matches!(r, Err(FaultError::InvalidSelection(_))),
                 "{pid}: {r:?}"
             );
         }
-        assert!(revert_pause(&token(serde_json::json!([]))).await.is_ok());
+        assert!(
+            revert_pause(&FaultEnv::new(), &token(serde_json::json!([])))
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]
@@ -974,7 +1008,9 @@ mod tests {
                 id: id.to_string(),
                 description: String::new(),
             };
-            let r = spec.inject(std::slice::from_ref(&target)).await;
+            let r = spec
+                .inject(&FaultEnv::new(), std::slice::from_ref(&target))
+                .await;
             assert!(
                 matches!(r, Err(FaultError::InvalidSelection(_))),
                 "{id}: {r:?}"

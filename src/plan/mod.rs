@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::demo::DemoConfig;
 use crate::experiment::{Experiment, Slo};
-use crate::fault::{FaultSpec, ResolveCtx, Target};
+use crate::fault::{FaultEnv, FaultError, FaultSpec, ResolveCtx, Target};
 use crate::load::LoadConfig;
 use crate::probe::ProbeConfig;
 
@@ -59,9 +59,12 @@ impl PlannedFault {
     }
 
     /// Resolves the targets now, as the runner will when the fault fires.
-    pub fn resolve(&self) -> crate::fault::Result<Vec<Target>> {
+    pub async fn resolve(&self, env: &FaultEnv) -> crate::fault::Result<Vec<Target>> {
         let mut rng = self.rng();
-        self.spec.fault().resolve(&mut ResolveCtx { rng: &mut rng })
+        self.spec
+            .fault()
+            .resolve(ResolveCtx { rng: &mut rng, env })
+            .await
     }
 }
 
@@ -321,9 +324,19 @@ impl Plan {
         }
     }
 
-    /// Human-readable plan for `--dry-run` and the start of a run. With `resolve_now`, each
-    /// fault's targets as they would be chosen now are listed (or why there are none yet).
-    pub fn render(&self, resolve_now: bool) -> String {
+    /// Each fault's targets as they would be chosen now (in plan order), for `--dry-run`.
+    pub async fn resolve_all(&self, env: &FaultEnv) -> Vec<Result<Vec<Target>, FaultError>> {
+        let mut out = Vec::with_capacity(self.faults.len());
+        for f in &self.faults {
+            out.push(f.resolve(env).await);
+        }
+        out
+    }
+
+    /// Human-readable plan for `--dry-run` and the start of a run. With `resolved` (from
+    /// [`Plan::resolve_all`]), each fault's targets as they would be chosen now are listed (or
+    /// why there are none yet).
+    pub fn render(&self, resolved: Option<&[Result<Vec<Target>, FaultError>]>) -> String {
         let e = &self.experiment;
         let mut s = String::new();
         let _ = writeln!(s, "experiment {} ({})", *e.name, self.file.display());
@@ -377,7 +390,7 @@ impl Plan {
                 p.interval.as_millis()
             );
         }
-        for f in &self.faults {
+        for (i, f) in self.faults.iter().enumerate() {
             let when = match f.duration {
                 Some(d) => format!("at {}ms for {}ms", f.at.as_millis(), d.as_millis()),
                 None => format!("at {}ms", f.at.as_millis()),
@@ -388,8 +401,8 @@ impl Plan {
                 .map(|v| v.to_string())
                 .unwrap_or_default();
             let _ = writeln!(s, "fault {}: {} {} {}", f.name, f.spec.kind(), when, spec);
-            if resolve_now {
-                match f.resolve() {
+            if let Some(resolved) = resolved.and_then(|r| r.get(i)) {
+                match resolved {
                     Ok(targets) => {
                         for t in targets {
                             let _ = writeln!(s, "    would act on {t}");

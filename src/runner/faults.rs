@@ -29,11 +29,11 @@ pub(super) async fn inject_one(s: &Shared, i: usize) -> Result<(), String> {
         s.event("error", msg.clone());
         Err(msg)
     };
-    let targets = match pf.resolve() {
+    let targets = match pf.resolve(&s.env).await {
         Ok(t) => t,
         Err(e) => return fail(format!("fault {}: {e}", pf.name), e.to_string()),
     };
-    let token = match pf.spec.fault().revert_token(&targets) {
+    let token = match pf.spec.fault().revert_token(&s.env, &targets).await {
         Ok(t) => t,
         Err(e) => {
             return fail(
@@ -78,7 +78,7 @@ pub(super) async fn inject_one(s: &Shared, i: usize) -> Result<(), String> {
         .map(|t| t.to_string())
         .collect::<Vec<_>>()
         .join("; ");
-    let result = pf.spec.fault().inject(&targets).await;
+    let result = pf.spec.fault().inject(&s.env, &targets).await;
     let now = s.clock.now_us();
     {
         let mut st = lock(&s.faults);
@@ -120,7 +120,7 @@ pub(super) async fn revert_one(s: &Shared, i: usize) -> bool {
     let mut ok = true;
     for a in taken {
         let name = &s.plan.faults[a.fault].name;
-        match fault::revert(&a.token).await {
+        match fault::revert(&s.env, &a.token).await {
             Ok(()) => {
                 lock(&s.faults)[a.fault].reverted_us = Some(s.clock.now_us());
                 s.event("revert", name.clone());

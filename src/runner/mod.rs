@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::analysis::{self, FaultSpan};
 use crate::cli::exit;
 use crate::demo::{Demo, DemoError};
-use crate::fault::Target;
+use crate::fault::{FaultEnv, Target};
 use crate::journal::{Journal, JournalError};
 use crate::load::{self, LoadError};
 use crate::metrics::{Outcome, Record, Recording, RunClock};
@@ -130,6 +130,8 @@ struct Shared {
     probes: Mutex<Option<Probes>>,
     progress: progress::Printer,
     journal: Journal,
+    /// Handles the fault kinds share (clients, proxies).
+    env: FaultEnv,
     /// Unique id of this run: `<experiment>-<start unix ms>-<pid>`.
     run_id: String,
 }
@@ -203,7 +205,7 @@ pub async fn run(
     interrupt: impl std::future::Future<Output = ()>,
 ) -> Result<RunOutcome, RunError> {
     let printer = progress::Printer::new(opts.progress);
-    printer.log(&plan.render(false));
+    printer.log(&plan.render(None));
     if let Some(cfg) = plan.load.as_ref() {
         cfg.validate()?;
     }
@@ -265,6 +267,7 @@ pub async fn run(
         probes: Mutex::new(None),
         progress: printer.clone(),
         journal,
+        env: FaultEnv::new(),
         run_id,
         plan,
     });

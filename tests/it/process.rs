@@ -17,7 +17,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rattle::experiment::{Mode, Percent};
 use rattle::fault::process::{KillSpec, PauseSpec, SignalArg};
-use rattle::fault::{Fault, FaultError, ResolveCtx, RevertToken, Target, revert};
+use rattle::fault::{Fault, FaultEnv, FaultError, ResolveCtx, RevertToken, Target};
+
+async fn revert(token: &RevertToken) -> Result<(), FaultError> {
+    rattle::fault::revert(&FaultEnv::new(), token).await
+}
 
 /// Upper bound on any wait for the kernel to reflect a signal in /proc.
 const WAIT: Duration = Duration::from_secs(10);
@@ -104,9 +108,20 @@ fn kill_spec(pattern: &str, mode: Mode, signal: &str) -> KillSpec {
     }
 }
 
+/// Resolves now. Process faults resolve from /proc without awaiting anything, so one poll
+/// completes the future (usable from sync and async tests alike).
 fn resolve(fault: &dyn Fault, seed: u64) -> Result<Vec<Target>, FaultError> {
     let mut rng = StdRng::seed_from_u64(seed);
-    fault.resolve(&mut ResolveCtx { rng: &mut rng })
+    let env = FaultEnv::new();
+    let mut fut = fault.resolve(ResolveCtx {
+        rng: &mut rng,
+        env: &env,
+    });
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => panic!("process resolution awaited something"),
+    }
 }
 
 fn pids(targets: &[Target]) -> BTreeSet<u32> {
@@ -156,8 +171,13 @@ fn is_running(s: Option<char>) -> bool {
 /// The pause's revert token, computed before injecting (as the runner journals it), then the
 /// injection.
 async fn inject_pause(spec: &PauseSpec, targets: &[Target]) -> Option<RevertToken> {
-    let token = spec.revert_token(targets).unwrap_or_else(|e| panic!("{e}"));
-    spec.inject(targets).await.unwrap_or_else(|e| panic!("{e}"));
+    let token = spec
+        .revert_token(&FaultEnv::new(), targets)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    spec.inject(&FaultEnv::new(), targets)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     token
 }
 
@@ -389,17 +409,18 @@ async fn kill_with_term_ends_the_targets() {
     let targets = resolve(&spec, 1).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pids(&targets), pids_of(&sleepers));
     let token = spec
-        .revert_token(&targets)
+        .revert_token(&FaultEnv::new(), &targets)
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(token.is_none(), "a kill has nothing to revert");
-    spec.inject(&targets)
+    spec.inject(&FaultEnv::new(), &targets)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     for s in &mut sleepers {
         assert_eq!(s.wait_exit_signal(), Some(libc_sigterm()));
     }
     // Every target gone: injecting again did nothing, which must not pass silently.
-    let again = spec.inject(&targets).await;
+    let again = spec.inject(&FaultEnv::new(), &targets).await;
     assert!(matches!(again, Err(FaultError::NoTarget(_))), "{again:?}");
 }
 
@@ -418,7 +439,7 @@ async fn kill_spares_a_pid_now_running_something_else() {
         description: "some-other-program --flag".to_string(),
     };
     let r = kill_spec(&m, Mode::One, "KILL")
-        .inject(std::slice::from_ref(&stale))
+        .inject(&FaultEnv::new(), std::slice::from_ref(&stale))
         .await;
     assert!(matches!(r, Err(FaultError::NoTarget(_))), "{r:?}");
     assert!(is_running(state(s.pid())));
@@ -508,6 +529,6 @@ async fn pause_with_every_target_gone_is_an_error() {
     let targets = resolve(&spec, 1).unwrap_or_else(|e| panic!("{e}"));
     let _ = s.child.kill();
     let _ = s.child.wait();
-    let r = spec.inject(&targets).await;
+    let r = spec.inject(&FaultEnv::new(), &targets).await;
     assert!(matches!(r, Err(FaultError::NoTarget(_))), "{r:?}");
 }
