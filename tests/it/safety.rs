@@ -4,42 +4,15 @@
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::support::{rattle, write};
-
-/// A child process SIGKILLed and reaped when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sleeper(marker: &str) -> Guard {
-    Guard(
-        Command::new("sleep")
-            .arg0(marker)
-            .arg("120")
-            .spawn()
-            .expect("spawn sleep"),
-    )
-}
-
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next())
-}
+use crate::support::{Guard, free_port, proc_state, rattle, sleeper, write};
 
 fn wait_for_state(pid: u32, want: char, what: &str) {
     let start = Instant::now();
@@ -291,13 +264,6 @@ fn a_panic_mid_fault_still_reverts() {
     let r = report(&out);
     assert!(r["reason"].as_str().is_some_and(|s| s.contains("panicked")));
     assert!(r["faults"][0]["reverted_at_ms"].is_number());
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
 }
 
 #[test]

@@ -2,8 +2,10 @@
 
 #![allow(dead_code)]
 
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 
 /// The rattle binary under test.
 pub fn rattle_bin() -> PathBuf {
@@ -32,4 +34,41 @@ pub fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `sleep 120` process whose argv[0] is `marker` (so `match: "^marker "` selects exactly it),
+/// killed when dropped.
+pub fn sleeper(marker: &str) -> Guard {
+    Guard(
+        Command::new("sleep")
+            .arg0(marker)
+            .arg("120")
+            .spawn()
+            .expect("spawn sleep"),
+    )
+}
+
+/// The state letter of a process (R, S, D, T, Z, ...), if it exists.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
 }
