@@ -1,6 +1,8 @@
 //! Command-line interface: clap types and dispatch only. Every command returns an
 //! [`ExitCode`]-like number; `main.rs` maps it to the process's exit status in one place.
 
+mod load;
+
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -60,6 +62,8 @@ pub enum Command {
     Schema,
     /// Run the built-in demo service: worker processes behind a round-robin balancer.
     Demo(DemoArgs),
+    /// Load-test a URL on its own, like wrk or oha: closed model, or open model with --rate.
+    Load(load::LoadArgs),
 }
 
 /// How progress is shown.
@@ -151,6 +155,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Command::Demo(args) => demo_cmd(args).await,
+        Command::Load(args) => load::load_cmd(args).await,
     }
 }
 
