@@ -368,32 +368,40 @@ fn parse_head(data: &[u8]) -> Result<Option<Head>, H1Error> {
         close: http10,
     };
     for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(H1Error::Protocol("invalid content-length"))?;
-            if head.length.is_some_and(|m| m != n) {
-                return Err(H1Error::Protocol("conflicting content-length"));
+        // Dispatch on the name's length first: most headers (Date, Server, ETag...) are then
+        // skipped without a case-insensitive compare.
+        match h.name.len() {
+            14 if h.name.eq_ignore_ascii_case("content-length") => {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or(H1Error::Protocol("invalid content-length"))?;
+                if head.length.is_some_and(|m| m != n) {
+                    return Err(H1Error::Protocol("conflicting content-length"));
+                }
+                head.length = Some(n);
             }
-            head.length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Chunked must be the last coding; anything else leaves the body close-delimited.
-            let last = h.value.rsplit(|&c| c == b',').next().unwrap_or_default();
-            head.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            if !head.chunked {
-                head.length = None;
-                head.close = true;
-            }
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&c| c == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
+            17 if h.name.eq_ignore_ascii_case("transfer-encoding") => {
+                // Chunked must be the last coding; anything else leaves the body
+                // close-delimited.
+                let last = h.value.rsplit(|&c| c == b',').next().unwrap_or_default();
+                head.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                if !head.chunked {
+                    head.length = None;
                     head.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
-                    head.close = false;
                 }
             }
+            10 if h.name.eq_ignore_ascii_case("connection") => {
+                for token in h.value.split(|&c| c == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        head.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                        head.close = false;
+                    }
+                }
+            }
+            _ => {}
         }
     }
     if head.chunked {
