@@ -337,6 +337,7 @@ pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<i32> {
         version,
         insecure: args.insecure,
         ca_file: args.cacert.clone(),
+        minimal_h1: true,
     };
     let stop = CancellationToken::new();
     let progress = !args.no_progress && std::io::stderr().is_terminal();

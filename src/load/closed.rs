@@ -17,14 +17,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{StatusCode, Uri};
+use http::Uri;
 use tokio::sync::oneshot;
 use tokio::task::{JoinSet, LocalSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{self, HttpSender, classify_error, classify_status};
-use super::h1::{H1Conn, H1Error, H1Request};
+use super::client::{self, HttpSender, classify_error};
+use super::h1::{H1Conn, H1Request, status_outcome};
 use super::stats::{Progress, Stats};
 use super::tls::{ClientOptions, HttpVersion};
 use super::{LoadConfig, LoadError, Result};
@@ -224,13 +224,6 @@ impl Ctx {
         drop(s);
         self.progress.add(outcome.is_ok());
     }
-
-    fn outcome_of(&self, status: u16) -> Outcome {
-        match StatusCode::from_u16(status) {
-            Ok(s) => classify_status(s, self.ok.as_deref()),
-            Err(_) => Outcome::Other,
-        }
-    }
 }
 
 async fn h1_loop(addr: SocketAddr, req: Arc<H1Request>, ctx: Ctx) {
@@ -258,7 +251,11 @@ async fn h1_loop(addr: SocketAddr, req: Arc<H1Request>, ctx: Ctx) {
         let t0 = Instant::now();
         match tokio::time::timeout(ctx.timeout, c.request(&req)).await {
             Ok(Ok(resp)) => {
-                ctx.record(ctx.outcome_of(resp.status), Some(resp.status), t0);
+                ctx.record(
+                    status_outcome(resp.status, ctx.ok.as_deref()),
+                    Some(resp.status),
+                    t0,
+                );
                 if resp.close {
                     conn = None;
                 }
@@ -267,33 +264,16 @@ async fn h1_loop(addr: SocketAddr, req: Arc<H1Request>, ctx: Ctx) {
                 conn = None;
                 // A kept-alive connection the server closed while idle: send again on a new
                 // one, as any HTTP client does, without counting a failure.
-                if reused && stale(&e) {
+                if reused && e.stale() {
                     continue;
                 }
-                let outcome = match &e {
-                    H1Error::Io(io) => classify_error(io),
-                    H1Error::Closed { .. } => Outcome::Reset,
-                    H1Error::Protocol(_) => Outcome::Other,
-                };
-                ctx.record(outcome, None, t0);
+                ctx.record(e.outcome(), None, t0);
             }
             Err(_) => {
                 conn = None;
                 ctx.record(Outcome::Timeout, None, t0);
             }
         }
-    }
-}
-
-/// True for the failures of a request on a connection the server had already closed.
-fn stale(e: &H1Error) -> bool {
-    match e {
-        H1Error::Closed { early } => *early,
-        H1Error::Io(io) => matches!(
-            io.kind(),
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-        ),
-        H1Error::Protocol(_) => false,
     }
 }
 

@@ -13,11 +13,17 @@
 //!
 //! Anything beyond plain HTTP/1.1 (TLS, HTTP/2) goes through [`super::client`] instead.
 
+use std::future::Future;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
-use http::{HeaderName, HeaderValue, Method, Uri};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 use tokio::io::unix::AsyncFd;
+
+use super::client::{classify_error, classify_status};
+use super::stats::StatusCounts;
+use super::{LoadConfig, LoadError};
+use crate::metrics::Outcome;
 
 /// Largest response head accepted; a bigger one is a protocol error, not a reason to grow
 /// without bound.
@@ -134,7 +140,7 @@ pub struct H1Conn {
 
 impl H1Conn {
     /// Connects to `addr` (TCP_NODELAY on). Must run inside a tokio runtime.
-    pub async fn connect(addr: SocketAddr) -> io::Result<Self> {
+    pub async fn connect(addr: impl tokio::net::ToSocketAddrs) -> io::Result<Self> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let std = stream.into_std()?;
@@ -336,6 +342,118 @@ impl H1Conn {
     }
 }
 
+impl H1Error {
+    /// True for the failures of a request on a connection the server had already closed (while
+    /// it was idle): nothing of a response arrived, or the write found the connection gone.
+    pub fn stale(&self) -> bool {
+        match self {
+            H1Error::Closed { early } => *early,
+            H1Error::Io(io) => matches!(
+                io.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
+            H1Error::Protocol(_) => false,
+        }
+    }
+
+    /// The report's class of this failure.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            H1Error::Io(io) => classify_error(io),
+            H1Error::Closed { .. } => Outcome::Reset,
+            H1Error::Protocol(_) => Outcome::Other,
+        }
+    }
+}
+
+/// The outcome of a response with `status`, given the accepted statuses (`None`: 200..=399).
+pub fn status_outcome(status: u16, ok: Option<&[u16]>) -> Outcome {
+    match StatusCode::from_u16(status) {
+        Ok(s) => classify_status(s, ok),
+        Err(_) => Outcome::Other,
+    }
+}
+
+/// The open model's sender for plain HTTP/1.1 in `rattle load`: the run's request over a pool
+/// of [`H1Conn`]s. The pacer's in-flight cap bounds the pool (a request takes an idle
+/// connection or opens one, and gives it back when the response ended cleanly), so a backlog
+/// after a stall drains at the speed of the closed model. A request dropped by its timeout
+/// drops its connection with it, so a half-read connection is never reused.
+#[derive(Clone)]
+pub(crate) struct H1PoolSender {
+    host: Arc<str>,
+    port: u16,
+    req: Arc<H1Request>,
+    idle: Arc<Mutex<Vec<H1Conn>>>,
+    ok: Option<Arc<[u16]>>,
+    statuses: Option<Arc<StatusCounts>>,
+}
+
+impl H1PoolSender {
+    /// For `cfg`, which must be valid and `http://`.
+    pub(crate) fn new(
+        cfg: &LoadConfig,
+        statuses: Option<Arc<StatusCounts>>,
+    ) -> Result<Self, LoadError> {
+        let host = cfg.url.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Ok(Self {
+            host: Arc::from(host),
+            port: cfg.url.port_u16().unwrap_or(80),
+            req: Arc::new(H1Request::new(
+                &cfg.method,
+                &cfg.url,
+                &cfg.headers,
+                &cfg.body,
+            )),
+            idle: Arc::new(Mutex::new(Vec::with_capacity(cfg.max_in_flight.min(1024)))),
+            ok: cfg.ok_status.as_deref().map(Arc::from),
+            statuses,
+        })
+    }
+
+    fn take_idle(&self) -> Option<H1Conn> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put_idle(&self, conn: H1Conn) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+    }
+
+    /// One request to the end of its response; unbounded in time (the pacer adds the timeout).
+    pub(crate) fn send(&self) -> impl Future<Output = Outcome> + Send + use<> {
+        let this = self.clone();
+        async move {
+            loop {
+                let (mut conn, reused) = match this.take_idle() {
+                    Some(c) => (c, true),
+                    None => match H1Conn::connect((&*this.host, this.port)).await {
+                        Ok(c) => (c, false),
+                        Err(e) => return classify_error(&e),
+                    },
+                };
+                match conn.request(&this.req).await {
+                    Ok(resp) => {
+                        if let Some(s) = &this.statuses {
+                            s.add(resp.status);
+                        }
+                        if !resp.close {
+                            this.put_idle(conn);
+                        }
+                        return status_outcome(resp.status, this.ok.as_deref());
+                    }
+                    // Closed while idle in the pool: send again on a fresh connection.
+                    Err(e) if reused && e.stale() => continue,
+                    Err(e) => return e.outcome(),
+                }
+            }
+        }
+    }
+}
+
 /// What the head of a response says about framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Head {
@@ -414,6 +532,7 @@ fn parse_head(data: &[u8]) -> Result<Option<Head>, H1Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 

@@ -340,11 +340,20 @@ pub fn start_with<K: RecordSink>(
     cfg.validate()?;
     let runtime =
         tokio::runtime::Handle::try_current().map_err(|source| LoadError::NoRuntime { source })?;
-    let sender =
-        client::HttpSender::with_options(&cfg, opts, cfg.max_in_flight)?.count_statuses(statuses);
+    let plain = cfg
+        .url
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("http"));
     let pacer = Pacer::new(&cfg, clock, start_us, sink, stop)?;
     let handle = pacer.handle_parts();
-    let scheduler = runtime.spawn(pacer.run(move || sender.send()));
+    let scheduler = if opts.minimal_h1 && plain && opts.version != HttpVersion::Http2 {
+        let sender = h1::H1PoolSender::new(&cfg, statuses)?;
+        runtime.spawn(pacer.run(move || sender.send()))
+    } else {
+        let sender = client::HttpSender::with_options(&cfg, opts, cfg.max_in_flight)?
+            .count_statuses(statuses);
+        runtime.spawn(pacer.run(move || sender.send()))
+    };
     Ok(handle.into_handle(scheduler))
 }
 

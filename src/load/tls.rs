@@ -37,6 +37,10 @@ pub struct ClientOptions {
     pub insecure: bool,
     /// PEM file of extra trusted root certificates.
     pub ca_file: Option<PathBuf>,
+    /// Open model over plain HTTP/1.1: send through the closed model's minimal client
+    /// ([`super::h1`]) instead of hyper's pooled client. `rattle load` sets it; experiments keep
+    /// hyper's client and its error reporting.
+    pub minimal_h1: bool,
 }
 
 /// Why a TLS configuration cannot be built.

@@ -336,20 +336,31 @@ async fn connection_close_and_refused_are_counted() {
             });
         }
     });
-    let out = rattle_load(&[&format!("http://{addr}/"), "-c", "2", "-d", "1s", "--json"]).await;
-    let r = json_of(&out);
-    check_report(&r);
-    assert!(u(&r, "requests") > 0);
-    assert_eq!(u(&r, "failed"), 0, "{r}");
+    let url = format!("http://{addr}/");
+    for extra in [&[][..], &["--rate", "200/s"][..]] {
+        let mut args = vec![url.as_str(), "-c", "2", "-d", "1s", "--json"];
+        args.extend_from_slice(extra);
+        let out = rattle_load(&args).await;
+        let r = json_of(&out);
+        check_report(&r);
+        assert!(u(&r, "requests") > 0, "{extra:?}: {r}");
+        assert_eq!(u(&r, "failed"), 0, "{extra:?}: {r}");
+    }
 
     // Nothing listening: refused, exit 1.
     let (l, addr) = bind().await;
     drop(l);
-    let out = rattle_load(&[&format!("http://{addr}/"), "-c", "1", "-d", "1s", "--json"]).await;
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let r = json_of(&out);
-    check_report(&r);
-    assert_eq!(u(&r["errors"], "refused"), u(&r, "requests"), "{r}");
+    let url = format!("http://{addr}/");
+    for extra in [&[][..], &["--rate", "50/s"][..]] {
+        let mut args = vec![url.as_str(), "-c", "1", "-d", "1s", "--json"];
+        args.extend_from_slice(extra);
+        let out = rattle_load(&args).await;
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let r = json_of(&out);
+        check_report(&r);
+        assert!(u(&r, "requests") > 0, "{extra:?}: {r}");
+        assert_eq!(u(&r["errors"], "refused"), u(&r, "requests"), "{r}");
+    }
 }
 
 #[tokio::test]
