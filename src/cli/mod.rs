@@ -1,12 +1,12 @@
 //! Command-line interface: clap types and dispatch only. Every command returns an
 //! [`ExitCode`]-like number; `main.rs` maps it to the process's exit status in one place.
 
+mod load;
+mod recover;
 mod report;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
-
-mod recover;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -74,6 +74,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Compare two runs' figures; exit 1 when one regressed beyond its allowance.
     Compare(report::CompareArgs),
+    /// Load-test a URL on its own, like wrk or oha: closed model, or open model with --rate.
+    Load(load::LoadArgs),
 }
 
 /// How progress is shown.
@@ -176,6 +178,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Recover(args) => recover::recover_cmd(args).await,
         Command::Report(args) => report::report_cmd(args),
         Command::Compare(args) => report::compare_cmd(args),
+        Command::Load(args) => load::load_cmd(args).await,
     }
 }
 

@@ -100,9 +100,14 @@ impl fmt::Display for DiagDisplay<'_> {
     }
 }
 
-/// Parses an http:// URL with a host, as the experiment requires of load and probe URLs.
-pub fn http_url(url: &str) -> Result<http::Uri, String> {
-    super::validate::check_http_url_impl(url)
+/// Parses a load URL: http:// or https:// (TLS through rustls), with a host.
+pub fn load_url(url: &str) -> Result<http::Uri, String> {
+    super::validate::check_http_url_impl(url, true)
+}
+
+/// Parses a probe URL: http:// with a host (the probe client has no TLS yet).
+pub fn probe_url(url: &str) -> Result<http::Uri, String> {
+    super::validate::check_http_url_impl(url, false)
 }
 
 /// Reads, parses and validates the experiment file at `path`.

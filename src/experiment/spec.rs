@@ -88,7 +88,7 @@ pub struct Load {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpLoad {
-    /// Target URL (http://).
+    /// Target URL (http:// or https://).
     pub url: Located<String>,
     /// HTTP method.
     #[serde(default = "defaults::method")]

@@ -99,7 +99,7 @@ pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
         );
     }
     for (i, p) in ss.probes.iter().enumerate() {
-        if let Err(msg) = super::parse::http_url(&p.http.url) {
+        if let Err(msg) = super::parse::probe_url(&p.http.url) {
             c.at(
                 &p.http.url,
                 format!("steady_state.probes[{i}].http.url"),
@@ -206,7 +206,7 @@ pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
 }
 
 fn check_load(c: &mut Collector, h: &HttpLoad) {
-    if let Err(msg) = super::parse::http_url(&h.url) {
+    if let Err(msg) = super::parse::load_url(&h.url) {
         c.at(&h.url, "load.http.url", msg);
     }
     if http::Method::from_bytes(h.method.as_bytes()).is_err() {
@@ -256,14 +256,28 @@ fn check_load(c: &mut Collector, h: &HttpLoad) {
 }
 
 /// An http:// URL with a host.
-pub(super) fn check_http_url_impl(url: &str) -> Result<http::Uri, String> {
+pub(super) fn check_http_url_impl(url: &str, https: bool) -> Result<http::Uri, String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some("https") => return Err(format!("{url:?}: https is not supported yet; use http://")),
-        _ => return Err(format!("{url:?}: expected an http:// URL")),
+        Some("https") if https => {}
+        Some("https") => {
+            return Err(format!(
+                "{url:?}: https is not supported here yet; use http://"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{url:?}: expected an {} URL",
+                if https {
+                    "http:// or https://"
+                } else {
+                    "http://"
+                }
+            ));
+        }
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("{url:?}: the URL has no host"));

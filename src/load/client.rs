@@ -1,5 +1,6 @@
-//! The HTTP side of the load generator: one pooled client, one request per ticket, and the
-//! classifier that turns whatever came back into an [`Outcome`].
+//! The HTTP side of the load generator: one pooled client (HTTP/1.1 and HTTP/2, plain or TLS
+//! through rustls), one request per ticket, and the classifier that turns whatever came back
+//! into an [`Outcome`].
 //!
 //! Kept apart from the scheduler so that pacing can be tested on a paused clock with fake
 //! requests, and so that the classifier is a pure function over an error chain: hyper reports the
@@ -14,35 +15,57 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::stats::StatusCounts;
+use super::tls::{self, ClientOptions, HttpVersion};
 use super::{LoadConfig, LoadError};
 use crate::metrics::Outcome;
 
 /// Builds and sends the configured request; cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub(crate) struct HttpSender {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     method: Method,
     uri: Uri,
     headers: Arc<HeaderMap>,
     body: Bytes,
     ok_status: Option<Arc<[u16]>>,
+    statuses: Option<Arc<StatusCounts>>,
 }
 
 impl HttpSender {
-    /// A client for `cfg`, which must already be valid. Needs no runtime until the first send.
-    pub(crate) fn new(cfg: &LoadConfig) -> Result<Self, LoadError> {
-        let mut connector = HttpConnector::new();
-        // Small requests must not wait for Nagle; and only http:// is supported for now.
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            // Enough idle connections to serve a full in-flight set again without reconnecting.
-            .pool_max_idle_per_host(cfg.max_in_flight)
-            .build(connector);
+    /// A client for `cfg` with `opts`, keeping up to `max_idle` idle connections. `cfg` must
+    /// already be valid. Needs no runtime until the first send.
+    pub(crate) fn with_options(
+        cfg: &LoadConfig,
+        opts: &ClientOptions,
+        max_idle: usize,
+    ) -> Result<Self, LoadError> {
+        let mut http = HttpConnector::new();
+        // Small requests must not wait for Nagle; https is handled by the wrapping connector.
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(tls::client_config(opts)?)
+            .https_or_http();
+        // The versions enabled here are the ones ALPN offers over TLS.
+        let connector = match opts.version {
+            HttpVersion::Auto => builder.enable_all_versions().wrap_connector(http),
+            HttpVersion::Http1 => builder.enable_http1().wrap_connector(http),
+            HttpVersion::Http2 => builder.enable_http2().wrap_connector(http),
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        // Enough idle connections to serve a full in-flight set again without reconnecting.
+        client.pool_max_idle_per_host(max_idle);
+        if opts.version == HttpVersion::Http2 {
+            // Prior knowledge: h2c over plain TCP, and no HTTP/1.1 fallback over TLS.
+            client.http2_only(true);
+        }
+        let client = client.build(connector);
         let mut headers = HeaderMap::with_capacity(cfg.headers.len());
         for (name, value) in &cfg.headers {
             headers.append(name.clone(), value.clone());
@@ -54,12 +77,19 @@ impl HttpSender {
             headers: Arc::new(headers),
             body: cfg.body.clone(),
             ok_status: cfg.ok_status.as_ref().map(|v| Arc::from(v.as_slice())),
+            statuses: None,
         };
         // Surface a request that cannot be built now, not as one `Other` per ticket.
         sender
             .request()
             .map_err(|source| LoadError::InvalidRequest { source })?;
         Ok(sender)
+    }
+
+    /// Counts every response's status in `statuses` from now on.
+    pub(crate) fn count_statuses(mut self, statuses: Option<Arc<StatusCounts>>) -> Self {
+        self.statuses = statuses;
+        self
     }
 
     fn request(&self) -> Result<Request<Full<Bytes>>, http::Error> {
@@ -76,28 +106,43 @@ impl HttpSender {
     /// One request, to completion of the whole response body. Not bounded in time: the caller
     /// wraps it in the per-request timeout, and dropping the future drops the connection.
     pub(crate) fn send(&self) -> impl Future<Output = Outcome> + Send + use<> {
+        let fut = self.send_with_status();
+        async move { fut.await.0 }
+    }
+
+    /// [`HttpSender::send`], also giving the response's status when one arrived.
+    pub(crate) fn send_with_status(
+        &self,
+    ) -> impl Future<Output = (Outcome, Option<u16>)> + Send + use<> {
         let req = self.request();
         let client = self.client.clone();
         let ok_status = self.ok_status.clone();
+        let statuses = self.statuses.clone();
         async move {
             let req = match req {
                 Ok(req) => req,
-                Err(_) => return Outcome::Other,
+                Err(_) => return (Outcome::Other, None),
             };
             let resp = match client.request(req).await {
                 Ok(resp) => resp,
-                Err(e) => return classify_error(&e),
+                Err(e) => return (classify_error(&e), None),
             };
             let status = resp.status();
+            if let Some(s) = &statuses {
+                s.add(status.as_u16());
+            }
             // Drain frame by frame rather than collecting: the body's bytes are not wanted, only
             // the instant it ended, and a large body must not cost memory per request.
             let mut body = resp.into_body();
             while let Some(frame) = body.frame().await {
                 if let Err(e) = frame {
-                    return classify_error(&e);
+                    return (classify_error(&e), Some(status.as_u16()));
                 }
             }
-            classify_status(status, ok_status.as_deref())
+            (
+                classify_status(status, ok_status.as_deref()),
+                Some(status.as_u16()),
+            )
         }
     }
 }

@@ -15,7 +15,11 @@
 //! future so pacing is tested on a paused clock without sockets ([`client`] does the HTTP).
 
 pub mod client;
+pub mod closed;
+pub mod h1;
 pub mod schedule;
+pub mod stats;
+pub mod tls;
 
 use std::future::Future;
 use std::ops::Range;
@@ -32,6 +36,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::metrics::{Outcome, Record, Recording, RunClock};
 use schedule::{Schedule, ScheduleError};
+use stats::StatusCounts;
+pub use tls::{ClientOptions, HttpVersion, TlsError};
 
 /// The highest accepted rate. Past this the scheduler would spend its time on arithmetic for
 /// tickets no single machine could send, and a backlog of missed tickets would grow too fast.
@@ -80,14 +86,21 @@ pub enum LoadError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The URL is valid but needs something not built yet (https).
-    #[error("unsupported load URL {url}: {what} is not supported yet")]
-    Unsupported {
-        /// The URL as given.
-        url: String,
-        /// The missing feature.
-        what: &'static str,
+    /// The TLS configuration (trusted roots) cannot be built.
+    #[error("TLS setup failed")]
+    Tls(#[from] TlsError),
+    /// The target's host name does not resolve to any address.
+    #[error("cannot resolve {host}")]
+    Resolve {
+        /// The host and port looked up.
+        host: String,
+        /// The resolver's error.
+        #[source]
+        source: std::io::Error,
     },
+    /// A closed-model worker thread or its runtime could not be started.
+    #[error("cannot start a load thread")]
+    Thread(#[source] std::io::Error),
     /// The method, URL, headers and body do not make a valid HTTP request.
     #[error("cannot build the load request")]
     InvalidRequest {
@@ -111,7 +124,7 @@ pub type Result<T, E = LoadError> = std::result::Result<T, E>;
 /// their values, and the URL without `user:password@`: either may hold credentials.
 #[derive(Clone)]
 pub struct LoadConfig {
-    /// Target URL; `http://` only for now (`https` gives [`LoadError::Unsupported`]).
+    /// Target URL, `http://` or `https://`.
     pub url: Uri,
     /// Request method.
     pub method: Method,
@@ -180,15 +193,9 @@ impl LoadConfig {
             reason,
         };
         match self.url.scheme_str() {
-            None => return Err(url_err("no scheme (expected http://)")),
-            Some(s) if s.eq_ignore_ascii_case("http") => {}
-            Some(s) if s.eq_ignore_ascii_case("https") => {
-                return Err(LoadError::Unsupported {
-                    url: redacted(&self.url),
-                    what: "https",
-                });
-            }
-            Some(_) => return Err(url_err("the scheme is not http")),
+            None => return Err(url_err("no scheme (expected http:// or https://)")),
+            Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
+            Some(_) => return Err(url_err("the scheme is neither http nor https")),
         }
         if self.url.host().is_none_or(str::is_empty) {
             return Err(url_err("no host"));
@@ -198,7 +205,7 @@ impl LoadConfig {
 }
 
 /// `uri` for messages, without any `user:password@` part.
-fn redacted(uri: &Uri) -> String {
+pub(crate) fn redacted(uri: &Uri) -> String {
     let s = uri.to_string();
     match uri.authority().map(|a| a.as_str()) {
         Some(auth) if auth.contains('@') => {
@@ -209,6 +216,11 @@ fn redacted(uri: &Uri) -> String {
     }
 }
 
+/// A request sent this long after its intended start counts as [`LoadSummary::late`]. Well above
+/// the timer's 1 ms resolution, so only a real backlog (a stalled target holding every permit)
+/// shows, not ordinary pacing jitter.
+pub const LATE_AFTER: Duration = Duration::from_millis(10);
+
 /// Totals of one run of the generator. `scheduled == sent + missed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadSummary {
@@ -218,12 +230,17 @@ pub struct LoadSummary {
     pub sent: u64,
     /// Tickets recorded as [`Outcome::Missed`], never sent.
     pub missed: u64,
+    /// Of `sent`, those sent more than [`LATE_AFTER`] after their intended start: the sends a
+    /// closed-loop tool would have silently skipped. Their latency still runs from the intended
+    /// start.
+    pub late: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     sent: AtomicU64,
     missed: AtomicU64,
+    late: AtomicU64,
 }
 
 impl Counters {
@@ -234,7 +251,26 @@ impl Counters {
             scheduled: sent + missed,
             sent,
             missed,
+            late: self.late.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Where the open model puts each request's [`Record`]: the experiment's [`Recording`] (which
+/// keeps them for recovery analysis) or a flat aggregate ([`stats::FlatSink`]) for `rattle load`.
+pub trait RecordSink: Clone + Send + Sync + 'static {
+    /// Records one request.
+    fn push(&self, rec: Record);
+    /// Records many at once.
+    fn push_all(&self, recs: &[Record]);
+}
+
+impl RecordSink for Recording {
+    fn push(&self, rec: Record) {
+        Recording::push(self, rec);
+    }
+    fn push_all(&self, recs: &[Record]) {
+        Recording::push_all(self, recs);
     }
 }
 
@@ -279,13 +315,45 @@ pub fn start(
     recording: Recording,
     stop: CancellationToken,
 ) -> Result<LoadHandle> {
+    start_with(
+        cfg,
+        &ClientOptions::default(),
+        None,
+        clock,
+        start_us,
+        recording,
+        stop,
+    )
+}
+
+/// [`start`] with client options (HTTP version, TLS trust), optional status-code counts, and any
+/// [`RecordSink`]: how `rattle load --rate` runs the open model with flat memory.
+pub fn start_with<K: RecordSink>(
+    cfg: LoadConfig,
+    opts: &ClientOptions,
+    statuses: Option<Arc<StatusCounts>>,
+    clock: RunClock,
+    start_us: u64,
+    sink: K,
+    stop: CancellationToken,
+) -> Result<LoadHandle> {
     cfg.validate()?;
     let runtime =
         tokio::runtime::Handle::try_current().map_err(|source| LoadError::NoRuntime { source })?;
-    let sender = client::HttpSender::new(&cfg)?;
-    let pacer = Pacer::new(&cfg, clock, start_us, recording, stop)?;
+    let plain = cfg
+        .url
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("http"));
+    let pacer = Pacer::new(&cfg, clock, start_us, sink, stop)?;
     let handle = pacer.handle_parts();
-    let scheduler = runtime.spawn(pacer.run(move || sender.send()));
+    let scheduler = if opts.minimal_h1 && plain && opts.version != HttpVersion::Http2 {
+        let sender = h1::H1PoolSender::new(&cfg, statuses)?;
+        runtime.spawn(pacer.run(move || sender.send()))
+    } else {
+        let sender = client::HttpSender::with_options(&cfg, opts, cfg.max_in_flight)?
+            .count_statuses(statuses);
+        runtime.spawn(pacer.run(move || sender.send()))
+    };
     Ok(handle.into_handle(scheduler))
 }
 
@@ -313,25 +381,25 @@ impl HandleParts {
 const MISSED_CHUNK: usize = 4096;
 
 /// The scheduler: walks tickets in order and turns each into a request task or a missed record.
-struct Pacer {
+struct Pacer<K> {
     schedule: Schedule,
     clock: RunClock,
     start_us: u64,
     timeout: Duration,
     timeout_us: u64,
-    recording: Recording,
+    recording: K,
     in_flight: Arc<Semaphore>,
     permits: u32,
     counters: Arc<Counters>,
     stop: CancellationToken,
 }
 
-impl Pacer {
+impl<K: RecordSink> Pacer<K> {
     fn new(
         cfg: &LoadConfig,
         clock: RunClock,
         start_us: u64,
-        recording: Recording,
+        recording: K,
         stop: CancellationToken,
     ) -> Result<Self> {
         let permits =
@@ -422,6 +490,9 @@ impl Pacer {
     {
         let (clock, recording, timeout) = (self.clock, self.recording.clone(), self.timeout);
         self.counters.sent.fetch_add(1, Ordering::Relaxed);
+        if clock.now_us().saturating_sub(intended_us) > LATE_AFTER.as_micros() as u64 {
+            self.counters.late.fetch_add(1, Ordering::Relaxed);
+        }
         tokio::spawn(async move {
             let outcome = tokio::time::timeout(timeout, request)
                 .await
@@ -593,7 +664,8 @@ mod tests {
             LoadSummary {
                 scheduled: 100,
                 sent: 100,
-                missed: 0
+                missed: 0,
+                late: 0,
             }
         );
         assert_eq!(totals.ok(), 100);
@@ -625,9 +697,12 @@ mod tests {
             LoadSummary {
                 scheduled: 20,
                 sent: 20,
-                missed: 0
+                missed: 0,
+                late: summary.late,
             }
         );
+        // The tickets queued behind the slow request went out late (3..=7 by more than 10 ms).
+        assert!(summary.late >= 5, "{summary:?}");
         assert_eq!(totals.ok(), 20);
         let mut recs = rec.records();
         recs.sort_by_key(|r| r.intended_us);
@@ -684,7 +759,8 @@ mod tests {
             LoadSummary {
                 scheduled: 50,
                 sent: 5,
-                missed: 45
+                missed: 45,
+                late: 0,
             }
         );
         let missed: Vec<_> = rec
@@ -767,7 +843,7 @@ mod tests {
             Err(LoadError::InvalidOkStatus { status: 1000 })
         ));
         for (url, ok) in [
-            ("https://example.com/", false),
+            ("https://example.com/", true),
             ("/just/a/path", false),
             ("ftp://example.com/", false),
             ("http://example.com", true),
@@ -780,18 +856,12 @@ mod tests {
             };
             assert_eq!(c.validate().is_ok(), ok, "{url}");
         }
-        let mut c = cfg(1.0, 1, 1);
-        c.url = Uri::from_static("https://example.com/");
-        assert!(matches!(
-            c.validate(),
-            Err(LoadError::Unsupported { what: "https", .. })
-        ));
     }
 
     #[test]
     fn url_credentials_stay_out_of_errors() {
         let mut c = cfg(1.0, 1, 1);
-        c.url = Uri::from_static("https://user:s3cret@example.com/");
+        c.url = Uri::from_static("ftp://user:s3cret@example.com/");
         let msg = c
             .validate()
             .err()

@@ -160,7 +160,7 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
         Some(l) => {
             let h = &l.http;
             window = h.window.get();
-            let url = crate::experiment::parse::http_url(&h.url)
+            let url = crate::experiment::parse::load_url(&h.url)
                 .map_err(|m| invalid("load.http.url", m))?;
             let method = http::Method::from_bytes(h.method.as_bytes())
                 .map_err(|e| invalid("load.http.method", e.to_string()))?;
@@ -190,7 +190,7 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
     for (i, p) in experiment.steady_state.probes.iter().enumerate() {
         probes.push(ProbeConfig {
             name: p.name.clone().unwrap_or_else(|| format!("probe-{i}")),
-            url: crate::experiment::parse::http_url(&p.http.url)
+            url: crate::experiment::parse::probe_url(&p.http.url)
                 .map_err(|m| invalid("steady_state.probes.http.url", m))?,
             expect_status: p.http.expect_status,
             interval: p.interval.get(),

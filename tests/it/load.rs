@@ -401,9 +401,9 @@ async fn a_stall_beyond_the_timeout_counts_missed_requests() {
 }
 
 #[tokio::test]
-async fn https_is_refused_up_front() {
+async fn a_scheme_other_than_http_is_refused_up_front() {
     let mut cfg = config(SocketAddr::from(([127, 0, 0, 1], 9)), 1.0);
-    cfg.url = Uri::from_static("https://127.0.0.1:9/");
+    cfg.url = Uri::from_static("ftp://127.0.0.1:9/");
     let r = load::start(
         cfg,
         RunClock::start_now(),
@@ -412,7 +412,7 @@ async fn https_is_refused_up_front() {
         CancellationToken::new(),
     );
     assert!(
-        matches!(r, Err(LoadError::Unsupported { what: "https", .. })),
+        matches!(r, Err(LoadError::InvalidUrl { .. })),
         "{:?}",
         r.err()
     );

@@ -4,6 +4,7 @@
 mod demo;
 mod experiment;
 mod load;
+mod load_cli;
 mod process;
 mod report;
 mod run;
