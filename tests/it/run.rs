@@ -81,7 +81,7 @@ fn quickstart_shape_passes_with_a_short_real_impact() {
             r#"version: 1
 name: quick
 setup:
-  demo: {{ replicas: 3, port: {port}, restart_delay: 1s }}
+  demo: {{ replicas: 3, port: {port}, restart_delay: 1s, health_interval: 1s }}
 load:
   http: {{ url: "http://127.0.0.1:{port}/", rate: 200/s }}
 steady_state:
