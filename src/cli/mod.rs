@@ -114,6 +114,10 @@ pub struct RunArgs {
     /// crash [default: $XDG_STATE_HOME/rattle or ~/.local/state/rattle].
     #[arg(long, env = "RATTLE_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Kubeconfig context for Kubernetes faults [default: the current context, or the
+    /// in-cluster configuration].
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 /// `rattle demo`.
@@ -212,7 +216,7 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
     };
     let plan = plan::build(experiment, &args.file, args.seed)
         .with_context(|| format!("planning {}", args.file.display()))?;
-    let env = crate::fault::FaultEnv::new();
+    let env = crate::fault::FaultEnv::with_kube_context(args.context.clone());
     let resolved = plan.resolve_all(&env).await;
     if args.dry_run {
         print!("{}", plan.render(Some(&resolved)));
@@ -235,6 +239,7 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
         out_dir: args.out,
         demo_exe: None,
         state_dir: args.state_dir,
+        kube_context: args.context,
         progress: match args.progress {
             ProgressArg::Auto => ProgressMode::Auto,
             ProgressArg::Plain => ProgressMode::Plain,

@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     /// State directory (journal of active faults); default [`crate::journal::default_state_dir`].
     pub state_dir: Option<PathBuf>,
+    /// Kubeconfig context for Kubernetes faults and probes; default the current context.
+    pub kube_context: Option<String>,
 }
 
 /// What a finished run produced.
@@ -267,7 +269,7 @@ pub async fn run(
         probes: Mutex::new(None),
         progress: printer.clone(),
         journal,
-        env: FaultEnv::new(),
+        env: FaultEnv::with_kube_context(opts.kube_context.clone()),
         run_id,
         plan,
     });
@@ -290,7 +292,12 @@ pub async fn run(
     } else {
         shared.plan.probes.clone()
     };
-    *lock(&shared.probes) = Some(Probes::start(probes, clock, load_stop.clone()));
+    *lock(&shared.probes) = Some(Probes::start(
+        probes,
+        opts.kube_context.clone(),
+        clock,
+        load_stop.clone(),
+    ));
     let progress_task = progress::spawn(
         shared.progress.clone(),
         recording.clone(),
@@ -608,9 +615,27 @@ fn analyse(
         .iter()
         .zip(&states)
         .map(|(pf, st)| {
+            let kube_probes: Vec<usize> = plan
+                .probes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.kubernetes.as_ref().map(|_| i))
+                .collect();
             let recovery = if plan.load.is_some() {
                 fault_span(plan, pf, st, load_end_us)
                     .map(|span| analysis::fault_recovery(&sorted, plan.slo(), span))
+            } else if !kube_probes.is_empty() {
+                // No load: the kubernetes probe decides (the replacement's readiness).
+                fault_span(plan, pf, st, load_end_us).map(|span| {
+                    probe::kubernetes::probe_recovery(
+                        probes,
+                        &kube_probes,
+                        span.injected_us,
+                        span.from_us,
+                        span.hold_us,
+                        span.observed_until_us,
+                    )
+                })
             } else {
                 None
             };
