@@ -268,4 +268,8 @@ fault_kinds! {
     "process-pause" => ProcessPause(process::PauseSpec), revert: process::revert_pause;
     "pod-kill" => PodKill(k8s::PodKillSpec), revert: k8s::revert_none;
     "deployment-scale" => DeploymentScale(k8s::ScaleSpec), revert: k8s::revert_scale;
+    "rollout-restart" => RolloutRestart(k8s::RestartSpec), revert: k8s::revert_none;
+    "pod-failure" => PodFailure(k8s::pod_failure::PodFailureSpec), revert: k8s::pod_failure::revert;
+    "node-drain" => NodeDrain(k8s::node::NodeDrainSpec), revert: k8s::node::revert;
+    "pod-network-delay" => PodNetworkDelay(k8s::netem::PodNetemSpec), revert: k8s::netem::revert;
 }

@@ -445,3 +445,197 @@ fn bench_kill_100_of_10000_pods() {
     assert_eq!(fake.pod_names("big").len(), 9_900);
     rt.shutdown_background();
 }
+
+/// Runs `yaml` to completion against `s`; asserts exit 0.
+fn run_ok(s: &Setup, name: &str, yaml: &str) -> Value {
+    let file = write(s.dir.path(), name, yaml);
+    let out = s.path(&format!("out-{name}"));
+    let (code, stdout, stderr) = s.run(
+        &[
+            "run",
+            file.to_str().unwrap_or(""),
+            "--yes",
+            "--seed",
+            "1",
+            "--progress",
+            "plain",
+            "--out",
+            out.to_str().unwrap_or(""),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    report(&out)
+}
+
+#[test]
+fn pod_failure_swaps_images_and_restores_them() {
+    let s = Setup::new(100, 100);
+    s.fake.add_deployment("shop", "web", 2);
+    run_ok(
+        &s,
+        "fail.yaml",
+        r#"
+version: 1
+name: k8s-pod-failure
+steady_state: { warmup: 200ms, hold: 200ms }
+faults:
+  - name: fail-all
+    at: 300ms
+    duration: 500ms
+    pod-failure: { namespace: shop, labels: app=web, mode: all }
+duration: 1500ms
+"#,
+    );
+    let log = s.fake.log();
+    let patches: Vec<&String> = log
+        .iter()
+        .filter(|l| l.starts_with("PATCH pods shop/web-"))
+        .collect();
+    assert_eq!(patches.len(), 4, "two pods, swapped then restored: {log:?}");
+    assert!(
+        patches[..2]
+            .iter()
+            .all(|p| p.contains("registry.k8s.io/pause:3.10")),
+        "{patches:?}"
+    );
+    assert!(
+        patches[2..].iter().all(|p| p.contains("\"image\":\"app\"")),
+        "{patches:?}"
+    );
+    for p in s.fake.pod_names("shop") {
+        let pod = s.fake.get(Res::Pods, "shop", &p).expect("pod");
+        assert_eq!(pod["spec"]["containers"][0]["image"], "app");
+    }
+}
+
+#[test]
+fn rollout_restart_stamps_the_template() {
+    let s = Setup::new(100, 100);
+    s.fake.add_deployment("shop", "web", 1);
+    run_ok(
+        &s,
+        "restart.yaml",
+        r#"
+version: 1
+name: k8s-restart
+steady_state: { warmup: 200ms, hold: 200ms }
+faults:
+  - name: restart
+    at: 300ms
+    rollout-restart: { namespace: shop, names: [web] }
+duration: 800ms
+"#,
+    );
+    let d = s
+        .fake
+        .get(Res::Deployments, "shop", "web")
+        .expect("deployment");
+    assert!(
+        d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+            .is_string(),
+        "{d}"
+    );
+}
+
+#[test]
+fn node_drain_cordons_evicts_through_refusals_and_uncordons() {
+    let s = Setup::new(100, 100);
+    s.fake.add_deployment("shop", "web", 2);
+    s.fake.add_node("node-a");
+    s.fake.add_node("node-b");
+    let pods = s.fake.pod_names("shop");
+    s.fake.place_pod("shop", &pods[0], "node-a");
+    s.fake.place_pod("shop", &pods[1], "node-b");
+    s.fake.with(|st| {
+        st.eviction_refusals
+            .insert(("shop".into(), pods[0].clone()), 2);
+    });
+    run_ok(
+        &s,
+        "drain.yaml",
+        r#"
+version: 1
+name: k8s-drain
+steady_state: { warmup: 200ms, hold: 200ms }
+faults:
+  - name: drain-a
+    at: 300ms
+    duration: 1500ms
+    node-drain: { names: [node-a], retry_interval: 100ms, timeout: 10s }
+duration: 2500ms
+"#,
+    );
+    let log = s.fake.log();
+    let refused = log
+        .iter()
+        .filter(|l| l.starts_with("EVICT-REFUSED"))
+        .count();
+    assert_eq!(refused, 2, "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l == &format!("EVICT pods shop/{}", pods[0])),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l == &format!("EVICT pods shop/{}", pods[1])),
+        "only node-a's pod: {log:?}"
+    );
+    let cordons: Vec<&String> = log
+        .iter()
+        .filter(|l| l.starts_with("PATCH nodes /node-a"))
+        .collect();
+    assert_eq!(cordons.len(), 2, "{log:?}");
+    assert!(
+        cordons[0].contains("\"unschedulable\":true")
+            && cordons[1].contains("\"unschedulable\":false")
+    );
+    let n = s.fake.get(Res::Nodes, "", "node-a").expect("node");
+    assert_eq!(n["spec"]["unschedulable"], false);
+}
+
+#[test]
+fn netem_runs_tc_in_ephemeral_containers_and_reverts() {
+    let s = Setup::new(100, 100);
+    s.fake.add_deployment("shop", "web", 2);
+    run_ok(
+        &s,
+        "netem.yaml",
+        r#"
+version: 1
+name: k8s-netem
+steady_state: { warmup: 200ms, hold: 200ms }
+faults:
+  - name: slow
+    at: 300ms
+    duration: 500ms
+    pod-network-delay: { namespace: shop, labels: app=web, mode: all, delay: 200ms, jitter: 20ms, loss: 1%, image: "example/tc:1" }
+duration: 1500ms
+"#,
+    );
+    for p in s.fake.pod_names("shop") {
+        let pod = s.fake.get(Res::Pods, "shop", &p).expect("pod");
+        let eph = pod["spec"]["ephemeralContainers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(eph.len(), 2, "inject and revert containers: {eph:?}");
+        assert_eq!(
+            eph[0]["command"],
+            serde_json::json!([
+                "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", "200000us",
+                "20000us", "loss", "1%"
+            ])
+        );
+        assert_eq!(
+            eph[0]["securityContext"]["capabilities"]["add"][0],
+            "NET_ADMIN"
+        );
+        assert_eq!(eph[0]["image"], "example/tc:1");
+        assert_eq!(
+            eph[1]["command"],
+            serde_json::json!(["tc", "qdisc", "del", "dev", "eth0", "root"])
+        );
+    }
+}

@@ -1,5 +1,7 @@
-//! Kubernetes faults through the kube crate: `pod-kill` (nothing to revert) and
-//! `deployment-scale` (scale down, restore the recorded replica count on revert).
+//! Kubernetes faults through the kube crate: `pod-kill` (nothing to revert),
+//! `deployment-scale` (scale down, restore the recorded replica count on revert) and
+//! `rollout-restart` (nothing to revert) here; `pod-failure`, `node-drain` and
+//! `pod-network-delay` in their own files.
 //!
 //! Every kind selects its objects the same way ([`Selector`]: namespaces, label selector, field
 //! selector, names, then the seeded [`crate::plan::select::choose`] by mode), so the blast radius
@@ -249,6 +251,10 @@ macro_rules! k8s_spec {
         }
     };
 }
+
+pub mod netem;
+pub mod node;
+pub mod pod_failure;
 
 k8s_spec! {
     /// `pod-kill`: deletes the selected pods (with a grace period, default 0s: a kill).
@@ -556,4 +562,73 @@ pub async fn revert_scale(env: &FaultEnv, token: &RevertToken) -> Result<()> {
         .await?;
     }
     Ok(())
+}
+
+k8s_spec! {
+    /// `rollout-restart`: restarts the selected deployments (or statefulsets) the way
+    /// `kubectl rollout restart` does, by stamping the pod template with the current time.
+    /// Instantaneous: the rollout replaces every pod; nothing to revert.
+    RestartSpec {
+        /// `deployment` (default) or `statefulset`.
+        #[serde(default)]
+        pub kind: WorkloadKind,
+    }
+}
+
+impl Fault for RestartSpec {
+    fn resolve<'a>(&'a self, ctx: ResolveCtx<'a>) -> BoxFuture<'a, Result<Vec<Target>>> {
+        let scale = ScaleSpec {
+            namespace: self.namespace.clone(),
+            namespaces: self.namespaces.clone(),
+            labels: self.labels.clone(),
+            fields: self.fields.clone(),
+            names: self.names.clone(),
+            mode: self.mode,
+            allow_namespaces: self.allow_namespaces.clone(),
+            kind: self.kind,
+            replicas: 0,
+        };
+        Box::pin(async move { scale.resolve(ctx).await })
+    }
+
+    fn revert_token<'a>(
+        &'a self,
+        _env: &'a FaultEnv,
+        _targets: &'a [Target],
+    ) -> BoxFuture<'a, Result<Option<RevertToken>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn inject<'a>(&'a self, env: &'a FaultEnv, targets: &'a [Target]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let client = env.kube().await?;
+            let now = jiff::Timestamp::now().to_string();
+            let patch = Patch::Merge(serde_json::json!({"spec": {"template": {"metadata": {
+                "annotations": {"kubectl.kubernetes.io/restartedAt": now}}}}}));
+            let pp = PatchParams::default();
+            for t in targets {
+                let (ns, name) = split_id(t)?;
+                let r = match self.kind {
+                    WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
+                        .patch(name, &pp, &patch)
+                        .await
+                        .map(|_| ()),
+                    WorkloadKind::Statefulset => Api::<StatefulSet>::namespaced(client.clone(), ns)
+                        .patch(name, &pp, &patch)
+                        .await
+                        .map(|_| ()),
+                };
+                r.map_err(|e| kube_err(&format!("restarting {}", t.id), e))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn needs_duration(&self) -> bool {
+        false
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        self.selector().validate()
+    }
 }
