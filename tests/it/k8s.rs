@@ -639,3 +639,86 @@ duration: 1500ms
         );
     }
 }
+
+/// The real-cluster suite: runs only when `KUBECONFIG` is set (kind or k3d; see the README),
+/// and is skipped with a notice otherwise. It creates a namespace of its own, a 3-replica
+/// deployment of the pause image, kills one pod through the rattle binary and checks that the
+/// probe saw the recovery; the namespace is deleted at the end.
+#[test]
+fn real_cluster_pod_kill() {
+    let Some(kubeconfig) = std::env::var_os("KUBECONFIG") else {
+        println!("notice: KUBECONFIG is not set: the real-cluster suite is skipped");
+        return;
+    };
+    let kubeconfig = PathBuf::from(kubeconfig);
+    let ns = format!("rattle-e2e-{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let client = rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("config");
+        kube::Client::try_from(cfg).expect("client")
+    });
+    rt.block_on(async {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::Namespace;
+        use kube::api::{Api, PostParams};
+        let nsobj: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).expect("ns");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &nsobj)
+            .await
+            .expect("create namespace");
+        let d: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}}}
+        }))
+        .expect("deployment");
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("create deployment");
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = POD_KILL
+        .replace("namespace: shop", &format!("namespace: {ns}"))
+        .replace("warmup: 500ms", "warmup: 60s")
+        .replace("at: 1s", "at: 61s")
+        .replace("duration: 5s", "duration: 120s");
+    let file = write(dir.path(), "kill.yaml", &yaml);
+    let out = dir.path().join("out");
+    let (code, stdout, stderr) = run_k(
+        &kubeconfig,
+        &dir.path().join("state"),
+        &[
+            "run",
+            file.to_str().unwrap_or(""),
+            "--yes",
+            "--progress",
+            "plain",
+            "--out",
+            out.to_str().unwrap_or(""),
+        ],
+        Duration::from_secs(300),
+    );
+    rt.block_on(async {
+        use k8s_openapi::api::core::v1::Namespace;
+        let _ = kube::api::Api::<Namespace>::all(client.clone())
+            .delete(&ns, &Default::default())
+            .await;
+    });
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let r = report(&out);
+    assert!(
+        r["faults"][0]["recovery"]["recovered_at_ms"].is_number(),
+        "{r}"
+    );
+    rt.shutdown_background();
+}
