@@ -332,11 +332,14 @@ where
     }
 }
 
-/// A fault's recovery measured on probe results alone (experiments with no load): the first
-/// failing result at or after `injected_us` marks the impact; the recovery instant is the first
-/// passing result after which every result of the probes stays passing for `hold_us` (or until
-/// `observed_until_us`, if that comes first and is at least the hold away... otherwise it is
-/// undecided). `results` may be in any order; only probes in `probes` count.
+/// A fault's recovery measured on probe results alone (experiments with no load), with the
+/// same rules as the load-based analysis: impact is the first failing result at or after
+/// `injected_us`; the recovery instant is the first instant at or after `from_us` (the
+/// injection, or the revert for a fault with a duration) from which every probe in `probes`
+/// keeps passing for `hold_us`: `from_us` itself if they pass there, else the first result
+/// that makes them all pass again (the instant the replacement was seen Ready). Undecided
+/// until `observed_until_us` is a hold past the candidate. A probe's state is its latest
+/// result; a probe with no result since the injection counts as passing.
 pub fn probe_recovery(
     results: &[ProbeResult],
     probes: &[usize],
@@ -350,11 +353,13 @@ pub fn probe_recovery(
         .filter(|r| probes.contains(&r.probe) && r.t_us >= injected_us)
         .collect();
     rs.sort_by_key(|r| r.t_us);
-    let first_bad = rs.iter().position(|r| !r.ok);
     let total = rs.len() as u64;
     let failed = rs.iter().filter(|r| !r.ok).count() as u64;
     let mut out = Recovery {
-        time_to_impact_ms: None,
+        time_to_impact_ms: rs
+            .iter()
+            .find(|r| !r.ok)
+            .map(|r| us_to_ms(r.t_us - injected_us)),
         time_to_recover_ms: None,
         recovered_at_ms: None,
         reason: None,
@@ -362,27 +367,40 @@ pub fn probe_recovery(
         failed_requests: failed,
         availability: (total > 0).then(|| (total - failed) as f64 / total as f64),
     };
-    let Some(first_bad) = first_bad else {
-        out.reason = Some("the probe never failed after the injection".into());
-        return out;
-    };
-    out.time_to_impact_ms = Some(us_to_ms(rs[first_bad].t_us - injected_us));
-    // Candidate recovery instants: each passing result that follows a failing one.
-    let mut candidate: Option<u64> = None;
-    for r in &rs[first_bad..] {
-        match (r.ok, candidate) {
+    let mut state: BTreeMap<usize, bool> = BTreeMap::new();
+    let all_ok = |st: &BTreeMap<usize, bool>| st.values().all(|ok| *ok);
+    let split = rs.partition_point(|r| r.t_us <= from_us);
+    for r in &rs[..split] {
+        state.insert(r.probe, r.ok);
+    }
+    let mut candidate = all_ok(&state).then_some(from_us);
+    let mut decided = None;
+    for r in &rs[split..] {
+        if let Some(c) = candidate
+            && r.t_us > c.saturating_add(hold_us)
+        {
+            decided = Some(c);
+            break;
+        }
+        state.insert(r.probe, r.ok);
+        match (all_ok(&state), candidate) {
             (false, _) => candidate = None,
             (true, None) => candidate = Some(r.t_us),
             (true, Some(_)) => {}
         }
     }
-    match candidate {
-        Some(t) if observed_until_us >= t.saturating_add(hold_us) => {
+    let decided = decided.or(candidate.filter(|c| observed_until_us >= c.saturating_add(hold_us)));
+    match (decided, candidate) {
+        (Some(t), _) => {
             out.recovered_at_ms = Some(us_to_ms(t));
             out.time_to_recover_ms = Some(us_to_ms(t.saturating_sub(from_us)));
         }
-        Some(_) => out.reason = Some("recovered, but not held for the hold period".into()),
-        None => out.reason = Some("the probe was still failing at the end".into()),
+        (None, Some(_)) => {
+            out.reason = Some("not recovered: the probes passed, but not for the hold period before observation ended".into())
+        }
+        (None, None) => {
+            out.reason = Some("not recovered: the probes were still failing when observation ended".into())
+        }
     }
     out
 }
@@ -417,14 +435,40 @@ mod tests {
     }
 
     #[test]
-    fn not_held_or_never_failed_is_undecided() {
+    fn not_held_is_undecided_and_never_failing_is_recovered_at_once() {
         let rs = vec![r(1_000, false), r(3_000, true)];
         let rec = probe_recovery(&rs, &[0], 1_000, 1_000, 5_000, 4_000);
         assert_eq!(rec.recovered_at_ms, None);
+        assert!(rec.reason.is_some());
         let rs = vec![r(1_000, true), r(3_000, true)];
         let rec = probe_recovery(&rs, &[0], 1_000, 1_000, 5_000, 9_000);
-        assert_eq!(rec.recovered_at_ms, None);
-        assert!(rec.reason.is_some());
+        assert_eq!(rec.time_to_recover_ms, Some(0.0));
+        assert_eq!(rec.time_to_impact_ms, None);
+    }
+
+    #[test]
+    fn failures_during_a_faults_window_count_until_they_end() {
+        // Failing from 2 ms, reverted at 5 ms, ready again at 7 ms.
+        let rs = vec![
+            r(2_000, false),
+            r(4_000, false),
+            r(7_000, true),
+            r(20_000, true),
+        ];
+        let rec = probe_recovery(&rs, &[0], 1_000, 5_000, 5_000, 20_000);
+        assert_eq!(rec.recovered_at_ms, Some(7.0));
+        assert_eq!(rec.time_to_recover_ms, Some(2.0));
+    }
+
+    #[test]
+    fn every_probe_must_pass() {
+        let mut b = r(3_000, false);
+        b.probe = 1;
+        let mut b2 = r(6_000, true);
+        b2.probe = 1;
+        let rs = vec![r(2_000, false), b, r(4_000, true), b2, r(20_000, true)];
+        let rec = probe_recovery(&rs, &[0, 1], 1_000, 1_000, 5_000, 20_000);
+        assert_eq!(rec.recovered_at_ms, Some(6.0));
     }
 
     #[test]

@@ -722,3 +722,29 @@ fn real_cluster_pod_kill() {
     );
     rt.shutdown_background();
 }
+
+#[test]
+fn observation_extends_past_duration_until_the_probe_recovers() {
+    let s = Setup::new(400, 800);
+    s.fake.add_deployment("shop", "web", 2);
+    let yaml = POD_KILL.replace("duration: 5s", "duration: 1500ms");
+    let r = run_ok(&s, "extend.yaml", &yaml);
+    let fault = &r["faults"][0];
+    let recovered = fault["recovery"]["recovered_at_ms"]
+        .as_f64()
+        .expect("recovered_at_ms");
+    assert!(
+        recovered > 1500.0,
+        "recovered after the nominal end: {recovered}"
+    );
+    let ready = s.fake.with(|st| st.ready_at.clone());
+    assert_eq!(ready.len(), 1, "{ready:?}");
+    let ready_unix_ms = ready[0]
+        .1
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs_f64()
+        * 1000.0;
+    let start = r["started_at_unix_ms"].as_f64().expect("start");
+    assert!((start + recovered - ready_unix_ms).abs() < 200.0);
+}
