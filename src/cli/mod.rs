@@ -217,6 +217,14 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
     let plan = plan::build(experiment, &args.file, args.seed)
         .with_context(|| format!("planning {}", args.file.display()))?;
     let env = crate::fault::FaultEnv::with_kube_context(args.context.clone());
+    // A kubernetes probe with no cluster to watch is an environment error, not an unsteady
+    // system: refuse before anything runs.
+    if plan.probes.iter().any(|p| p.kubernetes.is_some())
+        && let Err(e) = env.kube().await
+    {
+        eprintln!("error: {e}");
+        return Ok(exit::BAD_INPUT);
+    }
     let resolved = plan.resolve_all(&env).await;
     if args.dry_run {
         print!("{}", plan.render(Some(&resolved)));

@@ -2,7 +2,7 @@
 //! objects kept as `serde_json::Value`, and a kubeconfig pointing at it, so the real kube client
 //! (in the rattle binary or in-process) talks to it exactly as to a cluster.
 //!
-//! It serves pods, deployments (+ `/scale`), nodes, evictions (`pods/{name}/eviction`, 429
+//! It serves pods, deployments and statefulsets (+ `/scale`), replica sets, nodes, evictions (`pods/{name}/eviction`, 429
 //! while a disruption budget refuses), ephemeral containers (`pods/{name}/ephemeralcontainers`),
 //! list with label and field selectors, and watch (chunked JSON lines; a watch from a
 //! resourceVersion first replays the history after it, so nothing between a list and its watch
@@ -62,6 +62,10 @@ pub enum Res {
     Pods,
     /// apps/v1 Deployment.
     Deployments,
+    /// apps/v1 StatefulSet.
+    StatefulSets,
+    /// apps/v1 ReplicaSet (one per deployment, kept in step with it; read-only).
+    ReplicaSets,
     /// core/v1 Node.
     Nodes,
 }
@@ -71,12 +75,14 @@ impl Res {
         match self {
             Res::Pods => "Pod",
             Res::Deployments => "Deployment",
+            Res::StatefulSets => "StatefulSet",
+            Res::ReplicaSets => "ReplicaSet",
             Res::Nodes => "Node",
         }
     }
     fn api_version(self) -> &'static str {
         match self {
-            Res::Deployments => "apps/v1",
+            Res::Deployments | Res::StatefulSets | Res::ReplicaSets => "apps/v1",
             _ => "v1",
         }
     }
@@ -228,12 +234,22 @@ impl FakeK8s {
         })
     }
 
-    /// Adds a deployment `name` in `ns` with `replicas` Ready pods labelled `app=<name>`.
+    /// Adds a deployment `name` in `ns` with `replicas` Ready pods labelled `app=<name>`, and
+    /// its replica set.
     pub fn add_deployment(&self, ns: &str, name: &str, replicas: u32) {
+        self.add_workload(Res::Deployments, ns, name, replicas);
+    }
+
+    /// Adds a statefulset `name` in `ns` with `replicas` Ready pods labelled `app=<name>`.
+    pub fn add_statefulset(&self, ns: &str, name: &str, replicas: u32) {
+        self.add_workload(Res::StatefulSets, ns, name, replicas);
+    }
+
+    fn add_workload(&self, res: Res, ns: &str, name: &str, replicas: u32) {
         let st = self.state.clone();
         let mut s = lock(&st);
         let d = json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
+            "apiVersion": "apps/v1", "kind": res.kind(),
             "metadata": {"name": name, "namespace": ns, "labels": {"app": name}, "generation": 1},
             "spec": {
                 "replicas": replicas,
@@ -242,7 +258,17 @@ impl FakeK8s {
             },
             "status": {}
         });
-        s.put(Res::Deployments, ns, name, d, None);
+        s.put(res, ns, name, d, None);
+        if res == Res::Deployments {
+            let rs = json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": format!("{name}-rs"), "namespace": ns, "labels": {"app": name},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": name, "controller": true}]},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}},
+                "status": {}
+            });
+            s.put(Res::ReplicaSets, ns, &format!("{name}-rs"), rs, None);
+        }
         for _ in 0..replicas {
             let pod = s.new_pod(ns, name, true);
             let pname = pod["metadata"]["name"]
@@ -346,12 +372,30 @@ impl State {
         });
     }
 
-    /// Recomputes a deployment's status from its pods; emits MODIFIED if it changed.
+    /// The deployment or statefulset `ns/name`.
+    fn workload_key(&self, ns: &str, name: &str) -> Option<Key> {
+        [Res::Deployments, Res::StatefulSets]
+            .into_iter()
+            .map(|r| (r, ns.to_string(), name.to_string()))
+            .find(|k| self.objects.contains_key(k))
+    }
+
+    /// Recomputes a workload's status (and its replica set's) from its pods; emits MODIFIED
+    /// if it changed.
     fn refresh_status(&mut self, ns: &str, name: &str) {
-        let key = (Res::Deployments, ns.to_string(), name.to_string());
+        let Some(key) = self.workload_key(ns, name) else {
+            return;
+        };
         let Some(d) = self.objects.get(&key).cloned() else {
             return;
         };
+        let rs_key = (Res::ReplicaSets, ns.to_string(), format!("{name}-rs"));
+        if let Some(mut rs) = self.objects.get(&rs_key).cloned()
+            && rs["spec"]["replicas"] != d["spec"]["replicas"]
+        {
+            rs["spec"]["replicas"] = d["spec"]["replicas"].clone();
+            self.put(Res::ReplicaSets, ns, &rs_key.2, rs, Some("MODIFIED"));
+        }
         let pods: Vec<&Value> = self.pods_of(ns, name);
         let total = pods.len();
         let ready = pods.iter().filter(|p| is_ready(p)).count();
@@ -360,7 +404,7 @@ impl State {
         if d["status"] != status {
             let mut d = d;
             d["status"] = status;
-            self.put(Res::Deployments, ns, name, d, Some("MODIFIED"));
+            self.put(key.0, ns, name, d, Some("MODIFIED"));
         }
     }
 
@@ -386,7 +430,9 @@ fn is_ready(p: &Value) -> bool {
 /// creation of missing ones.
 fn reconcile(st: &Arc<Mutex<State>>, ns: &str, deploy: &str) {
     let mut s = lock(st);
-    let key = (Res::Deployments, ns.to_string(), deploy.to_string());
+    let Some(key) = s.workload_key(ns, deploy) else {
+        return;
+    };
     let Some(d) = s.objects.get(&key) else { return };
     let want = d["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
     let mut have: Vec<String> = s
@@ -419,8 +465,8 @@ fn reconcile(st: &Arc<Mutex<State>>, ns: &str, deploy: &str) {
                     *p = p.saturating_sub(1);
                 }
                 let still_wanted = s
-                    .objects
-                    .get(&(Res::Deployments, ns.clone(), deploy.clone()))
+                    .workload_key(&ns, &deploy)
+                    .and_then(|k| s.objects.get(&k))
                     .map(|d| d["spec"]["replicas"].as_u64().unwrap_or(1) as usize)
                     .unwrap_or(0);
                 if s.pods_of(&ns, &deploy).len() >= still_wanted {
@@ -587,6 +633,8 @@ fn route(path: &str) -> Option<Route> {
     let res = match *rest.first()? {
         "pods" => Res::Pods,
         "deployments" => Res::Deployments,
+        "statefulsets" => Res::StatefulSets,
+        "replicasets" => Res::ReplicaSets,
         "nodes" => Res::Nodes,
         _ => return None,
     };
@@ -620,6 +668,8 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body>
     let what = match r.res {
         Res::Pods => "pods",
         Res::Deployments => "deployments.apps",
+        Res::StatefulSets => "statefulsets.apps",
+        Res::ReplicaSets => "replicasets.apps",
         Res::Nodes => "nodes",
     };
     match (&method, r.name.as_deref(), r.sub.as_deref()) {
@@ -740,7 +790,7 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body>
             json_response(StatusCode::OK, obj)
         }
         (&Method::GET, Some(name), Some("scale")) | (&Method::PATCH, Some(name), Some("scale"))
-            if r.res == Res::Deployments =>
+            if matches!(r.res, Res::Deployments | Res::StatefulSets) =>
         {
             let obj = {
                 let mut s = lock(&st);

@@ -748,3 +748,74 @@ fn observation_extends_past_duration_until_the_probe_recovers() {
     let start = r["started_at_unix_ms"].as_f64().expect("start");
     assert!((start + recovered - ready_unix_ms).abs() < 200.0);
 }
+
+#[test]
+fn statefulset_scale_and_context_flag() {
+    let s = Setup::new(100, 100);
+    s.fake.add_statefulset("db", "pg", 3);
+    let yaml = r#"
+version: 1
+name: k8s-sts
+steady_state:
+  warmup: 300ms
+  hold: 300ms
+  probes:
+    - kubernetes: { namespace: db, statefulset: pg }
+      interval: 100ms
+faults:
+  - name: down
+    at: 400ms
+    duration: 500ms
+    deployment-scale: { namespace: db, names: [pg], kind: statefulset, replicas: 1 }
+duration: 1500ms
+"#;
+    let file = write(s.dir.path(), "sts.yaml", yaml);
+    // An unknown context is an environment error: exit 2, nothing touched.
+    let bad = s.path("out-bad");
+    let (code, stdout, stderr) = s.run(
+        &[
+            "run",
+            file.to_str().unwrap_or(""),
+            "--yes",
+            "--context",
+            "nope",
+            "--progress",
+            "plain",
+            "--out",
+            bad.to_str().unwrap_or(""),
+        ],
+        Duration::from_secs(60),
+    );
+    println!("unknown context: exit {code}\n{stdout}\n{stderr}");
+    assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("nope"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(s.fake.log().is_empty(), "{:?}", s.fake.log());
+    let out = s.path("out-sts");
+    let (code, stdout, stderr) = s.run(
+        &[
+            "run",
+            file.to_str().unwrap_or(""),
+            "--yes",
+            "--context",
+            "fake",
+            "--progress",
+            "plain",
+            "--out",
+            out.to_str().unwrap_or(""),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let d = s.fake.get(Res::StatefulSets, "db", "pg").expect("sts");
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(s.fake.pod_names("db").len(), 3);
+    let r = report(&out);
+    assert!(
+        r["faults"][0]["recovery"]["recovered_at_ms"].is_number(),
+        "{}",
+        r["faults"][0]
+    );
+}
