@@ -120,6 +120,8 @@ pub struct State {
     seq: u64,
     /// Keep history (disabled for very large setups to save memory).
     pub keep_history: bool,
+    /// Time spent answering requests (for benchmarks: what is not client-side work).
+    pub server_time: Duration,
 }
 
 /// The running fake.
@@ -166,6 +168,7 @@ impl FakeK8s {
             ready_delay,
             seq: 0,
             keep_history: true,
+            server_time: Duration::ZERO,
         }));
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -182,7 +185,12 @@ impl FakeK8s {
                     let io = hyper_util::rt::TokioIo::new(stream);
                     let svc = service_fn(move |req| {
                         let st = st.clone();
-                        async move { Ok::<_, Infallible>(handle(st, req).await) }
+                        async move {
+                            let t0 = std::time::Instant::now();
+                            let resp = handle(st.clone(), req).await;
+                            lock(&st).server_time += t0.elapsed();
+                            Ok::<_, Infallible>(resp)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(io, svc)

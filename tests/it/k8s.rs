@@ -440,7 +440,12 @@ fn bench_kill_100_of_10000_pods() {
         spec.inject(&env, &targets).await.expect("inject");
         let total = start.elapsed();
         assert_eq!(targets.len(), 100);
-        println!("bench: resolve {resolved:?}, resolve + kill 100 of 10000 {total:?}");
+        let server = fake.with(|s| s.server_time);
+        println!(
+            "bench: resolve {resolved:?}, resolve + kill 100 of 10000 {total:?}, of which the fake \
+             server answering {server:?}: client-side {:?}",
+            total.saturating_sub(server)
+        );
     });
     assert_eq!(fake.pod_names("big").len(), 9_900);
     rt.shutdown_background();
@@ -818,4 +823,53 @@ duration: 1500ms
         "{}",
         r["faults"][0]
     );
+}
+
+#[test]
+fn labels_probe_and_allowed_protected_namespace() {
+    let s = Setup::new(200, 300);
+    s.fake.add_deployment("kube-system", "dns", 3);
+    let r = run_ok(
+        &s,
+        "dns.yaml",
+        r#"
+version: 1
+name: k8s-allowed
+steady_state:
+  warmup: 500ms
+  hold: 500ms
+  probes:
+    - kubernetes: { namespace: kube-system, labels: app=dns, min_ready: 3 }
+      interval: 200ms
+faults:
+  - name: kill-dns
+    at: 700ms
+    pod-kill: { namespace: kube-system, labels: app=dns, allow_namespaces: [kube-system] }
+duration: 2s
+"#,
+    );
+    let log = s.fake.log();
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.starts_with("DELETE pods kube-system/"))
+            .count(),
+        1,
+        "{log:?}"
+    );
+    let fault = &r["faults"][0];
+    let recovered = fault["recovery"]["recovered_at_ms"]
+        .as_f64()
+        .expect("recovered");
+    let ready = s.fake.with(|st| st.ready_at.clone());
+    assert_eq!(ready.len(), 1);
+    let ready_unix_ms = ready[0]
+        .1
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs_f64()
+        * 1000.0;
+    let start = r["started_at_unix_ms"].as_f64().expect("start");
+    let err = (start + recovered - ready_unix_ms).abs();
+    println!("labels probe: recovery-vs-readiness error {err:.1} ms");
+    assert!(err < 200.0, "{err}");
 }
