@@ -9,6 +9,7 @@ pub mod demo;
 pub mod experiment;
 pub mod fault;
 pub mod journal;
+pub mod kube_env;
 pub mod load;
 pub mod metrics;
 pub mod plan;

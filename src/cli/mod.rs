@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// crash [default: $XDG_STATE_HOME/rattle or ~/.local/state/rattle].
     #[arg(long, env = "RATTLE_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Kubeconfig context for Kubernetes faults [default: the current context, or the
+    /// in-cluster configuration].
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 /// `rattle demo`.
@@ -215,14 +219,23 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
     };
     let plan = plan::build(experiment, &args.file, args.seed)
         .with_context(|| format!("planning {}", args.file.display()))?;
-    let env = crate::fault::FaultEnv::new();
+    let env = crate::fault::FaultEnv::with_kube_context(args.context.clone());
+    // A kubernetes probe with no cluster to watch is an environment error, not an unsteady
+    // system: refuse before anything runs.
+    if plan.probes.iter().any(|p| p.kubernetes.is_some())
+        && let Err(e) = env.kube().await
+    {
+        eprintln!("error: {e}");
+        return Ok(exit::BAD_INPUT);
+    }
     let resolved = plan.resolve_all(&env).await;
     if args.dry_run {
         print!("{}", plan.render(Some(&resolved)));
         println!("dry run: nothing was touched");
         return Ok(exit::OK);
     }
-    // Processes that exist before the run were not started by it: faulting them needs a yes.
+    // Targets that exist before the run (processes, pods, nodes) were not started by it:
+    // faulting them needs a yes.
     let outside: Vec<String> = plan
         .faults
         .iter()
@@ -238,6 +251,7 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
         out_dir: args.out,
         demo_exe: None,
         state_dir: args.state_dir,
+        kube_context: args.context,
         progress: match args.progress {
             ProgressArg::Auto => ProgressMode::Auto,
             ProgressArg::Plain => ProgressMode::Plain,
@@ -253,7 +267,7 @@ fn confirm(targets: &[String]) -> anyhow::Result<bool> {
     let mut err = std::io::stderr();
     writeln!(
         err,
-        "This experiment will act on processes this run did not start:"
+        "This experiment will act on targets this run did not start:"
     )?;
     for t in targets {
         writeln!(err, "  {t}")?;

@@ -22,6 +22,10 @@ pub struct RecoverArgs {
     /// ~/.local/state/rattle].
     #[arg(long, env = "RATTLE_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Kubeconfig context for Kubernetes faults [default: the current context, or the
+    /// in-cluster configuration].
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 /// Runs `rattle recover`; returns the exit code (0 all reverted or nothing to do, 2 not
@@ -70,7 +74,7 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<i32> {
         eprintln!("not confirmed: nothing was reverted");
         return Ok(exit::BAD_INPUT);
     }
-    let env = fault::FaultEnv::new();
+    let env = fault::FaultEnv::with_kube_context(args.context.clone());
     let mut failed = 0;
     for f in &left {
         let entry = match &f.entry {

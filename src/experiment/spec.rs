@@ -196,8 +196,12 @@ pub struct Probe {
     /// Interval between checks.
     #[serde(default = "defaults::probe_interval")]
     pub interval: Located<HumanDuration>,
-    /// An HTTP check.
-    pub http: HttpProbe,
+    /// An HTTP check (exactly one of `http` and `kubernetes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpProbe>,
+    /// A Kubernetes readiness check, watch-based (exactly one of `http` and `kubernetes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<crate::probe::kubernetes::KubernetesProbe>,
 }
 
 /// An HTTP probe: a GET whose status must be the expected one.

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::experiment::Located;
 
+pub mod k8s;
 pub mod process;
 
 /// A boxed future, so that [`Fault`] stays object-safe.
@@ -63,6 +64,12 @@ pub enum FaultError {
     /// The token names a kind this build does not know.
     #[error("unknown fault kind {0:?} in revert token")]
     UnknownKind(String),
+    /// The Kubernetes cluster could not be reached or refused a call.
+    #[error("kubernetes: {0}")]
+    Kube(String),
+    /// The selection touches a protected namespace the experiment does not allow.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// Result alias of this module.
@@ -89,13 +96,57 @@ impl fmt::Display for Target {
 /// Kubernetes client, the run's proxies, ...). One per process, built by the runner (or by
 /// `rattle recover`), passed to every fault call; a kind that needs a handle adds a field here,
 /// built lazily so that runs without that kind never pay for it.
-#[derive(Debug, Default)]
-pub struct FaultEnv {}
+#[derive(Default)]
+pub struct FaultEnv {
+    /// The Kubernetes client, built on first use.
+    kube: tokio::sync::OnceCell<kube::Client>,
+    /// The kubeconfig context to use instead of the current one (`--context`).
+    kube_context: Option<String>,
+}
+
+impl fmt::Debug for FaultEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultEnv")
+            .field("kube", &self.kube.initialized())
+            .field("kube_context", &self.kube_context)
+            .finish()
+    }
+}
 
 impl FaultEnv {
     /// An environment with nothing built yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An environment whose Kubernetes client uses kubeconfig context `context` (`None`: the
+    /// current context, or the in-cluster configuration).
+    pub fn with_kube_context(context: Option<String>) -> Self {
+        Self {
+            kube_context: context,
+            ..Self::default()
+        }
+    }
+
+    /// An environment with a Kubernetes client already built (tests, benchmarks).
+    pub fn with_kube_client(client: kube::Client) -> Self {
+        Self {
+            kube: tokio::sync::OnceCell::new_with(Some(client)),
+            kube_context: None,
+        }
+    }
+
+    /// The kubeconfig context asked for, if any.
+    pub fn kube_context(&self) -> Option<&str> {
+        self.kube_context.as_deref()
+    }
+
+    /// The Kubernetes client, built on first call.
+    pub async fn kube(&self) -> Result<&kube::Client> {
+        self.kube
+            .get_or_try_init(|| crate::kube_env::client(self.kube_context.as_deref()))
+            .await
+            .map_err(|e| FaultError::Kube(e.to_string()))
     }
 }
 
@@ -215,4 +266,10 @@ macro_rules! fault_kinds {
 fault_kinds! {
     "process-kill" => ProcessKill(process::KillSpec), revert: process::revert_kill;
     "process-pause" => ProcessPause(process::PauseSpec), revert: process::revert_pause;
+    "pod-kill" => PodKill(k8s::PodKillSpec), revert: k8s::revert_none;
+    "deployment-scale" => DeploymentScale(k8s::ScaleSpec), revert: k8s::revert_scale;
+    "rollout-restart" => RolloutRestart(k8s::RestartSpec), revert: k8s::revert_none;
+    "pod-failure" => PodFailure(k8s::pod_failure::PodFailureSpec), revert: k8s::pod_failure::revert;
+    "node-drain" => NodeDrain(k8s::node::NodeDrainSpec), revert: k8s::node::revert;
+    "pod-network-delay" => PodNetworkDelay(k8s::netem::PodNetemSpec), revert: k8s::netem::revert;
 }

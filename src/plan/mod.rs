@@ -188,14 +188,36 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
     };
     let mut probes = Vec::new();
     for (i, p) in experiment.steady_state.probes.iter().enumerate() {
-        probes.push(ProbeConfig {
-            name: p.name.clone().unwrap_or_else(|| format!("probe-{i}")),
-            url: crate::experiment::parse::probe_url(&p.http.url)
-                .map_err(|m| invalid("steady_state.probes.http.url", m))?,
-            expect_status: p.http.expect_status,
-            interval: p.interval.get(),
-            timeout: p.http.timeout.get(),
-        });
+        let name = p.name.clone().unwrap_or_else(|| format!("probe-{i}"));
+        match (&p.http, &p.kubernetes) {
+            (Some(h), None) => probes.push(ProbeConfig {
+                name,
+                url: crate::experiment::parse::probe_url(&h.url)
+                    .map_err(|m| invalid("steady_state.probes.http.url", m))?,
+                expect_status: h.expect_status,
+                interval: p.interval.get(),
+                timeout: h.timeout.get(),
+                kubernetes: None,
+            }),
+            (None, Some(k)) => {
+                k.validate()
+                    .map_err(|m| invalid("steady_state.probes.kubernetes", m))?;
+                probes.push(ProbeConfig {
+                    name,
+                    url: http::Uri::from_static("http://127.0.0.1/"),
+                    expect_status: 200,
+                    interval: p.interval.get(),
+                    timeout: p.interval.get(),
+                    kubernetes: Some(k.clone()),
+                })
+            }
+            _ => {
+                return Err(invalid(
+                    "steady_state.probes",
+                    "exactly one of `http` and `kubernetes` must be given".into(),
+                ));
+            }
+        }
     }
     let mut faults: Vec<PlannedFault> = experiment
         .faults
@@ -381,6 +403,15 @@ impl Plan {
             describe_slo(self.slo())
         );
         for p in &self.probes {
+            if let Some(k) = &p.kubernetes {
+                let _ = writeln!(
+                    s,
+                    "probe {}: kubernetes: {} (watched)",
+                    p.name,
+                    k.describe()
+                );
+                continue;
+            }
             let _ = writeln!(
                 s,
                 "probe {}: GET {} expects {} every {}ms",

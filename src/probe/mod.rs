@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::RunClock;
 
+pub mod kubernetes;
+
 /// One probe to run.
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
@@ -29,6 +31,8 @@ pub struct ProbeConfig {
     pub interval: Duration,
     /// Timeout of one check.
     pub timeout: Duration,
+    /// A Kubernetes probe instead of HTTP (`url` is then unused).
+    pub kubernetes: Option<kubernetes::KubernetesProbe>,
 }
 
 /// One check's result.
@@ -52,7 +56,12 @@ pub struct Probes {
 
 impl Probes {
     /// Starts every probe now; they run until `stop` is cancelled.
-    pub fn start(probes: Vec<ProbeConfig>, clock: RunClock, stop: CancellationToken) -> Self {
+    pub fn start(
+        probes: Vec<ProbeConfig>,
+        kube_context: Option<String>,
+        clock: RunClock,
+        stop: CancellationToken,
+    ) -> Self {
         let results = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = JoinSet::new();
         let mut connector = HttpConnector::new();
@@ -63,6 +72,18 @@ impl Probes {
             let results = results.clone();
             let stop = stop.clone();
             let client = client.clone();
+            if let Some(k) = cfg.kubernetes.clone() {
+                tasks.spawn(kubernetes::run(
+                    index,
+                    k,
+                    kube_context.clone(),
+                    cfg.interval,
+                    clock,
+                    results,
+                    stop,
+                ));
+                continue;
+            }
             tasks.spawn(async move {
                 let mut tick = tokio::time::interval(cfg.interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

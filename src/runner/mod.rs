@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     /// State directory (journal of active faults); default [`crate::journal::default_state_dir`].
     pub state_dir: Option<PathBuf>,
+    /// Kubeconfig context for Kubernetes faults and probes; default the current context.
+    pub kube_context: Option<String>,
 }
 
 /// What a finished run produced.
@@ -267,7 +269,7 @@ pub async fn run(
         probes: Mutex::new(None),
         progress: printer.clone(),
         journal,
-        env: FaultEnv::new(),
+        env: FaultEnv::with_kube_context(opts.kube_context.clone()),
         run_id,
         plan,
     });
@@ -290,7 +292,12 @@ pub async fn run(
     } else {
         shared.plan.probes.clone()
     };
-    *lock(&shared.probes) = Some(Probes::start(probes, clock, load_stop.clone()));
+    *lock(&shared.probes) = Some(Probes::start(
+        probes,
+        opts.kube_context.clone(),
+        clock,
+        load_stop.clone(),
+    ));
     let progress_task = progress::spawn(
         shared.progress.clone(),
         recording.clone(),
@@ -465,7 +472,7 @@ async fn phases(s: Arc<Shared>, stop: CancellationToken) -> Ending {
 /// Faults whose recovery cannot be decided yet from what was observed up to `now_us`.
 fn pending_recoveries(s: &Shared, now_us: u64) -> usize {
     if s.plan.load.is_none() {
-        return 0;
+        return pending_probe_recoveries(s, now_us);
     }
     let records = s.sorted_records();
     let faults = lock(&s.faults).clone();
@@ -481,6 +488,43 @@ fn pending_recoveries(s: &Shared, now_us: u64) -> usize {
                 .is_none()
         })
         .count()
+}
+
+/// Without load, faults whose recovery the `kubernetes` probes have not decided yet.
+fn pending_probe_recoveries(s: &Shared, now_us: u64) -> usize {
+    let kube_probes = kube_probe_indices(&s.plan);
+    if kube_probes.is_empty() {
+        return 0;
+    }
+    let results = s.probe_results();
+    let faults = lock(&s.faults).clone();
+    faults
+        .iter()
+        .zip(&s.plan.faults)
+        .filter(|(st, pf)| {
+            fault_span(&s.plan, pf, st, now_us).is_some_and(|span| {
+                probe::kubernetes::probe_recovery(
+                    &results,
+                    &kube_probes,
+                    span.injected_us,
+                    span.from_us,
+                    span.hold_us,
+                    span.observed_until_us,
+                )
+                .time_to_recover_ms
+                .is_none()
+            })
+        })
+        .count()
+}
+
+/// Indices of the plan's `kubernetes` probes.
+fn kube_probe_indices(plan: &Plan) -> Vec<usize> {
+    plan.probes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.kubernetes.as_ref().map(|_| i))
+        .collect()
 }
 
 fn fault_span(
@@ -608,9 +652,22 @@ fn analyse(
         .iter()
         .zip(&states)
         .map(|(pf, st)| {
+            let kube_probes = kube_probe_indices(plan);
             let recovery = if plan.load.is_some() {
                 fault_span(plan, pf, st, load_end_us)
                     .map(|span| analysis::fault_recovery(&sorted, plan.slo(), span))
+            } else if !kube_probes.is_empty() {
+                // No load: the kubernetes probe decides (the replacement's readiness).
+                fault_span(plan, pf, st, load_end_us).map(|span| {
+                    probe::kubernetes::probe_recovery(
+                        probes,
+                        &kube_probes,
+                        span.injected_us,
+                        span.from_us,
+                        span.hold_us,
+                        span.observed_until_us,
+                    )
+                })
             } else {
                 None
             };

@@ -3,6 +3,8 @@
 
 mod demo;
 mod experiment;
+mod fake_k8s;
+mod k8s;
 mod load;
 mod load_cli;
 mod process;
