@@ -13,5 +13,6 @@ pub mod load;
 pub mod metrics;
 pub mod plan;
 pub mod probe;
+pub mod proxy;
 pub mod report;
 pub mod runner;

@@ -5,6 +5,7 @@ mod demo;
 mod experiment;
 mod load;
 mod process;
+mod proxy;
 mod report;
 mod run;
 mod safety;
