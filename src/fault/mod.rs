@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::experiment::Located;
 
+pub mod net;
 pub mod process;
 
 /// A boxed future, so that [`Fault`] stays object-safe.
@@ -90,12 +91,21 @@ impl fmt::Display for Target {
 /// `rattle recover`), passed to every fault call; a kind that needs a handle adds a field here,
 /// built lazily so that runs without that kind never pay for it.
 #[derive(Debug, Default)]
-pub struct FaultEnv {}
+pub struct FaultEnv {
+    /// The run's fault proxies (`net-*` kinds); built on first use.
+    proxies: std::sync::OnceLock<crate::proxy::Registry>,
+}
 
 impl FaultEnv {
     /// An environment with nothing built yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The run's fault proxies. Empty in a fresh environment (as in `rattle recover`, where
+    /// the proxies died with the run).
+    pub fn proxies(&self) -> &crate::proxy::Registry {
+        self.proxies.get_or_init(crate::proxy::Registry::new)
     }
 }
 
@@ -215,4 +225,8 @@ macro_rules! fault_kinds {
 fault_kinds! {
     "process-kill" => ProcessKill(process::KillSpec), revert: process::revert_kill;
     "process-pause" => ProcessPause(process::PauseSpec), revert: process::revert_pause;
+    "net-latency" => NetLatency(net::LatencySpec), revert: net::revert;
+    "net-bandwidth" => NetBandwidth(net::BandwidthSpec), revert: net::revert;
+    "net-reset" => NetReset(net::ResetSpec), revert: net::revert;
+    "net-blackhole" => NetBlackhole(net::BlackholeSpec), revert: net::revert;
 }

@@ -616,3 +616,114 @@ proptest! {
         })?;
     }
 }
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `cmd` to its end, killing it after `limit`. Returns (exit code, stdout, stderr).
+fn run_bounded(mut cmd: std::process::Command, limit: Duration) -> (i32, String, String) {
+    use std::io::Read;
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut g = Guard(child);
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Some(s) = g.0.try_wait().expect("wait") {
+            break s.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    if code != -1 {
+        if let Some(mut o) = g.0.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        if let Some(mut e) = g.0.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+    }
+    (code, out, err)
+}
+
+#[test]
+fn experiment_with_a_proxy_and_a_latency_fault_runs_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (demo, proxy) = (free_port(), free_port());
+    let exp = crate::support::write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            r#"version: 1
+name: proxied
+setup:
+  demo: {{ replicas: 2, port: {demo} }}
+proxies:
+  - {{ name: api, listen: "127.0.0.1:{proxy}", upstream: "127.0.0.1:{demo}" }}
+load:
+  http: {{ url: "http://127.0.0.1:{proxy}/", rate: 50/s, timeout: 2s }}
+steady_state:
+  warmup: 1s
+  hold: 1s
+  slo: {{ success_rate: ">= 95%" }}
+faults:
+  - name: slow
+    at: 2s
+    duration: 2s
+    net-latency: {{ proxy: api, latency: 100ms }}
+duration: 6s
+"#
+        ),
+    );
+    let out = dir.path().join("out");
+    let state = dir.path().join("state");
+    let mut cmd = crate::support::rattle();
+    cmd.args([
+        "run",
+        exp.to_str().expect("utf8"),
+        "--out",
+        out.to_str().expect("utf8"),
+        "--progress",
+        "quiet",
+    ])
+    .env("RATTLE_STATE_DIR", &state);
+    let (code, stdout, stderr) = run_bounded(cmd, Duration::from_secs(60));
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
+    let r: Value = serde_json::from_str(&text).expect("json");
+    let p99 = r
+        .pointer("/totals/p99_ms")
+        .and_then(Value::as_f64)
+        .expect("p99");
+    let p50 = r
+        .pointer("/totals/p50_ms")
+        .and_then(Value::as_f64)
+        .expect("p50");
+    eprintln!("proxied run: p50 {p50} ms, p99 {p99} ms");
+    // A quarter of the requests fall in the fault: p99 carries the 100 ms, p50 does not.
+    assert!(p99 >= 100.0, "p99 {p99}");
+    assert!(p50 < 100.0, "p50 {p50}");
+    // The proxy is gone with the run.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", proxy)).is_err());
+}
