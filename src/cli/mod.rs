@@ -6,6 +6,7 @@ mod report;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
+mod proxy;
 mod recover;
 
 use anyhow::Context;
@@ -74,6 +75,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Compare two runs' figures; exit 1 when one regressed beyond its allowance.
     Compare(report::CompareArgs),
+    /// Run the fault proxy stand-alone, with a Toxiproxy-compatible HTTP API.
+    Proxy(proxy::ProxyArgs),
 }
 
 /// How progress is shown.
@@ -176,6 +179,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Recover(args) => recover::recover_cmd(args).await,
         Command::Report(args) => report::report_cmd(args),
         Command::Compare(args) => report::compare_cmd(args),
+        Command::Proxy(args) => proxy::proxy_cmd(args).await,
     }
 }
 

@@ -727,3 +727,158 @@ duration: 6s
     // The proxy is gone with the run.
     assert!(std::net::TcpStream::connect(("127.0.0.1", proxy)).is_err());
 }
+
+/// Drives a stand-alone `rattle proxy` with the third-party Toxiproxy client `toxiproxy-python`
+/// (PyPI), unchanged: create, toxic (measured), list, delete, disable/enable, populate, reset.
+const PYTHON_CLIENT_SCRIPT: &str = r#"
+import socket, sys, threading, time
+from toxiproxy import Toxiproxy
+from toxiproxy.exceptions import ProxyExists, NotFound
+
+api_port = int(sys.argv[1])
+
+def echo_server():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    def loop():
+        while True:
+            c, _ = srv.accept()
+            def serve(c=c):
+                while True:
+                    d = c.recv(65536)
+                    if not d:
+                        c.close()
+                        return
+                    c.sendall(d)
+            threading.Thread(target=serve, daemon=True).start()
+    threading.Thread(target=loop, daemon=True).start()
+    return "127.0.0.1:%d" % srv.getsockname()[1]
+
+def rtt_ms(listen):
+    host, port = listen.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    t = time.monotonic()
+    s.sendall(b"ping")
+    got = b""
+    while len(got) < 4:
+        d = s.recv(4)
+        assert d, "closed"
+        got += d
+    s.close()
+    return (time.monotonic() - t) * 1000
+
+server = Toxiproxy()
+server.update_api_consumer("127.0.0.1", api_port)
+assert server.running()
+assert server.version(), "no version"
+up = echo_server()
+proxy = server.create(upstream=up, name="echo")
+assert proxy.listen != "127.0.0.1:0", proxy.listen
+assert "echo" in server.proxies()
+try:
+    server.create(upstream=up, name="echo")
+    raise SystemExit("duplicate create accepted")
+except ProxyExists:
+    pass
+base = rtt_ms(proxy.listen)
+proxy.add_toxic(type="latency", attributes={"latency": 200})
+assert "latency_downstream" in proxy.toxics(), proxy.toxics()
+slow = rtt_ms(proxy.listen)
+assert slow >= 200, slow
+proxy.destroy_toxic("latency_downstream")
+after = rtt_ms(proxy.listen)
+assert after < 150, after
+print("python client: rtt base %.2f ms, with 200 ms latency %.2f ms, after removal %.2f ms" % (base, slow, after))
+proxy.disable()
+try:
+    rtt_ms(proxy.listen)
+    raise SystemExit("disabled proxy still accepts")
+except OSError:
+    pass
+proxy.enable()
+assert rtt_ms(proxy.listen) < 150
+try:
+    proxy.add_toxic(type="no_such_toxic")
+    raise SystemExit("bad toxic accepted")
+except Exception as e:
+    assert "InvalidToxic" in type(e).__name__, repr(e)
+created = server.populate([{"name": "pop", "listen": "127.0.0.1:0", "upstream": up}])
+assert "pop" in server.proxies()
+proxy.add_toxic(type="bandwidth", attributes={"rate": 1}, name="bw")
+server.reset()
+assert proxy.toxics() == {}, proxy.toxics()
+server.destroy_all()
+assert server.proxies() == {}
+try:
+    server.get_proxy("echo") is None or (_ for _ in ()).throw(SystemExit("still there"))
+except NotFound:
+    pass
+print("python client: ok")
+"#;
+
+fn python_client_available() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import toxiproxy"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn third_party_toxiproxy_python_client_drives_rattle_proxy() {
+    if !python_client_available() {
+        eprintln!(
+            "SKIPPED: python3 with `toxiproxy-python` is not installed \
+             (pip install toxiproxy-python==0.1.1)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = crate::support::write(dir.path(), "client.py", PYTHON_CLIENT_SCRIPT);
+    let port = free_port();
+    let api = format!("127.0.0.1:{port}");
+    let child = crate::support::rattle()
+        .args(["proxy", "--api", &api])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn rattle proxy");
+    let _guard = Guard(child);
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(&api).is_err() {
+        assert!(start.elapsed() < STEP, "rattle proxy API never came up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(&script).arg(port.to_string());
+    let (code, out, err) = run_bounded(cmd, Duration::from_secs(60));
+    eprintln!("{out}");
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("python client: ok"), "{out}");
+}
+
+#[test]
+fn stand_alone_proxy_refuses_a_busy_api_port_and_bad_config() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let mut cmd = crate::support::rattle();
+    cmd.args(["proxy", "--api", &addr]);
+    let (code, _, err) = run_bounded(cmd, STEP);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&addr), "{err}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let busy = format!(r#"[{{"name": "x", "listen": "{addr}", "upstream": "127.0.0.1:1"}}]"#);
+    let cfg = crate::support::write(dir.path(), "c.json", &busy);
+    let mut cmd = crate::support::rattle();
+    cmd.args(["proxy", "--api", &format!("127.0.0.1:{}", free_port())])
+        .arg("--config")
+        .arg(&cfg);
+    let (code, _, err) = run_bounded(cmd, STEP);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot listen"), "{err}");
+}
