@@ -109,6 +109,18 @@ async fn direction(
     end
 }
 
+/// Sleeps until `deadline` with sub-millisecond precision: tokio's timer fires on the first
+/// millisecond tick at or after a deadline (up to 1 ms late, about 0.5 ms on average), so the
+/// timer is set 1 ms early and the rest is waited by yielding. The yield loop lasts at most
+/// about a millisecond per delayed chunk and only runs under a latency toxic.
+async fn sleep_precise(deadline: Instant) {
+    let early = deadline.checked_sub(Duration::from_millis(1)).unwrap_or(deadline);
+    tokio::time::sleep_until(early).await;
+    while Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// What applies to this connection and direction now.
 #[derive(Default)]
 struct Now {
@@ -235,7 +247,7 @@ impl Writer {
                     tokio::select! {
                         _ = self.conn.cancelled() => return End::Close,
                         r = self.toxics.changed() => if r.is_err() { return End::Close },
-                        _ = tokio::time::sleep_until(deadline.min(wake)) => {}
+                        _ = sleep_precise(deadline.min(wake)) => {}
                     }
                     continue;
                 }
