@@ -22,6 +22,10 @@ pub struct ProxySpec {
     pub listen: Located<String>,
     /// Where connections go, `host:port`.
     pub upstream: Located<String>,
+    /// `tcp` (default): bytes through `net-*` faults. `http`: HTTP/1.1 requests through
+    /// `http-abort` and `http-delay` faults, keep-alive kept on both sides.
+    #[serde(default)]
+    pub mode: crate::proxy::Mode,
 }
 
 /// Checks the proxies and the faults naming them: `(line, column, field, message)` each.
@@ -67,15 +71,23 @@ pub(super) fn check(e: &Experiment) -> Vec<(u64, u64, String, String)> {
         }
     }
     for (i, f) in e.faults.iter().enumerate() {
-        if let Some(proxy) = crate::fault::net::proxy_of(&f.spec) {
-            if !e.proxies.iter().any(|p| p.name.as_str() == proxy) {
-                out.push((
-                    f.spec.line,
-                    f.spec.column,
-                    format!("faults[{i}].{}.proxy", f.spec.kind()),
-                    format!("no proxy named {proxy:?} under `proxies:`"),
-                ));
-            }
+        if let Some((proxy, mode)) = crate::fault::net::proxy_of(&f.spec) {
+            let msg = match e.proxies.iter().find(|p| p.name.as_str() == proxy) {
+                None => format!("no proxy named {proxy:?} under `proxies:`"),
+                Some(p) if p.mode != mode => format!(
+                    "{} needs a proxy in {} mode; {proxy:?} is in {} mode",
+                    f.spec.kind(),
+                    mode.as_str(),
+                    p.mode.as_str()
+                ),
+                Some(_) => continue,
+            };
+            out.push((
+                f.spec.line,
+                f.spec.column,
+                format!("faults[{i}].{}.proxy", f.spec.kind()),
+                msg,
+            ));
         }
     }
     out

@@ -229,4 +229,6 @@ fault_kinds! {
     "net-bandwidth" => NetBandwidth(net::BandwidthSpec), revert: net::revert;
     "net-reset" => NetReset(net::ResetSpec), revert: net::revert;
     "net-blackhole" => NetBlackhole(net::BlackholeSpec), revert: net::revert;
+    "http-abort" => HttpAbort(net::HttpAbortSpec), revert: net::revert;
+    "http-delay" => HttpDelay(net::HttpDelaySpec), revert: net::revert;
 }

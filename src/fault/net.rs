@@ -116,14 +116,149 @@ pub struct BlackholeSpec {
     pub toxicity: f32,
 }
 
-/// The proxy a `net-*` fault names, for validation against `proxies:`.
-pub fn proxy_of(spec: &FaultSpec) -> Option<&str> {
+/// Which requests an HTTP fault applies to; every given condition must hold. None given: all.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestMatch {
+    /// HTTP method, e.g. `GET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Path prefix, e.g. `/api/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Regular expression over the path (unanchored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<String>,
+    /// Headers that must be present with exactly these values.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl RequestMatch {
+    fn build(&self) -> std::result::Result<crate::proxy::HttpMatch, String> {
+        let path_regex = match &self.path_regex {
+            Some(r) => Some(regex::Regex::new(r).map_err(|e| format!("`match.path_regex`: {e}"))?),
+            None => None,
+        };
+        Ok(crate::proxy::HttpMatch {
+            method: self.method.clone(),
+            path_prefix: self.path.clone(),
+            path_regex,
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+        })
+    }
+}
+
+/// `http-abort`: answers a share of the matching requests with `status` at once, without
+/// forwarding them. Needs a proxy with `mode: http`; client connections stay keep-alive.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAbortSpec {
+    /// The proxy's name (under `proxies:`, with `mode: http`).
+    pub proxy: String,
+    /// Status code of the injected answer (100 to 599), e.g. 503.
+    pub status: u16,
+    /// Share of matching requests aborted, 0 to 1, rolled per request. Default 1.
+    #[serde(default = "one_f64")]
+    pub share: f64,
+    /// Which requests; default all.
+    #[serde(default, rename = "match")]
+    pub matcher: RequestMatch,
+}
+
+/// `http-delay`: delays a share of the matching requests by `delay` before forwarding them.
+/// Needs a proxy with `mode: http`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDelaySpec {
+    /// The proxy's name (under `proxies:`, with `mode: http`).
+    pub proxy: String,
+    /// Delay added to each affected request.
+    pub delay: HumanDuration,
+    /// Share of matching requests delayed, 0 to 1, rolled per request. Default 1.
+    #[serde(default = "one_f64")]
+    pub share: f64,
+    /// Which requests; default all.
+    #[serde(default, rename = "match")]
+    pub matcher: RequestMatch,
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+
+/// The proxy a `net-*` or `http-*` fault names and the proxy mode it needs, for validation
+/// against `proxies:`.
+pub fn proxy_of(spec: &FaultSpec) -> Option<(&str, crate::proxy::Mode)> {
+    use crate::proxy::Mode;
     match spec {
-        FaultSpec::NetLatency(s) => Some(&s.proxy),
-        FaultSpec::NetBandwidth(s) => Some(&s.proxy),
-        FaultSpec::NetReset(s) => Some(&s.proxy),
-        FaultSpec::NetBlackhole(s) => Some(&s.proxy),
+        FaultSpec::NetLatency(s) => Some((&s.proxy, Mode::Tcp)),
+        FaultSpec::NetBandwidth(s) => Some((&s.proxy, Mode::Tcp)),
+        FaultSpec::NetReset(s) => Some((&s.proxy, Mode::Tcp)),
+        FaultSpec::NetBlackhole(s) => Some((&s.proxy, Mode::Tcp)),
+        FaultSpec::HttpAbort(s) => Some((&s.proxy, Mode::Http)),
+        FaultSpec::HttpDelay(s) => Some((&s.proxy, Mode::Http)),
         _ => None,
+    }
+}
+
+/// What a fault adds to its proxy.
+enum Change {
+    Toxic(ActiveToxic),
+    Rule(crate::proxy::HttpRule),
+}
+
+fn share_ok(share: f64) -> std::result::Result<(), String> {
+    if (0.0..=1.0).contains(&share) {
+        Ok(())
+    } else {
+        Err(format!("`share` must be within 0 and 1, got {share}"))
+    }
+}
+
+impl AsToxic for HttpAbortSpec {
+    const KIND: &'static str = "http-abort";
+    fn proxy(&self) -> &str {
+        &self.proxy
+    }
+    fn change(&self, name: String) -> std::result::Result<Change, String> {
+        share_ok(self.share)?;
+        if !(100..=599).contains(&self.status) {
+            return Err(format!(
+                "`status` must be within 100 and 599, got {}",
+                self.status
+            ));
+        }
+        Ok(Change::Rule(crate::proxy::HttpRule {
+            name,
+            action: crate::proxy::HttpAction::Abort {
+                status: self.status,
+            },
+            share: self.share,
+            matcher: self.matcher.build()?,
+        }))
+    }
+}
+
+impl AsToxic for HttpDelaySpec {
+    const KIND: &'static str = "http-delay";
+    fn proxy(&self) -> &str {
+        &self.proxy
+    }
+    fn change(&self, name: String) -> std::result::Result<Change, String> {
+        share_ok(self.share)?;
+        Ok(Change::Rule(crate::proxy::HttpRule {
+            name,
+            action: crate::proxy::HttpAction::Delay {
+                delay: self.delay.get(),
+            },
+            share: self.share,
+            matcher: self.matcher.build()?,
+        }))
     }
 }
 
@@ -131,21 +266,41 @@ pub fn proxy_of(spec: &FaultSpec) -> Option<&str> {
 trait AsToxic {
     const KIND: &'static str;
     fn proxy(&self) -> &str;
+    /// What to add, named `name`; an error names the bad field.
+    fn change(&self, name: String) -> std::result::Result<Change, String>;
+}
+
+/// The TCP kinds: one toxic each.
+trait TcpToxic {
     fn toxicity(&self) -> f32;
     fn direction(&self) -> Direction;
     /// Toxiproxy type and attributes.
     fn toxic(&self) -> (&'static str, Value);
 }
 
+macro_rules! tcp_kind {
+    ($ty:ty, $key:literal) => {
+        impl AsToxic for $ty {
+            const KIND: &'static str = $key;
+            fn proxy(&self) -> &str {
+                &self.proxy
+            }
+            fn change(&self, name: String) -> std::result::Result<Change, String> {
+                build(self, name).map(Change::Toxic)
+            }
+        }
+    };
+}
+tcp_kind!(LatencySpec, "net-latency");
+tcp_kind!(BandwidthSpec, "net-bandwidth");
+tcp_kind!(ResetSpec, "net-reset");
+tcp_kind!(BlackholeSpec, "net-blackhole");
+
 fn ms(d: HumanDuration) -> u64 {
     d.get().as_millis().min(u64::MAX as u128) as u64
 }
 
-impl AsToxic for LatencySpec {
-    const KIND: &'static str = "net-latency";
-    fn proxy(&self) -> &str {
-        &self.proxy
-    }
+impl TcpToxic for LatencySpec {
     fn toxicity(&self) -> f32 {
         self.toxicity
     }
@@ -160,11 +315,7 @@ impl AsToxic for LatencySpec {
     }
 }
 
-impl AsToxic for BandwidthSpec {
-    const KIND: &'static str = "net-bandwidth";
-    fn proxy(&self) -> &str {
-        &self.proxy
-    }
+impl TcpToxic for BandwidthSpec {
     fn toxicity(&self) -> f32 {
         self.toxicity
     }
@@ -176,11 +327,7 @@ impl AsToxic for BandwidthSpec {
     }
 }
 
-impl AsToxic for ResetSpec {
-    const KIND: &'static str = "net-reset";
-    fn proxy(&self) -> &str {
-        &self.proxy
-    }
+impl TcpToxic for ResetSpec {
     fn toxicity(&self) -> f32 {
         self.toxicity
     }
@@ -192,11 +339,7 @@ impl AsToxic for ResetSpec {
     }
 }
 
-impl AsToxic for BlackholeSpec {
-    const KIND: &'static str = "net-blackhole";
-    fn proxy(&self) -> &str {
-        &self.proxy
-    }
+impl TcpToxic for BlackholeSpec {
     fn toxicity(&self) -> f32 {
         self.toxicity
     }
@@ -208,7 +351,7 @@ impl AsToxic for BlackholeSpec {
     }
 }
 
-fn build<T: AsToxic>(spec: &T, name: String) -> std::result::Result<ActiveToxic, String> {
+fn build<T: TcpToxic>(spec: &T, name: String) -> std::result::Result<ActiveToxic, String> {
     let (kind, attrs) = spec.toxic();
     let attrs: Map<String, Value> = match attrs {
         Value::Object(m) => m,
@@ -277,12 +420,14 @@ impl<T: AsToxic + Send + Sync + std::fmt::Debug> Fault for T {
     fn inject<'a>(&'a self, env: &'a FaultEnv, targets: &'a [Target]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             for t in targets {
-                let toxic =
-                    build(self, t.description.clone()).map_err(FaultError::InvalidSelection)?;
-                env.proxies()
-                    .add_toxic(&t.id, toxic)
-                    .await
-                    .map_err(proxy_err)?;
+                let change = self
+                    .change(t.description.clone())
+                    .map_err(FaultError::InvalidSelection)?;
+                let added = match change {
+                    Change::Toxic(x) => env.proxies().add_toxic(&t.id, x).await.map(|_| ()),
+                    Change::Rule(r) => env.proxies().add_rule(&t.id, r).await,
+                };
+                added.map_err(proxy_err)?;
             }
             Ok(())
         })
@@ -293,7 +438,7 @@ impl<T: AsToxic + Send + Sync + std::fmt::Debug> Fault for T {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        build(self, "check".to_string()).map(|_| ())
+        self.change("check".to_string()).map(|_| ())
     }
 }
 
@@ -305,7 +450,7 @@ pub async fn revert(env: &FaultEnv, token: &RevertToken) -> Result<()> {
             kind: token.kind.clone(),
             source,
         })?;
-    match env.proxies().remove_toxic(&t.proxy, &t.toxic).await {
+    match env.proxies().remove_fault(&t.proxy, &t.toxic).await {
         Ok(()) | Err(ProxyError::NotFound(_)) | Err(ProxyError::ToxicNotFound(_)) => Ok(()),
         Err(e) => Err(FaultError::InvalidSelection(e.to_string())),
     }

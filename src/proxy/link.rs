@@ -114,7 +114,9 @@ async fn direction(
 /// timer is set 1 ms early and the rest is waited by yielding. The yield loop lasts at most
 /// about a millisecond per delayed chunk and only runs under a latency toxic.
 async fn sleep_precise(deadline: Instant) {
-    let early = deadline.checked_sub(Duration::from_millis(1)).unwrap_or(deadline);
+    let early = deadline
+        .checked_sub(Duration::from_millis(1))
+        .unwrap_or(deadline);
     tokio::time::sleep_until(early).await;
     while Instant::now() < deadline {
         tokio::task::yield_now().await;

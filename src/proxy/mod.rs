@@ -8,6 +8,7 @@
 //! which is why a revert that finds no proxy counts as done.
 
 pub mod api;
+pub mod http;
 pub mod link;
 pub mod toxic;
 
@@ -21,7 +22,31 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use http::{HttpAction, HttpMatch, HttpRule};
 pub use toxic::{ActiveToxic, Effect, Stream, Toxic};
+
+/// How a proxy handles its connections.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Bytes, through TCP toxics (Toxiproxy's model).
+    #[default]
+    Tcp,
+    /// HTTP/1.1 requests, through HTTP rules (abort, delay); keep-alive on both sides.
+    Http,
+}
+
+impl Mode {
+    /// As written in experiment files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Tcp => "tcp",
+            Mode::Http => "http",
+        }
+    }
+}
 
 /// Errors of the proxy registry. Each maps to one HTTP status in the API.
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +114,10 @@ struct Running {
 struct Entry {
     listen: String,
     upstream: String,
+    mode: Mode,
     running: Option<Running>,
     toxics: watch::Sender<Arc<Vec<ActiveToxic>>>,
+    rules: watch::Sender<Arc<Vec<HttpRule>>>,
 }
 
 impl Entry {
@@ -133,7 +160,9 @@ impl std::fmt::Debug for Registry {
 async fn start(
     listen: &str,
     upstream: String,
+    mode: Mode,
     toxics: watch::Receiver<Arc<Vec<ActiveToxic>>>,
+    rules: http::Rules,
 ) -> Result<(SocketAddr, Running)> {
     let listener = TcpListener::bind(listen)
         .await
@@ -147,6 +176,8 @@ async fn start(
     })?;
     let cancel = CancellationToken::new();
     let c = cancel.clone();
+    let up_arc: Arc<str> = Arc::from(upstream.as_str());
+    let pool = http::client();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         loop {
@@ -156,6 +187,11 @@ async fn start(
                 Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             };
             let Ok((client, _)) = accepted else { continue };
+            if mode == Mode::Http {
+                let (up, rules, hc, cc) = (up_arc.clone(), rules.clone(), pool.clone(), c.clone());
+                conns.spawn(http::serve(client, up, rules, hc, cc));
+                continue;
+            }
             let (up, toxics, cc) = (upstream.clone(), toxics.clone(), c.clone());
             conns.spawn(async move {
                 let _ = client.set_nodelay(true);
@@ -190,6 +226,19 @@ impl Registry {
         upstream: &str,
         enabled: bool,
     ) -> Result<ProxyInfo> {
+        self.create_mode(name, listen, upstream, enabled, Mode::Tcp)
+            .await
+    }
+
+    /// [`Registry::create`] with a [`Mode`].
+    pub async fn create_mode(
+        &self,
+        name: &str,
+        listen: &str,
+        upstream: &str,
+        enabled: bool,
+        mode: Mode,
+    ) -> Result<ProxyInfo> {
         validate_name(name)?;
         if upstream.trim().is_empty() {
             return Err(ProxyError::Invalid("missing upstream".into()));
@@ -199,8 +248,9 @@ impl Registry {
             return Err(ProxyError::Exists(name.to_string()));
         }
         let (tx, rx) = watch::channel(Arc::new(Vec::new()));
+        let (rules_tx, rules_rx) = watch::channel(Arc::new(Vec::new()));
         let (listen, running) = if enabled {
-            let (addr, r) = start(listen, upstream.to_string(), rx).await?;
+            let (addr, r) = start(listen, upstream.to_string(), mode, rx, rules_rx).await?;
             (addr.to_string(), Some(r))
         } else {
             (listen.to_string(), None)
@@ -208,8 +258,10 @@ impl Registry {
         let entry = Entry {
             listen,
             upstream: upstream.to_string(),
+            mode,
             running,
             toxics: tx,
+            rules: rules_tx,
         };
         let info = entry.info(name);
         map.insert(name.to_string(), entry);
@@ -260,7 +312,14 @@ impl Registry {
             e.stop().await;
         }
         if want && e.running.is_none() {
-            let (addr, r) = start(&e.listen, e.upstream.clone(), e.toxics.subscribe()).await?;
+            let (addr, r) = start(
+                &e.listen,
+                e.upstream.clone(),
+                e.mode,
+                e.toxics.subscribe(),
+                e.rules.subscribe(),
+            )
+            .await?;
             e.listen = addr.to_string();
             e.running = Some(r);
         }
@@ -290,8 +349,16 @@ impl Registry {
         let mut map = self.inner.lock().await;
         for e in map.values_mut() {
             e.toxics.send_replace(Arc::new(Vec::new()));
+            e.rules.send_replace(Arc::new(Vec::new()));
             if e.running.is_none() {
-                let (addr, r) = start(&e.listen, e.upstream.clone(), e.toxics.subscribe()).await?;
+                let (addr, r) = start(
+                    &e.listen,
+                    e.upstream.clone(),
+                    e.mode,
+                    e.toxics.subscribe(),
+                    e.rules.subscribe(),
+                )
+                .await?;
                 e.listen = addr.to_string();
                 e.running = Some(r);
             }
@@ -360,6 +427,73 @@ impl Registry {
         }
         e.toxics.send_replace(Arc::new(list));
         Ok(())
+    }
+}
+
+impl Registry {
+    /// Adds an HTTP rule to an HTTP-mode proxy; it applies from the next request on.
+    pub async fn add_rule(&self, proxy: &str, rule: HttpRule) -> Result<()> {
+        let map = self.inner.lock().await;
+        let e = map
+            .get(proxy)
+            .ok_or_else(|| ProxyError::NotFound(proxy.to_string()))?;
+        if e.mode != Mode::Http {
+            return Err(ProxyError::Invalid(format!(
+                "proxy {proxy:?} is not in HTTP mode (`mode: http`)"
+            )));
+        }
+        let mut list = e.rules.borrow().as_ref().clone();
+        if list.iter().any(|r| r.name == rule.name) {
+            return Err(ProxyError::ToxicExists(rule.name));
+        }
+        list.push(rule);
+        e.rules.send_replace(Arc::new(list));
+        Ok(())
+    }
+
+    /// The names of a proxy's HTTP rules.
+    pub async fn rules(&self, proxy: &str) -> Result<Vec<String>> {
+        let map = self.inner.lock().await;
+        let e = map
+            .get(proxy)
+            .ok_or_else(|| ProxyError::NotFound(proxy.to_string()))?;
+        Ok(e.rules.borrow().iter().map(|r| r.name.clone()).collect())
+    }
+
+    /// Removes a toxic or an HTTP rule by name (what a fault's revert does).
+    pub async fn remove_fault(&self, proxy: &str, name: &str) -> Result<()> {
+        let map = self.inner.lock().await;
+        let e = map
+            .get(proxy)
+            .ok_or_else(|| ProxyError::NotFound(proxy.to_string()))?;
+        let mut removed = false;
+        e.rules.send_if_modified(|list| {
+            let kept: Vec<HttpRule> = list.iter().filter(|r| r.name != name).cloned().collect();
+            let changed = kept.len() != list.len();
+            if changed {
+                *list = Arc::new(kept);
+            }
+            removed |= changed;
+            changed
+        });
+        e.toxics.send_if_modified(|list| {
+            let kept: Vec<ActiveToxic> = list
+                .iter()
+                .filter(|a| a.toxic.name != name)
+                .cloned()
+                .collect();
+            let changed = kept.len() != list.len();
+            if changed {
+                *list = Arc::new(kept);
+            }
+            removed |= changed;
+            changed
+        });
+        if removed {
+            Ok(())
+        } else {
+            Err(ProxyError::ToxicNotFound(name.to_string()))
+        }
     }
 }
 

@@ -255,7 +255,7 @@ pub async fn run(
         for p in &plan.experiment.proxies {
             if let Err(e) = env
                 .proxies()
-                .create(&p.name, &p.listen, &p.upstream, true)
+                .create_mode(&p.name, &p.listen, &p.upstream, true, p.mode)
                 .await
             {
                 env.proxies().shutdown().await;

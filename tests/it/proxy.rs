@@ -882,3 +882,188 @@ fn stand_alone_proxy_refuses_a_busy_api_port_and_bad_config() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot listen"), "{err}");
 }
+
+/// An HTTP/1.1 server answering 200 `ok` to everything, keep-alive.
+async fn http_upstream() -> String {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                    ))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// One keep-alive HTTP/1.1 connection to `addr`.
+async fn http_conn(
+    addr: &str,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+async fn status(
+    send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    method: &str,
+    path: &str,
+    header: Option<(&str, &str)>,
+) -> u16 {
+    use http_body_util::BodyExt;
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "x");
+    if let Some((k, v)) = header {
+        b = b.header(k, v);
+    }
+    let req = b.body(http_body_util::Empty::new()).unwrap();
+    send.ready().await.unwrap();
+    let resp = timeout(STEP, send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let s = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    s
+}
+
+fn rule(name: &str, action: rattle::proxy::HttpAction, share: f64) -> rattle::proxy::HttpRule {
+    rattle::proxy::HttpRule {
+        name: name.into(),
+        action,
+        share,
+        matcher: rattle::proxy::HttpMatch::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_abort_matches_method_path_and_header_on_one_keepalive_connection() {
+    use rattle::proxy::{HttpAction, Mode};
+    let reg = Registry::new();
+    let up = http_upstream().await;
+    let addr = reg
+        .create_mode("h", "127.0.0.1:0", &up, true, Mode::Http)
+        .await
+        .unwrap()
+        .listen;
+    let mut c = http_conn(&addr).await;
+    assert_eq!(status(&mut c, "GET", "/api/x", None).await, 200);
+    let mut r = rule("abort", HttpAction::Abort { status: 503 }, 1.0);
+    r.matcher.method = Some("GET".into());
+    r.matcher.path_prefix = Some("/api/".into());
+    r.matcher.headers = vec![("x-user".into(), "test".into())];
+    reg.add_rule("h", r).await.unwrap();
+    // Every status comes back on the same connection: an abort keeps keep-alive.
+    assert_eq!(
+        status(&mut c, "GET", "/api/x", Some(("x-user", "test"))).await,
+        503
+    );
+    assert_eq!(status(&mut c, "GET", "/api/x", None).await, 200);
+    assert_eq!(
+        status(&mut c, "POST", "/api/x", Some(("x-user", "test"))).await,
+        200
+    );
+    assert_eq!(
+        status(&mut c, "GET", "/other", Some(("x-user", "test"))).await,
+        200
+    );
+    reg.remove_fault("h", "abort").await.unwrap();
+    assert_eq!(
+        status(&mut c, "GET", "/api/x", Some(("x-user", "test"))).await,
+        200
+    );
+
+    // A share: 0.5 of 200 requests, within a wide binomial tolerance.
+    let mut r = rule("half", HttpAction::Abort { status: 500 }, 0.5);
+    r.matcher.path_regex = Some(regex::Regex::new("^/r/[0-9]+$").unwrap());
+    reg.add_rule("h", r).await.unwrap();
+    let mut aborted = 0;
+    for i in 0..200 {
+        if status(&mut c, "GET", &format!("/r/{i}"), None).await == 500 {
+            aborted += 1;
+        }
+    }
+    assert!((60..=140).contains(&aborted), "{aborted} of 200 aborted");
+    assert_eq!(status(&mut c, "GET", "/r/x", None).await, 200);
+    reg.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_delay_delays_each_request_and_lifts_at_once() {
+    use rattle::proxy::{HttpAction, Mode};
+    let reg = Registry::new();
+    let up = http_upstream().await;
+    let addr = reg
+        .create_mode("hd", "127.0.0.1:0", &up, true, Mode::Http)
+        .await
+        .unwrap()
+        .listen;
+    let mut c = http_conn(&addr).await;
+    reg.add_rule(
+        "hd",
+        rule(
+            "d",
+            HttpAction::Delay {
+                delay: Duration::from_millis(150),
+            },
+            1.0,
+        ),
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let t = Instant::now();
+        assert_eq!(status(&mut c, "GET", "/", None).await, 200);
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+    reg.remove_fault("hd", "d").await.unwrap();
+    let t = Instant::now();
+    assert_eq!(status(&mut c, "GET", "/", None).await, 200);
+    assert!(
+        t.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+    // A long delay in progress ends when the rule goes.
+    reg.add_rule(
+        "hd",
+        rule(
+            "long",
+            HttpAction::Delay {
+                delay: Duration::from_secs(30),
+            },
+            1.0,
+        ),
+    )
+    .await
+    .unwrap();
+    let r2 = reg.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = r2.remove_fault("hd", "long").await;
+    });
+    let t = Instant::now();
+    assert_eq!(status(&mut c, "GET", "/", None).await, 200);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    reg.shutdown().await;
+}
