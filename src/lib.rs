@@ -14,5 +14,6 @@ pub mod load;
 pub mod metrics;
 pub mod plan;
 pub mod probe;
+pub mod proxy;
 pub mod report;
 pub mod runner;

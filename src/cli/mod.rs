@@ -8,6 +8,7 @@ mod report;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
+mod proxy;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -76,6 +77,8 @@ pub enum Command {
     Compare(report::CompareArgs),
     /// Load-test a URL on its own, like wrk or oha: closed model, or open model with --rate.
     Load(load::LoadArgs),
+    /// Run the fault proxy stand-alone, with a Toxiproxy-compatible HTTP API.
+    Proxy(proxy::ProxyArgs),
 }
 
 /// How progress is shown.
@@ -183,6 +186,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Report(args) => report::report_cmd(args),
         Command::Compare(args) => report::compare_cmd(args),
         Command::Load(args) => load::load_cmd(args).await,
+        Command::Proxy(args) => proxy::proxy_cmd(args).await,
     }
 }
 

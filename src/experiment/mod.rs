@@ -6,6 +6,7 @@ mod entry;
 pub mod gates;
 mod located;
 pub mod parse;
+pub mod proxies;
 pub mod spec;
 pub mod stop;
 mod validate;

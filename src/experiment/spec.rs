@@ -25,6 +25,10 @@ pub struct Experiment {
     /// Things the run starts itself and stops at its end.
     #[serde(default)]
     pub setup: Option<Setup>,
+    /// Fault proxies the run starts in setup (see `net-*` faults); load and probes point at
+    /// their `listen` address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxies: Vec<super::proxies::ProxySpec>,
     /// The load driven at the service while the experiment runs.
     #[serde(default)]
     pub load: Option<Load>,

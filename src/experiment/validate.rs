@@ -208,6 +208,16 @@ pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
         }
     }
 
+    for (line, column, field, message) in super::proxies::check(e) {
+        c.0.push(Diagnostic {
+            line,
+            column,
+            field,
+            message,
+            snippet: None,
+        });
+    }
+
     let fault_names: Vec<&str> = e.faults.iter().map(|f| f.name.as_str()).collect();
     c.0.extend(super::gates::validate(
         &e.gates,

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::experiment::Located;
 
 pub mod k8s;
+pub mod net;
 pub mod process;
 
 /// A boxed future, so that [`Fault`] stays object-safe.
@@ -102,6 +103,8 @@ pub struct FaultEnv {
     kube: tokio::sync::OnceCell<kube::Client>,
     /// The kubeconfig context to use instead of the current one (`--context`).
     kube_context: Option<String>,
+    /// The run's fault proxies (`net-*` and `http-*` kinds); built on first use.
+    proxies: std::sync::OnceLock<crate::proxy::Registry>,
 }
 
 impl fmt::Debug for FaultEnv {
@@ -109,6 +112,7 @@ impl fmt::Debug for FaultEnv {
         f.debug_struct("FaultEnv")
             .field("kube", &self.kube.initialized())
             .field("kube_context", &self.kube_context)
+            .field("proxies", &self.proxies.get().is_some())
             .finish()
     }
 }
@@ -132,7 +136,7 @@ impl FaultEnv {
     pub fn with_kube_client(client: kube::Client) -> Self {
         Self {
             kube: tokio::sync::OnceCell::new_with(Some(client)),
-            kube_context: None,
+            ..Self::default()
         }
     }
 
@@ -147,6 +151,12 @@ impl FaultEnv {
             .get_or_try_init(|| crate::kube_env::client(self.kube_context.as_deref()))
             .await
             .map_err(|e| FaultError::Kube(e.to_string()))
+    }
+
+    /// The run's fault proxies. Empty in a fresh environment (as in `rattle recover`, where
+    /// the proxies died with the run).
+    pub fn proxies(&self) -> &crate::proxy::Registry {
+        self.proxies.get_or_init(crate::proxy::Registry::new)
     }
 }
 
@@ -272,4 +282,10 @@ fault_kinds! {
     "pod-failure" => PodFailure(k8s::pod_failure::PodFailureSpec), revert: k8s::pod_failure::revert;
     "node-drain" => NodeDrain(k8s::node::NodeDrainSpec), revert: k8s::node::revert;
     "pod-network-delay" => PodNetworkDelay(k8s::netem::PodNetemSpec), revert: k8s::netem::revert;
+    "net-latency" => NetLatency(net::LatencySpec), revert: net::revert;
+    "net-bandwidth" => NetBandwidth(net::BandwidthSpec), revert: net::revert;
+    "net-reset" => NetReset(net::ResetSpec), revert: net::revert;
+    "net-blackhole" => NetBlackhole(net::BlackholeSpec), revert: net::revert;
+    "http-abort" => HttpAbort(net::HttpAbortSpec), revert: net::revert;
+    "http-delay" => HttpDelay(net::HttpDelaySpec), revert: net::revert;
 }

@@ -40,6 +40,9 @@ pub enum RunError {
     /// The demo service could not start.
     #[error("setup: the demo service did not start")]
     Demo(#[from] DemoError),
+    /// A fault proxy of `proxies:` could not start (its listen address is in use...).
+    #[error("setup: a fault proxy did not start")]
+    Proxy(#[from] crate::proxy::ProxyError),
     /// The load generator rejected its configuration.
     #[error("load")]
     Load(#[from] LoadError),
@@ -248,6 +251,28 @@ pub async fn run(
         }
     }
 
+    // Setup: the experiment's fault proxies, in the run's fault environment.
+    let env = FaultEnv::with_kube_context(opts.kube_context.clone());
+    if !interrupted {
+        for p in &plan.experiment.proxies {
+            if let Err(e) = env
+                .proxies()
+                .create_mode(&p.name, &p.listen, &p.upstream, true, p.mode)
+                .await
+            {
+                env.proxies().shutdown().await;
+                if let Some(d) = demo.take() {
+                    let _ = d.shutdown().await;
+                }
+                return Err(e.into());
+            }
+            printer.log(&format!(
+                "setup: proxy {} on {} -> {}",
+                *p.name, *p.listen, *p.upstream
+            ));
+        }
+    }
+
     let clock = RunClock::start_now();
     let recording = Recording::new(plan.window, true);
     let stop = CancellationToken::new();
@@ -269,7 +294,7 @@ pub async fn run(
         probes: Mutex::new(None),
         progress: printer.clone(),
         journal,
-        env: FaultEnv::with_kube_context(opts.kube_context.clone()),
+        env,
         run_id,
         plan,
     });
@@ -282,6 +307,7 @@ pub async fn run(
                 if let Some(d) = demo.take() {
                     let _ = d.shutdown().await;
                 }
+                shared.env.proxies().shutdown().await;
                 return Err(e.into());
             }
         },
@@ -373,6 +399,7 @@ pub async fn run(
     {
         shared.event("error", format!("stopping the demo service: {e}"));
     }
+    shared.env.proxies().shutdown().await;
     printer.finish();
 
     let stop_report = match &ending {

@@ -8,6 +8,7 @@ mod k8s;
 mod load;
 mod load_cli;
 mod process;
+mod proxy;
 mod report;
 mod run;
 mod safety;

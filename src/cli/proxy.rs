@@ -1,0 +1,65 @@
+//! `rattle proxy`: the fault proxy stand-alone, controlled through Toxiproxy's HTTP API so that
+//! existing Toxiproxy clients and test suites drive it unchanged.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::exit;
+use crate::proxy::{Registry, api};
+
+/// `rattle proxy`.
+#[derive(Debug, clap::Args)]
+pub struct ProxyArgs {
+    /// Address of the Toxiproxy-compatible HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8474", value_name = "ADDR")]
+    pub api: String,
+    /// Proxies to create at start: Toxiproxy's config format, a JSON array of
+    /// `{"name", "listen", "upstream", "enabled"}`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Runs `rattle proxy` until Ctrl-C or SIGTERM; returns the exit code (2 when the API address
+/// or a configured proxy cannot be bound, or the config is unreadable).
+pub async fn proxy_cmd(args: ProxyArgs) -> anyhow::Result<i32> {
+    let configured: Vec<api::CreateProxy> = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: not a Toxiproxy config (a JSON array of proxies)",
+                    path.display()
+                )
+            })?
+        }
+        None => Vec::new(),
+    };
+    let listener = api::bind(&args.api).await.context("the API address")?;
+    let reg = Registry::new();
+    for p in configured {
+        let name = p.name.clone();
+        if let Err(e) = api::create(&reg, p).await {
+            reg.shutdown().await;
+            return Err(e).with_context(|| format!("proxy {name:?} from the config"));
+        }
+    }
+    let addr = listener.local_addr().context("the API address")?;
+    for p in reg.list().await {
+        println!("proxy {}: {} -> {}", p.name, p.listen, p.upstream);
+    }
+    println!("rattle proxy: Toxiproxy-compatible API on http://{addr}");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(api::serve(listener, reg.clone(), cancel.clone()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    cancel.cancel();
+    let _ = server.await;
+    reg.shutdown().await;
+    Ok(exit::OK)
+}

@@ -1,0 +1,244 @@
+//! Toxics as Toxiproxy writes them (`{name, type, stream, toxicity, attributes}`), and their
+//! parsed, validated effect.
+//!
+//! The wire shape is kept verbatim so that the API can echo it to Toxiproxy clients; the
+//! [`Effect`] is what the link code reads on its hot path, parsed once when the toxic is added
+//! so that a bad attribute is a 400 at the API and never a surprise inside a connection.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// Which way the bytes flow that a toxic acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Client to upstream (requests).
+    Upstream,
+    /// Upstream to client (responses). Toxiproxy's default.
+    #[default]
+    Downstream,
+}
+
+impl Stream {
+    /// The name Toxiproxy uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Upstream => "upstream",
+            Stream::Downstream => "downstream",
+        }
+    }
+}
+
+/// A toxic's effect, attributes parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Delay each chunk by `latency` ± a uniform sample of `jitter`.
+    Latency {
+        /// Base delay.
+        latency: Duration,
+        /// Spread of the uniform jitter.
+        jitter: Duration,
+    },
+    /// Limit throughput to `rate` KB/s (1 KB = 1000 bytes, as in Toxiproxy).
+    Bandwidth {
+        /// KB/s.
+        rate: u64,
+    },
+    /// Delay the close of the connection by `delay` after the stream ends.
+    SlowClose {
+        /// The delay.
+        delay: Duration,
+    },
+    /// Drop all data; close the connection after `timeout` (never when zero).
+    Timeout {
+        /// Time before the close; zero holds the connection until the toxic goes.
+        timeout: Duration,
+    },
+    /// Reset the connection (TCP RST) after `timeout`.
+    ResetPeer {
+        /// Time before the reset.
+        timeout: Duration,
+    },
+    /// Split data into slices of `average_size` ± `size_variation` bytes, `delay` apart.
+    Slicer {
+        /// Mean slice size in bytes.
+        average_size: u64,
+        /// Spread of the slice size.
+        size_variation: u64,
+        /// Gap between slices.
+        delay: Duration,
+    },
+    /// Close the connection once `bytes` have passed.
+    LimitData {
+        /// The byte budget.
+        bytes: u64,
+    },
+}
+
+/// A toxic as the Toxiproxy API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Toxic {
+    /// Unique within its proxy.
+    pub name: String,
+    /// `latency`, `bandwidth`, `slow_close`, `timeout`, `reset_peer`, `slicer`, `limit_data`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The direction it acts on.
+    pub stream: Stream,
+    /// Probability (0 to 1) that a connection is affected, rolled once per connection.
+    pub toxicity: f32,
+    /// Type-specific attributes, normalised (defaults filled in).
+    pub attributes: Map<String, Value>,
+}
+
+/// A toxic plus its parsed effect: what a proxy holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveToxic {
+    /// As shown.
+    pub toxic: Toxic,
+    /// As applied.
+    pub effect: Effect,
+}
+
+fn attr_u64(attrs: &Map<String, Value>, key: &str) -> Result<u64, String> {
+    match attrs.get(key) {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => {
+            if let Some(n) = v.as_u64() {
+                Ok(n)
+            } else if let Some(f) = v.as_f64().filter(|f| *f >= 0.0 && f.is_finite()) {
+                Ok(f as u64)
+            } else {
+                Err(format!(
+                    "attribute `{key}` must be a non-negative number, got {v}"
+                ))
+            }
+        }
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+impl ActiveToxic {
+    /// Parses and normalises a toxic. Errors name the field.
+    pub fn new(
+        name: String,
+        kind: &str,
+        stream: Stream,
+        toxicity: f32,
+        attributes: &Map<String, Value>,
+    ) -> Result<Self, String> {
+        if !(0.0..=1.0).contains(&toxicity) || !toxicity.is_finite() {
+            return Err(format!("toxicity must be within 0 and 1, got {toxicity}"));
+        }
+        if name.is_empty() || name.contains('/') {
+            return Err("toxic name must be non-empty and contain no `/`".into());
+        }
+        let a = attributes;
+        let (effect, attrs) = match kind {
+            "latency" => {
+                let (l, j) = (attr_u64(a, "latency")?, attr_u64(a, "jitter")?);
+                (
+                    Effect::Latency {
+                        latency: ms(l),
+                        jitter: ms(j),
+                    },
+                    json!({"latency": l, "jitter": j}),
+                )
+            }
+            "bandwidth" => {
+                let rate = attr_u64(a, "rate")?;
+                (Effect::Bandwidth { rate }, json!({ "rate": rate }))
+            }
+            "slow_close" => {
+                let d = attr_u64(a, "delay")?;
+                (Effect::SlowClose { delay: ms(d) }, json!({ "delay": d }))
+            }
+            "timeout" => {
+                let t = attr_u64(a, "timeout")?;
+                (Effect::Timeout { timeout: ms(t) }, json!({ "timeout": t }))
+            }
+            "reset_peer" => {
+                let t = attr_u64(a, "timeout")?;
+                (
+                    Effect::ResetPeer { timeout: ms(t) },
+                    json!({ "timeout": t }),
+                )
+            }
+            "slicer" => {
+                let (s, v, d) = (
+                    attr_u64(a, "average_size")?,
+                    attr_u64(a, "size_variation")?,
+                    attr_u64(a, "delay")?,
+                );
+                if s == 0 {
+                    return Err("attribute `average_size` must be at least 1".into());
+                }
+                if v >= s {
+                    return Err("attribute `size_variation` must be below `average_size`".into());
+                }
+                (
+                    Effect::Slicer {
+                        average_size: s,
+                        size_variation: v,
+                        delay: Duration::from_micros(d),
+                    },
+                    json!({"average_size": s, "size_variation": v, "delay": d}),
+                )
+            }
+            "limit_data" => {
+                let b = attr_u64(a, "bytes")?;
+                (Effect::LimitData { bytes: b }, json!({ "bytes": b }))
+            }
+            other => return Err(format!("unknown toxic type {other:?}")),
+        };
+        let attributes = match attrs {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        Ok(Self {
+            toxic: Toxic {
+                name,
+                kind: kind.to_string(),
+                stream,
+                toxicity,
+                attributes,
+            },
+            effect,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_normalises() {
+        let t = ActiveToxic::new(
+            "l".into(),
+            "latency",
+            Stream::Downstream,
+            1.0,
+            &json!({"latency": 100})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        )
+        .unwrap();
+        assert_eq!(t.toxic.attributes["jitter"], 0);
+        assert!(ActiveToxic::new("x".into(), "nope", Stream::Upstream, 1.0, &Map::new()).is_err());
+        assert!(
+            ActiveToxic::new("x".into(), "latency", Stream::Upstream, 2.0, &Map::new()).is_err()
+        );
+        let bad = json!({"latency": "soon"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        assert!(ActiveToxic::new("x".into(), "latency", Stream::Upstream, 1.0, &bad).is_err());
+    }
+}
