@@ -8,8 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rand::SeedableRng;
@@ -18,46 +16,16 @@ use rattle::fault::{Fault, FaultEnv, ResolveCtx};
 use serde_json::Value;
 
 use crate::fake_k8s::{FakeK8s, Res};
-use crate::support::{rattle, write};
+use crate::support::{rattle, run_bounded_cmd, write};
 
 /// Runs rattle with `args` and `KUBECONFIG=kubeconfig`, killed if it outlives `limit`.
 fn run_k(kubeconfig: &Path, state: &Path, args: &[&str], limit: Duration) -> (i32, String, String) {
-    let child = rattle()
-        .env("KUBECONFIG", kubeconfig)
+    let mut cmd = rattle();
+    cmd.env("KUBECONFIG", kubeconfig)
         .env("RATTLE_STATE_DIR", state)
         .env_remove("RATTLE_PROTECTED_NAMESPACES")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rattle");
-    let pid = child.id();
-    let done = Arc::new(AtomicBool::new(false));
-    let watchdog = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            while !done.load(Ordering::SeqCst) {
-                if start.elapsed() > limit {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
-    let out = child.wait_with_output().expect("wait rattle");
-    done.store(true, Ordering::SeqCst);
-    let _ = watchdog.join();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .args(args);
+    run_bounded_cmd(cmd, limit)
 }
 
 fn report(dir: &Path) -> Value {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{free_port, proc_state, rattle, rattle_bin, sleeper, write};
+use crate::support::{free_port, proc_state, rattle, rattle_bin, run_bounded_cmd, sleeper, write};
 
 fn unix_ms_now() -> i64 {
     std::time::SystemTime::now()
@@ -24,39 +24,9 @@ fn unix_ms_now() -> i64 {
 /// Runs rattle with `args`, killing it if it outlives `limit`. Returns (exit code, stdout,
 /// stderr).
 fn run_bounded(args: &[&str], limit: Duration) -> (i32, String, String) {
-    let child = rattle()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rattle");
-    let pid = child.id();
-    let done = Arc::new(AtomicBool::new(false));
-    let watchdog = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            while !done.load(Ordering::SeqCst) {
-                if start.elapsed() > limit {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
-    let out = child.wait_with_output().expect("wait rattle");
-    done.store(true, Ordering::SeqCst);
-    let _ = watchdog.join();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut cmd = rattle();
+    cmd.args(args);
+    run_bounded_cmd(cmd, limit)
 }
 
 fn read_report(dir: &Path) -> Value {
