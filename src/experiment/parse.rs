@@ -41,7 +41,7 @@ pub enum ExperimentError {
         source: std::io::Error,
     },
     /// The file is larger than [`MAX_FILE_BYTES`].
-    #[error("{}: file is {size} bytes; experiment files are limited to 1 MiB", path.display())]
+    #[error("{}: file is {size} bytes; input files are limited to 1 MiB", path.display())]
     TooLarge {
         /// The file.
         path: PathBuf,
@@ -112,6 +112,15 @@ pub fn probe_url(url: &str) -> Result<http::Uri, String> {
 
 /// Reads, parses and validates the experiment file at `path`.
 pub fn load(path: &Path) -> Result<Experiment, ExperimentError> {
+    let text = read_text(path)?;
+    parse_str(&text).map_err(|diagnostics| ExperimentError::Invalid {
+        path: path.to_path_buf(),
+        diagnostics,
+    })
+}
+
+/// Reads an input file (experiment, game day) as UTF-8 text, refusing files above 1 MiB.
+pub fn read_text(path: &Path) -> Result<String, ExperimentError> {
     let meta = std::fs::metadata(path).map_err(|source| ExperimentError::Read {
         path: path.to_path_buf(),
         source,
@@ -126,7 +135,7 @@ pub fn load(path: &Path) -> Result<Experiment, ExperimentError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let text = String::from_utf8(bytes).map_err(|e| ExperimentError::Invalid {
+    String::from_utf8(bytes).map_err(|e| ExperimentError::Invalid {
         path: path.to_path_buf(),
         diagnostics: vec![Diagnostic {
             line: 0,
@@ -138,10 +147,6 @@ pub fn load(path: &Path) -> Result<Experiment, ExperimentError> {
             ),
             snippet: None,
         }],
-    })?;
-    parse_str(&text).map_err(|diagnostics| ExperimentError::Invalid {
-        path: path.to_path_buf(),
-        diagnostics,
     })
 }
 
@@ -169,9 +174,16 @@ fn options() -> serde_saphyr::Options {
 
 /// Syntax and shape only.
 fn parse_shape(text: &str) -> Result<Experiment, Diagnostic> {
+    parse_yaml(text)
+}
+
+/// Syntax and shape of any input file format (experiment, game day): serde-saphyr with the
+/// budgets above, unknown fields refused by the types, the error located by line, column and
+/// field path.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Diagnostic> {
     let mut field = String::new();
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
-        serde_path_to_error::deserialize::<_, Experiment>(de).map_err(|e| {
+        serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
             field = e.path().to_string();
             e.into_inner()
         })

@@ -206,6 +206,47 @@ pub trait Fault: Send + Sync + fmt::Debug {
     fn validate(&self) -> std::result::Result<(), String> {
         Ok(())
     }
+
+    /// The Kubernetes API access this fault needs: what `rattle schedule --emit cronjob` grants
+    /// its service account, and nothing more. Empty for kinds that do not use the API.
+    fn kube_access(&self) -> Vec<KubeAccess> {
+        Vec::new()
+    }
+}
+
+/// One permission on the Kubernetes API: verbs on a resource of an API group, in some
+/// namespaces or cluster-wide. Rendered into RBAC rules by `rattle schedule --emit cronjob`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KubeAccess {
+    /// Where: the namespaces named (a Role in each), or cluster-wide (a ClusterRole) when the
+    /// selection spans every namespace or the resource is cluster-scoped (nodes).
+    pub scope: KubeScope,
+    /// API group: `""` for the core group, `apps`, ...
+    pub api_group: &'static str,
+    /// Resource, with a subresource where one is used: `pods`, `deployments/scale`.
+    pub resource: &'static str,
+    /// Verbs: `get`, `list`, `watch`, `patch`, `delete`, `create`.
+    pub verbs: &'static [&'static str],
+}
+
+/// Where a [`KubeAccess`] applies.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KubeScope {
+    /// These namespaces only.
+    Namespaces(Vec<String>),
+    /// Every namespace, or a cluster-scoped resource.
+    Cluster,
+}
+
+impl KubeScope {
+    /// The scope of a selection over `namespaces` (empty: every namespace).
+    pub fn of(namespaces: Vec<String>) -> Self {
+        if namespaces.is_empty() {
+            KubeScope::Cluster
+        } else {
+            KubeScope::Namespaces(namespaces)
+        }
+    }
 }
 
 macro_rules! fault_kinds {

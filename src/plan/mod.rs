@@ -355,6 +355,18 @@ impl Plan {
         out
     }
 
+    /// The targets of `resolved` (from [`Plan::resolve_all`]) that exist before the run, so it
+    /// did not start them (processes, pods, nodes): faulting them needs a confirmation. One
+    /// line each, `fault: target`.
+    pub fn outside_targets(&self, resolved: &[Result<Vec<Target>, FaultError>]) -> Vec<String> {
+        self.faults
+            .iter()
+            .zip(resolved)
+            .filter_map(|(f, r)| r.as_ref().ok().map(|t| (f, t)))
+            .flat_map(|(f, targets)| targets.iter().map(move |t| format!("{}: {t}", f.name)))
+            .collect()
+    }
+
     /// Human-readable plan for `--dry-run` and the start of a run. With `resolved` (from
     /// [`Plan::resolve_all`]), each fault's targets as they would be chosen now are listed (or
     /// why there are none yet).

@@ -69,6 +69,24 @@ impl KubernetesProbe {
         Ok(())
     }
 
+    /// The API access the probe needs (list and watch, in its namespace).
+    pub fn kube_access(&self) -> Vec<crate::fault::KubeAccess> {
+        let resource = if self.deployment.is_some() {
+            "deployments"
+        } else if self.statefulset.is_some() {
+            "statefulsets"
+        } else {
+            "pods"
+        };
+        let api_group = if resource == "pods" { "" } else { "apps" };
+        vec![crate::fault::KubeAccess {
+            scope: crate::fault::KubeScope::Namespaces(vec![self.namespace.clone()]),
+            api_group,
+            resource,
+            verbs: &["get", "list", "watch"],
+        }]
+    }
+
     /// One line for the plan.
     pub fn describe(&self) -> String {
         let what = if let Some(d) = &self.deployment {

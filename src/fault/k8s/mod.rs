@@ -21,7 +21,10 @@ use rand::rngs::StdRng;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, Fault, FaultEnv, FaultError, ResolveCtx, Result, RevertToken, Target};
+use super::{
+    BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, KubeScope, ResolveCtx, Result, RevertToken,
+    Target,
+};
 use crate::experiment::{HumanDuration, Mode};
 use crate::plan::select;
 
@@ -69,7 +72,7 @@ pub(crate) struct Selector<'a> {
 
 impl Selector<'_> {
     /// Namespaces named, in order, without duplicates; empty means all namespaces.
-    fn named_namespaces(&self) -> Vec<String> {
+    pub(crate) fn named_namespaces(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for ns in self
             .namespace
@@ -201,6 +204,24 @@ impl Selector<'_> {
         select::choose(candidates, self.mode, rng)
             .map_err(|e| FaultError::NoTarget(format!("{}: {e}", self.describe(what))))
     }
+}
+
+/// Access rules for a selection: each `(api group, resource, verbs)` in the selector's
+/// namespaces (cluster-wide when it names none).
+pub(crate) fn access(
+    sel: &Selector<'_>,
+    rules: &[(&'static str, &'static str, &'static [&'static str])],
+) -> Vec<KubeAccess> {
+    let scope = KubeScope::of(sel.named_namespaces());
+    rules
+        .iter()
+        .map(|&(api_group, resource, verbs)| KubeAccess {
+            scope: scope.clone(),
+            api_group,
+            resource,
+            verbs,
+        })
+        .collect()
 }
 
 /// Defines a Kubernetes fault spec: the shared selector fields, then the kind's own.
@@ -355,6 +376,13 @@ impl Fault for PodKillSpec {
 
     fn needs_duration(&self) -> bool {
         false
+    }
+
+    fn kube_access(&self) -> Vec<KubeAccess> {
+        access(
+            &self.selector(),
+            &[("", "pods", &["get", "list", "delete"])],
+        )
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
@@ -538,6 +566,20 @@ impl Fault for ScaleSpec {
         true
     }
 
+    fn kube_access(&self) -> Vec<KubeAccess> {
+        let (objects, scale) = match self.kind {
+            WorkloadKind::Deployment => ("deployments", "deployments/scale"),
+            WorkloadKind::Statefulset => ("statefulsets", "statefulsets/scale"),
+        };
+        access(
+            &self.selector(),
+            &[
+                ("apps", objects, &["get", "list"]),
+                ("apps", scale, &["get", "patch"]),
+            ],
+        )
+    }
+
     fn validate(&self) -> std::result::Result<(), String> {
         self.selector().validate()
     }
@@ -626,6 +668,17 @@ impl Fault for RestartSpec {
 
     fn needs_duration(&self) -> bool {
         false
+    }
+
+    fn kube_access(&self) -> Vec<KubeAccess> {
+        let objects = match self.kind {
+            WorkloadKind::Deployment => "deployments",
+            WorkloadKind::Statefulset => "statefulsets",
+        };
+        access(
+            &self.selector(),
+            &[("apps", objects, &["get", "list", "patch"])],
+        )
     }
 
     fn validate(&self) -> std::result::Result<(), String> {

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::{Selector, is_not_found, kube_err, split_id, target};
 use crate::experiment::{HumanDuration, Mode, Percent};
 use crate::fault::{
-    BoxFuture, Fault, FaultEnv, FaultError, ResolveCtx, Result, RevertToken, Target,
+    BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, ResolveCtx, Result, RevertToken, Target,
 };
 
 const KIND: &str = "pod-network-delay";
@@ -177,6 +177,16 @@ impl Fault for PodNetemSpec {
 
     fn needs_duration(&self) -> bool {
         true
+    }
+
+    fn kube_access(&self) -> Vec<KubeAccess> {
+        super::access(
+            &self.selector(),
+            &[
+                ("", "pods", &["get", "list"]),
+                ("", "pods/ephemeralcontainers", &["patch"]),
+            ],
+        )
     }
 
     fn validate(&self) -> std::result::Result<(), String> {

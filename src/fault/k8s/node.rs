@@ -19,7 +19,8 @@ use serde_json::json;
 use super::{is_not_found, kube_err};
 use crate::experiment::{HumanDuration, Mode};
 use crate::fault::{
-    BoxFuture, Fault, FaultEnv, FaultError, ResolveCtx, Result, RevertToken, Target,
+    BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, KubeScope, ResolveCtx, Result, RevertToken,
+    Target,
 };
 use crate::plan::select;
 
@@ -241,6 +242,22 @@ impl Fault for NodeDrainSpec {
 
     fn needs_duration(&self) -> bool {
         true
+    }
+
+    fn kube_access(&self) -> Vec<KubeAccess> {
+        // Nodes are cluster-scoped, and their pods may live in any namespace.
+        let rule = |api_group, resource, verbs| KubeAccess {
+            scope: KubeScope::Cluster,
+            api_group,
+            resource,
+            verbs,
+        };
+        let mut rules = vec![rule("", "nodes", &["get", "list", "patch"][..])];
+        if self.evict {
+            rules.push(rule("", "pods", &["list"]));
+            rules.push(rule("", "pods/eviction", &["create"]));
+        }
+        rules
     }
 
     fn validate(&self) -> std::result::Result<(), String> {

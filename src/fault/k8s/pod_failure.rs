@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{Selector, is_not_found, kube_err, split_id, target};
 use crate::experiment::Mode;
 use crate::fault::{
-    BoxFuture, Fault, FaultEnv, FaultError, ResolveCtx, Result, RevertToken, Target,
+    BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, ResolveCtx, Result, RevertToken, Target,
 };
 
 const KIND: &str = "pod-failure";
@@ -148,6 +148,10 @@ impl Fault for PodFailureSpec {
 
     fn needs_duration(&self) -> bool {
         true
+    }
+
+    fn kube_access(&self) -> Vec<KubeAccess> {
+        super::access(&self.selector(), &[("", "pods", &["get", "list", "patch"])])
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
