@@ -8,6 +8,7 @@ pub mod cli;
 pub mod demo;
 pub mod experiment;
 pub mod fault;
+pub mod gameday;
 pub mod journal;
 pub mod kube_env;
 pub mod load;

@@ -1,6 +1,7 @@
 //! Command-line interface: clap types and dispatch only. Every command returns an
 //! [`ExitCode`]-like number; `main.rs` maps it to the process's exit status in one place.
 
+mod gameday;
 mod load;
 mod recover;
 mod report;
@@ -64,8 +65,11 @@ pub enum Command {
     /// Print the JSON Schema of the experiment format (for editors' YAML language servers).
     Schema {
         /// Print the schema of report.json instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "gameday")]
         report: bool,
+        /// Print the schema of game-day files instead.
+        #[arg(long)]
+        gameday: bool,
     },
     /// Run the built-in demo service: worker processes behind a round-robin balancer.
     Demo(DemoArgs),
@@ -79,6 +83,12 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Run the fault proxy stand-alone, with a Toxiproxy-compatible HTTP API.
     Proxy(proxy::ProxyArgs),
+    /// Game days: several experiments in a row, with a combined report and a notification.
+    #[command(subcommand)]
+    Gameday(gameday::GamedayCmd),
+    /// Run game days on their cron schedules (long-running), or print a Kubernetes CronJob
+    /// that does (--emit cronjob).
+    Schedule(gameday::ScheduleArgs),
 }
 
 /// How progress is shown.
@@ -172,9 +182,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => run_cmd(args).await,
         Command::Validate { files } => Ok(validate_cmd(&files)),
-        Command::Schema { report } => {
+        Command::Schema { report, gameday } => {
             let schema = if report {
                 crate::report::json_schema()
+            } else if gameday {
+                crate::gameday::json_schema()
             } else {
                 experiment::json_schema()
             };
@@ -187,6 +199,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Compare(args) => report::compare_cmd(args),
         Command::Load(args) => load::load_cmd(args).await,
         Command::Proxy(args) => proxy::proxy_cmd(args).await,
+        Command::Gameday(cmd) => gameday::gameday_cmd(cmd).await,
+        Command::Schedule(args) => gameday::schedule_cmd(args).await,
     }
 }
 
@@ -240,13 +254,7 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
     }
     // Targets that exist before the run (processes, pods, nodes) were not started by it:
     // faulting them needs a yes.
-    let outside: Vec<String> = plan
-        .faults
-        .iter()
-        .zip(resolved)
-        .filter_map(|(f, r)| r.ok().map(|t| (f, t)))
-        .flat_map(|(f, targets)| targets.into_iter().map(move |t| format!("{}: {t}", f.name)))
-        .collect();
+    let outside = plan.outside_targets(&resolved);
     if !outside.is_empty() && !args.yes && !confirm(&outside)? {
         eprintln!("not confirmed: nothing was touched");
         return Ok(exit::BAD_INPUT);
@@ -256,15 +264,19 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
         demo_exe: None,
         state_dir: args.state_dir,
         kube_context: args.context,
-        progress: match args.progress {
-            ProgressArg::Auto => ProgressMode::Auto,
-            ProgressArg::Plain => ProgressMode::Plain,
-            ProgressArg::Quiet => ProgressMode::Quiet,
-        },
+        progress: progress_mode(args.progress),
     };
     let outcome = runner::run(plan, opts, shutdown_signal()).await?;
     print_outcome(&outcome);
     Ok(outcome.exit_code)
+}
+
+fn progress_mode(p: ProgressArg) -> ProgressMode {
+    match p {
+        ProgressArg::Auto => ProgressMode::Auto,
+        ProgressArg::Plain => ProgressMode::Plain,
+        ProgressArg::Quiet => ProgressMode::Quiet,
+    }
 }
 
 fn confirm(targets: &[String]) -> anyhow::Result<bool> {

@@ -60,9 +60,20 @@ fn every_example_validates() {
     let mut n = 0;
     for entry in std::fs::read_dir(repo().join("experiments")).expect("experiments/") {
         let path = entry.expect("entry").path();
+        // Game days live in experiments/gamedays/ and are validated as game days.
+        let (cmd, path): (&[&str], _) = if path.is_dir() {
+            (&["gameday", "validate"][..], path.join("*.yaml"))
+        } else {
+            (&["validate"][..], path)
+        };
+        let files: Vec<std::path::PathBuf> = glob::glob(&path.to_string_lossy())
+            .expect("glob")
+            .filter_map(Result::ok)
+            .collect();
+        assert!(!files.is_empty(), "{}", path.display());
         let out = rattle()
-            .arg("validate")
-            .arg(&path)
+            .args(cmd)
+            .args(&files)
             .output()
             .expect("run rattle");
         assert!(

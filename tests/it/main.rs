@@ -4,6 +4,7 @@
 mod demo;
 mod experiment;
 mod fake_k8s;
+mod gameday;
 mod k8s;
 mod load;
 mod load_cli;

@@ -2,33 +2,17 @@
 //! journal survives a SIGKILL and `rattle recover` reverts from it, resources stay bounded
 //! against a blackholed target, and secrets never reach reports or logs.
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::support::{Guard, free_port, proc_state, rattle, sleeper, write};
-
-fn wait_for_state(pid: u32, want: char, what: &str) {
-    let start = Instant::now();
-    while proc_state(pid) != Some(want) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{what}: state {:?}",
-            proc_state(pid)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn resumed(pid: u32) -> bool {
-    matches!(proc_state(pid), Some(c) if !matches!(c, 'T' | 't' | 'Z' | 'X'))
-}
+use crate::support::{
+    Guard, free_port, proc_state, rattle, resumed, signal, sleeper, wait_for_state, wait_run, write,
+};
 
 /// An experiment that pauses the sleeper marked `marker` from 1.5 s for 20 s.
 fn pause_experiment(dir: &Path, marker: &str, extra: &str) -> std::path::PathBuf {
@@ -70,33 +54,6 @@ fn spawn_run(exp: &Path, out: &Path, state: &Path, env: &[(&str, &str)]) -> Guar
         cmd.env(k, v);
     }
     Guard(cmd.spawn().expect("spawn rattle"))
-}
-
-/// Waits (bounded) for the run to exit; returns (code, stdout, stderr).
-fn wait_run(g: &mut Guard, limit: Duration) -> (i32, String, String) {
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(status)) = g.0.try_wait() {
-            let mut out = String::new();
-            let mut err = String::new();
-            if let Some(mut s) = g.0.stdout.take() {
-                let _ = s.read_to_string(&mut out);
-            }
-            if let Some(mut s) = g.0.stderr.take() {
-                let _ = s.read_to_string(&mut err);
-            }
-            return (status.code().unwrap_or(-1), out, err);
-        }
-        assert!(
-            start.elapsed() < limit,
-            "rattle did not exit within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn signal(g: &Guard, sig: Signal) {
-    kill(Pid::from_raw(g.0.id() as i32), sig).expect("signal rattle");
 }
 
 fn report(out: &Path) -> Value {

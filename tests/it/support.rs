@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 /// The rattle binary under test.
 pub fn rattle_bin() -> PathBuf {
@@ -111,4 +115,50 @@ pub fn run_bounded_cmd(mut cmd: Command, limit: Duration) -> (i32, String, Strin
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Waits (bounded, 20 s) until process `pid` is in state `want`.
+pub fn wait_for_state(pid: u32, want: char, what: &str) {
+    let start = Instant::now();
+    while proc_state(pid) != Some(want) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what}: state {:?}",
+            proc_state(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Is process `pid` alive and not stopped?
+pub fn resumed(pid: u32) -> bool {
+    matches!(proc_state(pid), Some(c) if !matches!(c, 'T' | 't' | 'Z' | 'X'))
+}
+
+/// Waits (bounded) for the run to exit; returns (code, stdout, stderr).
+pub fn wait_run(g: &mut Guard, limit: Duration) -> (i32, String, String) {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = g.0.try_wait() {
+            let mut out = String::new();
+            let mut err = String::new();
+            if let Some(mut s) = g.0.stdout.take() {
+                let _ = s.read_to_string(&mut out);
+            }
+            if let Some(mut s) = g.0.stderr.take() {
+                let _ = s.read_to_string(&mut err);
+            }
+            return (status.code().unwrap_or(-1), out, err);
+        }
+        assert!(
+            start.elapsed() < limit,
+            "rattle did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `sig` to the process of `g`.
+pub fn signal(g: &Guard, sig: Signal) {
+    kill(Pid::from_raw(g.0.id() as i32), sig).expect("signal rattle");
 }

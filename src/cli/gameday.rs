@@ -1,0 +1,365 @@
+//! `rattle gameday run|validate` and `rattle schedule`: game days now, on a schedule, or as a
+//! Kubernetes CronJob.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use super::{ProgressArg, exit};
+use crate::gameday::emit::{self, EmitSettings};
+use crate::gameday::run::{self as gdrun, RunSettings};
+use crate::gameday::schedule::{self, ScheduleSettings};
+use crate::gameday::{self, GameDay};
+
+/// `rattle gameday`.
+#[derive(Debug, Subcommand)]
+pub enum GamedayCmd {
+    /// Run a game day now: its experiments one after another, a combined report, the
+    /// notification. Exit code: the highest of its experiments' (0 only if all passed).
+    Run(GamedayRunArgs),
+    /// Check game-day files and every experiment they name, without running anything.
+    Validate {
+        /// Game-day files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Options shared by `gameday run` and `schedule`.
+#[derive(Debug, clap::Args)]
+pub struct RunFlags {
+    /// Seed of every random choice in every experiment [default: a new one per experiment,
+    /// recorded in its report].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Confirm in advance that experiments may act on targets they did not start (processes,
+    /// pods, nodes). Needed in non-interactive use for such game days.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// How to show each experiment's progress.
+    #[arg(long, value_enum, default_value = "plain")]
+    pub progress: ProgressArg,
+    /// State directory for the journal of active faults (see `rattle run --state-dir`).
+    #[arg(long, env = "RATTLE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Kubeconfig context for Kubernetes faults and probes.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+/// `rattle gameday run`.
+#[derive(Debug, clap::Args)]
+pub struct GamedayRunArgs {
+    /// The game-day file (YAML or JSON).
+    pub file: PathBuf,
+    /// Directory of the combined report (index.html, index.md, index.json) and of each
+    /// experiment's reports [default: reports/gameday-<name>-<UTC timestamp>/].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Run even outside the game day's allowed window.
+    #[arg(long)]
+    pub ignore_window: bool,
+    /// Validate, show each experiment's plan and the schedule, touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub flags: RunFlags,
+}
+
+/// What `--emit` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EmitKind {
+    /// A Kubernetes CronJob, ServiceAccount, least-privilege Role(s) and RoleBinding(s), and a
+    /// ConfigMap with the game-day and experiment files.
+    Cronjob,
+}
+
+/// `rattle schedule`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    rattle schedule gameday.yaml --yes                  run on the file's schedule until stopped\n  \
+    rattle schedule gameday.yaml --max-runs 1           run once at the next due time, then exit\n  \
+    rattle schedule gameday.yaml --emit cronjob --image registry.example.com/rattle:0.1.0 \
+    --namespace chaos | kubectl apply -f -")]
+pub struct ScheduleArgs {
+    /// Game-day files, each with a `schedule`.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Exit after this many runs have finished.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_runs: Option<u32>,
+    /// Directory of the runs (one subdirectory each) and of history.jsonl
+    /// [default: reports/schedule/].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print Kubernetes manifests that run the game day in a cluster instead of scheduling it
+    /// here.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub emit: Option<EmitKind>,
+    /// With --emit: the container image (with the rattle binary on its PATH).
+    #[arg(long, value_name = "IMAGE", default_value = concat!("rattle:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+    /// With --emit: the namespace of the CronJob, its ServiceAccount and ConfigMap.
+    #[arg(long, value_name = "NS", default_value = "rattle")]
+    pub namespace: String,
+    #[command(flatten)]
+    pub flags: RunFlags,
+}
+
+fn load_all(files: &[PathBuf]) -> Option<Vec<GameDay>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for f in files {
+        match gameday::load(f) {
+            Ok(g) => out.push(g),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+fn settings(flags: &RunFlags, out_dir: PathBuf) -> RunSettings {
+    RunSettings {
+        out_dir,
+        seed: flags.seed,
+        yes: flags.yes,
+        ignore_window: false,
+        progress: super::progress_mode(flags.progress),
+        state_dir: flags.state_dir.clone(),
+        kube_context: flags.context.clone(),
+        demo_exe: None,
+    }
+}
+
+fn log_line(s: &str) {
+    eprintln!("{s}");
+}
+
+/// Warns about a webhook URL taken from an unset environment variable.
+fn warn_webhook_env(gd: &GameDay) {
+    if let Some(var) = gd
+        .spec
+        .notify
+        .as_ref()
+        .and_then(|n| n.webhook.url_env.as_ref())
+        && std::env::var_os(var.as_str()).is_none()
+    {
+        eprintln!(
+            "warning: {}: notify.webhook.url_env names {}, which is not set: no notification \
+             will be sent",
+            gd.file.display(),
+            var.as_str()
+        );
+    }
+}
+
+/// Asks once for every outside target of the game days, unless `--yes`.
+async fn confirm_targets(gds: &[GameDay], flags: &RunFlags) -> anyhow::Result<bool> {
+    if flags.yes {
+        return Ok(true);
+    }
+    let mut outside = Vec::new();
+    for gd in gds {
+        outside.extend(gdrun::outside_targets(gd, flags.context.clone()).await);
+    }
+    Ok(outside.is_empty() || super::confirm(&outside)?)
+}
+
+/// `rattle gameday ...`.
+pub async fn gameday_cmd(cmd: GamedayCmd) -> anyhow::Result<i32> {
+    match cmd {
+        GamedayCmd::Validate { files } => {
+            let Some(gds) = load_all(&files) else {
+                return Ok(exit::BAD_INPUT);
+            };
+            for gd in gds {
+                println!(
+                    "ok: {} ({}, {} experiment(s){})",
+                    gd.file.display(),
+                    gd.name(),
+                    gd.experiments.len(),
+                    gd.schedule
+                        .as_ref()
+                        .map(|s| format!(", cron \"{}\" in {}", s.expr, s.tz.name()))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(exit::OK)
+        }
+        GamedayCmd::Run(args) => run_cmd(args).await,
+    }
+}
+
+async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<i32> {
+    let Some(mut gds) = load_all(std::slice::from_ref(&args.file)) else {
+        return Ok(exit::BAD_INPUT);
+    };
+    let Some(gd) = gds.pop() else {
+        return Ok(exit::BAD_INPUT);
+    };
+    if args.dry_run {
+        return dry_run(&gd, &args).await;
+    }
+    if let Err(e) = gdrun::check_window(&gd, args.ignore_window, chrono::Utc::now()) {
+        eprintln!("error: {}: {e}", gd.file.display());
+        return Ok(exit::BAD_INPUT);
+    }
+    warn_webhook_env(&gd);
+    if !confirm_targets(std::slice::from_ref(&gd), &args.flags).await? {
+        eprintln!("not confirmed: nothing was touched");
+        return Ok(exit::BAD_INPUT);
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("reports").join(crate::report::dir_name(
+            &format!("gameday-{}", gd.name()),
+            chrono::Utc::now().timestamp_millis(),
+        ))
+    });
+    let mut s = settings(&args.flags, out.clone());
+    s.yes = true; // confirmed above
+    s.ignore_window = args.ignore_window;
+    let stop = CancellationToken::new();
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        eprintln!("stopping: reverting the running experiment's faults; the rest are skipped");
+        signal_stop.cancel();
+    });
+    let report = gdrun::run(&gd, &s, stop, &log_line).await?;
+    println!(
+        "{}: game day {} — {}",
+        report.verdict.as_str().to_uppercase(),
+        report.name,
+        report.reason
+    );
+    for e in &report.experiments {
+        println!(
+            "  {}: {}{}",
+            e.name,
+            match e.status {
+                gdrun::ExperimentStatus::Skipped => "skipped".to_string(),
+                _ => e.verdict.map_or("–", |v| v.as_str()).to_string(),
+            },
+            e.exit_code
+                .map(|c| format!(" (exit {c})"))
+                .unwrap_or_default()
+        );
+    }
+    println!("  report: {}", out.join("index.html").display());
+    println!("  summary: {}", out.join("index.md").display());
+    Ok(report.exit_code)
+}
+
+async fn dry_run(gd: &GameDay, args: &GamedayRunArgs) -> anyhow::Result<i32> {
+    println!(
+        "game day {} ({}): {} experiment(s), pause {}, halt on failure: {}",
+        gd.name(),
+        gd.file.display(),
+        gd.experiments.len(),
+        crate::experiment::HumanDuration(gd.pause()),
+        if gd.spec.halt_on_failure { "yes" } else { "no" }
+    );
+    let now = chrono::Utc::now();
+    for line in schedule::describe(std::slice::from_ref(gd), now, 3) {
+        println!("  {line}");
+    }
+    if let Some(w) = &gd.window {
+        println!(
+            "  allowed window {w}: {}",
+            if w.contains(now) {
+                "open now".to_string()
+            } else {
+                format!(
+                    "closed now{}",
+                    w.next_open(now)
+                        .map(|t| format!(", opens {}", gameday::when::local(t, w.tz)))
+                        .unwrap_or_default()
+                )
+            }
+        );
+    }
+    let env = crate::fault::FaultEnv::with_kube_context(args.flags.context.clone());
+    for (i, e) in gd.experiments.iter().enumerate() {
+        println!("\n{}. {}", i + 1, e.path.display());
+        match crate::plan::build(e.experiment.clone(), &e.path, args.flags.seed) {
+            Ok(plan) => {
+                let resolved = plan.resolve_all(&env).await;
+                print!("{}", plan.render(Some(&resolved)));
+            }
+            Err(err) => println!("  cannot plan: {err}"),
+        }
+    }
+    println!("\ndry run: nothing was touched");
+    Ok(exit::OK)
+}
+
+/// `rattle schedule`.
+pub async fn schedule_cmd(args: ScheduleArgs) -> anyhow::Result<i32> {
+    let Some(gds) = load_all(&args.files) else {
+        return Ok(exit::BAD_INPUT);
+    };
+    if let Some(EmitKind::Cronjob) = args.emit {
+        let s = EmitSettings {
+            image: args.image.clone(),
+            namespace: args.namespace.clone(),
+        };
+        let mut docs = Vec::new();
+        for gd in &gds {
+            match emit::cronjob(gd, &s) {
+                Ok(d) => docs.push(d),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(exit::BAD_INPUT);
+                }
+            }
+        }
+        print!("{}", docs.join("---\n"));
+        return Ok(exit::OK);
+    }
+    for gd in &gds {
+        if gd.schedule.is_none() {
+            eprintln!(
+                "error: {}: has no `schedule`: add one (cron and time zone) or run it once with \
+                 `rattle gameday run`",
+                gd.file.display()
+            );
+            return Ok(exit::BAD_INPUT);
+        }
+        warn_webhook_env(gd);
+    }
+    // The scheduler runs unattended: what the experiments would act on is confirmed now, once
+    // (or in advance with --yes), for every run.
+    if !confirm_targets(&gds, &args.flags).await? {
+        eprintln!("not confirmed: nothing was scheduled");
+        return Ok(exit::BAD_INPUT);
+    }
+    for line in schedule::describe(&gds, chrono::Utc::now(), 3) {
+        println!("{line}");
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join("schedule"));
+    let settings = ScheduleSettings {
+        out_dir: out,
+        max_runs: args.max_runs,
+        run: RunSettings {
+            yes: true,
+            ..settings(&args.flags, PathBuf::new())
+        },
+    };
+    let stop = CancellationToken::new();
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        eprintln!("scheduler: stop requested");
+        signal_stop.cancel();
+    });
+    let log: schedule::Log = Arc::new(|s: &str| eprintln!("{s}"));
+    Ok(schedule::run_scheduler(gds, settings, stop, log).await?)
+}

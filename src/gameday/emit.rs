@@ -1,0 +1,532 @@
+//! `rattle schedule FILE --emit cronjob`: the manifests that run a game day inside a cluster,
+//! built as k8s-openapi objects (so they are well-formed by construction) and printed as YAML:
+//! a ServiceAccount, least-privilege RBAC computed from the faults and probes the game day
+//! uses (a Role and RoleBinding per namespace it touches; a ClusterRole only for what cannot be
+//! namespaced: nodes, selections over every namespace), a ConfigMap with the game-day file and
+//! its experiments, and the CronJob (one run at a time, never retried).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, PodSpec, PodTemplateSpec, ResourceRequirements, SecretKeySelector,
+    SecurityContext, ServiceAccount, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::GameDay;
+use crate::fault::{KubeAccess, KubeScope};
+
+/// Where the ConfigMap is mounted in the job's pod.
+pub const CONFIG_DIR: &str = "/etc/rattle";
+/// Largest ConfigMap Kubernetes stores.
+const MAX_CONFIGMAP_BYTES: usize = 1024 * 1024;
+
+/// Options of `--emit cronjob`.
+#[derive(Debug, Clone)]
+pub struct EmitSettings {
+    /// Container image with the rattle binary on its PATH.
+    pub image: String,
+    /// Namespace of the CronJob, its ServiceAccount and ConfigMap.
+    pub namespace: String,
+}
+
+/// Why no manifest can be emitted.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    /// The game day has no schedule.
+    #[error("{file}: has no `schedule`: a CronJob needs one")]
+    NoSchedule {
+        /// The game-day file.
+        file: String,
+    },
+    /// The schedule cannot be expressed by a CronJob.
+    #[error("{file}:{line}:{column}: field `schedule.cron`: {message}")]
+    Schedule {
+        /// The game-day file.
+        file: String,
+        /// Line.
+        line: u64,
+        /// Column.
+        column: u64,
+        /// Why.
+        message: String,
+    },
+    /// An input file cannot be read again.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The files do not fit in a ConfigMap.
+    #[error("the game day and its experiments take {size} bytes; a ConfigMap holds at most 1 MiB")]
+    TooLarge {
+        /// Their size.
+        size: usize,
+    },
+    /// A namespace or name is not a valid Kubernetes name.
+    #[error("{what} {value:?} is not a valid Kubernetes name (lower-case letters, digits and '-')")]
+    BadName {
+        /// Which.
+        what: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// YAML serialization failed (a bug).
+    #[error("writing YAML: {0}")]
+    Yaml(String),
+}
+
+/// A DNS-1123 label from a game-day name: lower case, `_` and `.` become `-`, at most `max`.
+fn k8s_name(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    out.truncate(max);
+    out.trim_matches('-').to_string()
+}
+
+fn valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Verbs per (API group, resource).
+pub type Rules = BTreeMap<(String, String), BTreeSet<String>>;
+
+/// The access the game day's experiments need, merged: namespace (`None`: cluster-wide) →
+/// rules.
+pub fn access(gd: &GameDay) -> BTreeMap<Option<String>, Rules> {
+    let mut all: Vec<KubeAccess> = Vec::new();
+    for e in &gd.experiments {
+        for f in &e.experiment.faults {
+            all.extend(f.spec.fault().kube_access());
+        }
+        for p in &e.experiment.steady_state.probes {
+            if let Some(k) = &p.kubernetes {
+                all.extend(k.kube_access());
+            }
+        }
+    }
+    let mut out: BTreeMap<Option<String>, Rules> = BTreeMap::new();
+    for a in all {
+        let scopes: Vec<Option<String>> = match &a.scope {
+            KubeScope::Cluster => vec![None],
+            KubeScope::Namespaces(ns) => ns.iter().cloned().map(Some).collect(),
+        };
+        for scope in scopes {
+            out.entry(scope)
+                .or_default()
+                .entry((a.api_group.to_string(), a.resource.to_string()))
+                .or_default()
+                .extend(a.verbs.iter().map(|v| v.to_string()));
+        }
+    }
+    // What the cluster-wide role grants need not be granted again per namespace.
+    if let Some(cluster) = out.get(&None).cloned() {
+        for (scope, rules) in out.iter_mut() {
+            if scope.is_none() {
+                continue;
+            }
+            for (key, verbs) in rules.iter_mut() {
+                if let Some(cv) = cluster.get(key) {
+                    verbs.retain(|v| !cv.contains(v));
+                }
+            }
+            rules.retain(|_, verbs| !verbs.is_empty());
+        }
+        out.retain(|scope, rules| scope.is_none() || !rules.is_empty());
+    }
+    out
+}
+
+fn rules(map: &Rules) -> Vec<PolicyRule> {
+    map.iter()
+        .map(|((group, resource), verbs)| PolicyRule {
+            api_groups: Some(vec![group.clone()]),
+            resources: Some(vec![resource.clone()]),
+            verbs: verbs.iter().cloned().collect(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn meta(name: &str, namespace: Option<&str>, instance: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: namespace.map(str::to_string),
+        labels: Some(BTreeMap::from([
+            ("app.kubernetes.io/name".to_string(), "rattle".to_string()),
+            (
+                "app.kubernetes.io/instance".to_string(),
+                instance.to_string(),
+            ),
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "rattle".to_string(),
+            ),
+        ])),
+        ..Default::default()
+    }
+}
+
+fn yaml<T: serde::Serialize>(v: &T) -> Result<String, EmitError> {
+    serde_saphyr::to_string(v).map_err(|e| EmitError::Yaml(e.to_string()))
+}
+
+/// The ConfigMap's file names: `gameday.yaml` and `NN-<file name>` per experiment (ConfigMap
+/// keys allow letters, digits, `-`, `_` and `.`).
+fn config_key(i: usize, path: &std::path::Path) -> String {
+    let base = path
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_else(|| "experiment.yaml".into());
+    let base: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{:02}-{base}", i + 1)
+}
+
+/// The manifests, as one multi-document YAML stream.
+pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitError> {
+    let file = gd.file.display().to_string();
+    let schedule = gd
+        .schedule
+        .as_ref()
+        .ok_or_else(|| EmitError::NoSchedule { file: file.clone() })?;
+    if let Err(message) = schedule.kubernetes_compatible() {
+        let (line, column) = gd
+            .spec
+            .schedule
+            .as_ref()
+            .map(|s| (s.cron.line, s.cron.column))
+            .unwrap_or((0, 0));
+        return Err(EmitError::Schedule {
+            file,
+            line,
+            column,
+            message,
+        });
+    }
+    if !valid_label(&settings.namespace) {
+        return Err(EmitError::BadName {
+            what: "namespace",
+            value: settings.namespace.clone(),
+        });
+    }
+    // CronJob names are limited to 52 characters (the controller appends a suffix).
+    let name = format!("rattle-{}", k8s_name(gd.name(), 45));
+    let instance = k8s_name(gd.name(), 63);
+    let ns = settings.namespace.as_str();
+
+    // The ConfigMap: every experiment's file as written, and the game-day file pointing at
+    // them by their keys.
+    let mut data = BTreeMap::new();
+    let mut spec = gd.spec.clone();
+    let mut entries = Vec::new();
+    for (i, e) in gd.experiments.iter().enumerate() {
+        let key = config_key(i, &e.path);
+        let text = std::fs::read_to_string(&e.path).map_err(|source| EmitError::Read {
+            file: e.path.display().to_string(),
+            source,
+        })?;
+        data.insert(key.clone(), text);
+        entries.push(crate::experiment::Located::new(key));
+    }
+    spec.experiments = crate::experiment::Located::new(entries);
+    // Inside the cluster the CronJob is the scheduler; the window is still checked by
+    // `rattle gameday run` at start.
+    spec.schedule = None;
+    let gameday_yaml = format!(
+        "# Generated by `rattle schedule --emit cronjob` from {file}; experiments are the other \
+         keys of this ConfigMap.\n{}",
+        yaml(&spec)?
+    );
+    data.insert("gameday.yaml".to_string(), gameday_yaml);
+    let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_CONFIGMAP_BYTES {
+        return Err(EmitError::TooLarge { size });
+    }
+    let config_map = ConfigMap {
+        metadata: meta(&name, Some(ns), &instance),
+        data: Some(data),
+        ..Default::default()
+    };
+
+    let service_account = ServiceAccount {
+        metadata: meta(&name, Some(ns), &instance),
+        ..Default::default()
+    };
+    let subject = Subject {
+        kind: "ServiceAccount".into(),
+        name: name.clone(),
+        namespace: Some(ns.to_string()),
+        ..Default::default()
+    };
+
+    let mut docs: Vec<String> = vec![format!(
+        "# rattle game day {:?} from {file}, as a Kubernetes CronJob.\n\
+             # Apply with: kubectl apply -f <this file>   (namespace {ns} must exist)\n\
+             # The image must have the rattle binary on its PATH.\n{}",
+        gd.name(),
+        yaml(&service_account)?
+    )];
+    let access = access(gd);
+    if access.is_empty() {
+        docs[0].insert_str(
+            0,
+            "# No Role: the game day's faults and probes do not use the Kubernetes API.\n",
+        );
+    }
+    for (scope, map) in &access {
+        match scope {
+            Some(target_ns) => {
+                let role = Role {
+                    metadata: meta(&name, Some(target_ns), &instance),
+                    rules: Some(rules(map)),
+                };
+                let binding = RoleBinding {
+                    metadata: meta(&name, Some(target_ns), &instance),
+                    role_ref: RoleRef {
+                        api_group: "rbac.authorization.k8s.io".into(),
+                        kind: "Role".into(),
+                        name: name.clone(),
+                    },
+                    subjects: Some(vec![subject.clone()]),
+                };
+                docs.push(format!(
+                    "# What the game day's faults and probes need in namespace {target_ns}.\n{}",
+                    yaml(&role)?
+                ));
+                docs.push(yaml(&binding)?);
+            }
+            None => {
+                let role = ClusterRole {
+                    metadata: meta(&name, None, &instance),
+                    rules: Some(rules(map)),
+                    ..Default::default()
+                };
+                let binding = ClusterRoleBinding {
+                    metadata: meta(&name, None, &instance),
+                    role_ref: RoleRef {
+                        api_group: "rbac.authorization.k8s.io".into(),
+                        kind: "ClusterRole".into(),
+                        name: name.clone(),
+                    },
+                    subjects: Some(vec![subject.clone()]),
+                };
+                docs.push(format!(
+                    "# Cluster-wide: nodes are cluster-scoped, and selections naming no namespace \
+                     span them all.\n# Name namespaces in the experiments to replace this with \
+                     namespaced Roles.\n{}",
+                    yaml(&role)?
+                ));
+                docs.push(yaml(&binding)?);
+            }
+        }
+    }
+    docs.push(yaml(&config_map)?);
+
+    // The container: the game day run once, its reports in an emptyDir (replace it with a
+    // PersistentVolumeClaim to keep them), its journal in another.
+    let mut env = vec![EnvVar {
+        name: "RATTLE_STATE_DIR".into(),
+        value: Some("/var/lib/rattle".into()),
+        ..Default::default()
+    }];
+    if let Some(var) = gd
+        .spec
+        .notify
+        .as_ref()
+        .and_then(|n| n.webhook.url_env.as_ref())
+    {
+        env.push(EnvVar {
+            name: var.value.clone(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: format!("{name}-webhook"),
+                    key: "url".into(),
+                    optional: Some(true),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let container = Container {
+        name: "rattle".into(),
+        image: Some(settings.image.clone()),
+        args: Some(
+            [
+                "gameday",
+                "run",
+                &format!("{CONFIG_DIR}/gameday.yaml"),
+                "--out",
+                "/reports/latest",
+                "--yes",
+                "--progress",
+                "plain",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ),
+        env: Some(env),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "gameday".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "reports".into(),
+                mount_path: "/reports".into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "state".into(),
+                mount_path: "/var/lib/rattle".into(),
+                ..Default::default()
+            },
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("250m".into())),
+                ("memory".to_string(), Quantity("64Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity("512Mi".into()),
+            )])),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let deadline = i64::try_from(gd.longest().as_secs()).unwrap_or(i64::MAX);
+    let pod = PodSpec {
+        service_account_name: Some(name.clone()),
+        restart_policy: Some("Never".into()),
+        // Time for rattle to revert its faults when the job is stopped.
+        termination_grace_period_seconds: Some(120),
+        containers: vec![container],
+        volumes: Some(vec![
+            Volume {
+                name: "gameday".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: name.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "reports".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
+            Volume {
+                name: "state".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    let cron = CronJob {
+        metadata: meta(&name, Some(ns), &instance),
+        spec: Some(CronJobSpec {
+            schedule: schedule.expr.clone(),
+            time_zone: Some(schedule.tz.name().to_string()),
+            // One run at a time: a run due while another is in progress is skipped.
+            concurrency_policy: Some("Forbid".into()),
+            starting_deadline_seconds: Some(300),
+            successful_jobs_history_limit: Some(3),
+            failed_jobs_history_limit: Some(3),
+            job_template: JobTemplateSpec {
+                metadata: Some(meta(&name, None, &instance)),
+                spec: Some(JobSpec {
+                    // A failed game day is a finding, not a flake: never re-run it.
+                    backoff_limit: Some(0),
+                    active_deadline_seconds: Some(deadline),
+                    template: PodTemplateSpec {
+                        metadata: Some(meta(&name, None, &instance)),
+                        spec: Some(pod),
+                    },
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut cron_doc = String::from(
+        "# One run at a time (concurrencyPolicy Forbid), never retried (backoffLimit 0); the \
+         deadline covers every experiment's duration, recovery timeout and pause.\n",
+    );
+    if let Some(var) = gd
+        .spec
+        .notify
+        .as_ref()
+        .and_then(|n| n.webhook.url_env.as_ref())
+    {
+        cron_doc.push_str(&format!(
+            "# The webhook URL comes from Secret {name}-webhook, key url (env {}):\n\
+             #   kubectl -n {ns} create secret generic {name}-webhook --from-literal=url=https://...\n",
+            var.value
+        ));
+    }
+    cron_doc.push_str(&yaml(&cron)?);
+    docs.push(cron_doc);
+    Ok(docs
+        .iter()
+        .map(|d| d.trim_end().to_string() + "\n")
+        .collect::<Vec<_>>()
+        .join("---\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(k8s_name("Weekly_Game.Day", 45), "weekly-game-day");
+        assert!(valid_label("rattle"));
+        assert!(!valid_label("Rattle"));
+        assert!(!valid_label("-x"));
+        assert_eq!(
+            config_key(0, std::path::Path::new("a/b c.yaml")),
+            "01-b-c.yaml"
+        );
+    }
+}

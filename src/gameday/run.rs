@@ -1,0 +1,597 @@
+//! Running a game day now: its experiments one after another (each through the ordinary
+//! runner, so every fault is reverted on every path), pauses between them, halting on the
+//! first failure if asked, the allowed window respected; then the combined report
+//! (`index.json`, `index.md`, `index.html`, each experiment's reports in a numbered directory)
+//! and the notification.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::notify::{self, Delivery};
+use super::{GameDay, NotifyWhen};
+use crate::cli::exit;
+use crate::fault::FaultEnv;
+use crate::plan;
+use crate::report::Verdict;
+use crate::runner::{self, ProgressMode, RunOptions};
+
+/// Format version of `index.json`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How to run a game day.
+#[derive(Debug, Clone, Default)]
+pub struct RunSettings {
+    /// Directory of the combined report; each experiment's reports go in a subdirectory.
+    pub out_dir: PathBuf,
+    /// Seed for every experiment (default: a fresh one each, recorded in its report).
+    pub seed: Option<u64>,
+    /// Confirmed: experiments may fault targets they did not start.
+    pub yes: bool,
+    /// Run even outside the allowed window.
+    pub ignore_window: bool,
+    /// Progress of each experiment.
+    pub progress: ProgressMode,
+    /// Journal directory (see `rattle run --state-dir`).
+    pub state_dir: Option<PathBuf>,
+    /// Kubeconfig context.
+    pub kube_context: Option<String>,
+    /// Binary re-executed for demo workers (tests); default the current executable.
+    pub demo_exe: Option<PathBuf>,
+}
+
+/// What happened to one experiment of a game day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExperimentStatus {
+    /// It ran (whatever its verdict).
+    Ran,
+    /// It could not start (planning, confirmation or setup failed): nothing was touched.
+    Error,
+    /// Not run: an earlier one failed (`halt_on_failure`), the window closed, or the game day
+    /// was stopped.
+    Skipped,
+}
+
+/// One experiment's line in the combined report.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ExperimentResult {
+    /// The experiment's name.
+    pub name: String,
+    /// Its file.
+    pub file: String,
+    /// Ran, error or skipped.
+    pub status: ExperimentStatus,
+    /// Its verdict, when it ran.
+    pub verdict: Option<Verdict>,
+    /// Its exit code (as `rattle run` would have exited); null when skipped.
+    pub exit_code: Option<i32>,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// Its report directory, relative to the game day's.
+    pub report_dir: Option<String>,
+    /// Its resilience score.
+    pub score: Option<u32>,
+    /// Its seed.
+    pub seed: Option<u64>,
+    /// When its load started (RFC 3339 UTC).
+    pub started_at: Option<String>,
+    /// How long it ran (ms).
+    pub duration_ms: Option<u64>,
+    /// Failed requests over the run.
+    pub failed_requests: Option<u64>,
+    /// The slowest recovery among its faults (ms); null if none recovered or none fired.
+    pub max_recovery_ms: Option<f64>,
+}
+
+/// The combined report of a game day: `index.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct GameDayReport {
+    /// Format version.
+    pub schema_version: u32,
+    /// rattle's version.
+    pub rattle_version: String,
+    /// Game day name.
+    pub name: String,
+    /// Its file.
+    pub file: String,
+    /// Its description.
+    pub description: Option<String>,
+    /// Start, RFC 3339 UTC.
+    pub started_at: String,
+    /// End, RFC 3339 UTC.
+    pub finished_at: String,
+    /// Wall time (ms).
+    pub duration_ms: u64,
+    /// Pass only if every experiment ran and passed; otherwise from the worst exit code:
+    /// 1 fail, 3 aborted, 2 and 4 error.
+    pub verdict: Verdict,
+    /// The highest exit code of its experiments (3 when some were skipped by the window or a
+    /// stop).
+    pub exit_code: i32,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// Halt on the first failure?
+    pub halt_on_failure: bool,
+    /// The allowed window, if any.
+    pub window: Option<String>,
+    /// Each experiment, in order.
+    pub experiments: Vec<ExperimentResult>,
+    /// The webhook's delivery, when one was configured and due (written after sending).
+    #[serde(default)]
+    pub notification: Option<NotificationRecord>,
+}
+
+/// What became of the notification.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct NotificationRecord {
+    /// Did the receiver accept it?
+    pub delivered: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last status received.
+    pub status: Option<u16>,
+    /// The last error.
+    pub error: Option<String>,
+}
+
+impl From<Delivery> for NotificationRecord {
+    fn from(d: Delivery) -> Self {
+        Self {
+            delivered: d.delivered,
+            attempts: d.attempts,
+            status: d.status,
+            error: d.error,
+        }
+    }
+}
+
+/// Errors that keep a game day from running or its report from being written.
+#[derive(Debug, thiserror::Error)]
+pub enum GameDayError {
+    /// Outside the allowed window (and not `--ignore-window`): nothing ran.
+    #[error(
+        "outside the allowed window ({window}); it next opens {next}: nothing was run \
+         (--ignore-window runs anyway)"
+    )]
+    OutsideWindow {
+        /// The window.
+        window: String,
+        /// When it opens next.
+        next: String,
+    },
+    /// The combined report could not be written.
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Refuses to start outside the window (unless told to ignore it).
+pub fn check_window(gd: &GameDay, ignore: bool, now: DateTime<Utc>) -> Result<(), GameDayError> {
+    let Some(w) = &gd.window else { return Ok(()) };
+    if ignore || w.contains(now) {
+        return Ok(());
+    }
+    Err(GameDayError::OutsideWindow {
+        window: w.to_string(),
+        next: w
+            .next_open(now)
+            .map(|t| super::when::local(t, w.tz))
+            .unwrap_or_else(|| "never".into()),
+    })
+}
+
+/// The targets every experiment would fault now that exist outside the run (processes it did
+/// not start, pods, nodes): these need a confirmation before the game day starts.
+pub async fn outside_targets(gd: &GameDay, kube_context: Option<String>) -> Vec<String> {
+    let env = FaultEnv::with_kube_context(kube_context);
+    let mut out = Vec::new();
+    for e in &gd.experiments {
+        let Ok(plan) = plan::build(e.experiment.clone(), &e.path, Some(0)) else {
+            continue;
+        };
+        let resolved = plan.resolve_all(&env).await;
+        out.extend(
+            plan.outside_targets(&resolved)
+                .into_iter()
+                .map(|t| format!("{}: {t}", *e.experiment.name)),
+        );
+    }
+    out
+}
+
+/// Runs the game day now. `stop` ends it early: the running experiment reverts its faults and
+/// writes a partial report (exit 3), the rest are skipped. Logs one line per step through
+/// `log`. Returns the combined report, already written to `settings.out_dir`, and notified.
+pub async fn run(
+    gd: &GameDay,
+    settings: &RunSettings,
+    stop: CancellationToken,
+    log: &(dyn Fn(&str) + Send + Sync),
+) -> Result<GameDayReport, GameDayError> {
+    let started = Utc::now();
+    check_window(gd, settings.ignore_window, started)?;
+    std::fs::create_dir_all(&settings.out_dir).map_err(|source| GameDayError::Write {
+        path: settings.out_dir.clone(),
+        source,
+    })?;
+    let total = gd.experiments.len();
+    log(&format!(
+        "game day {}: {total} experiment(s), reports in {}",
+        gd.name(),
+        settings.out_dir.display()
+    ));
+    let mut results: Vec<ExperimentResult> = Vec::with_capacity(total);
+    let mut halted: Option<String> = None;
+    for (i, e) in gd.experiments.iter().enumerate() {
+        let name = e.experiment.name.value.clone();
+        let file = e.path.display().to_string();
+        let skip = |reason: String| ExperimentResult {
+            name: name.clone(),
+            file: file.clone(),
+            status: ExperimentStatus::Skipped,
+            verdict: None,
+            exit_code: None,
+            reason,
+            report_dir: None,
+            score: None,
+            seed: None,
+            started_at: None,
+            duration_ms: None,
+            failed_requests: None,
+            max_recovery_ms: None,
+        };
+        if let Some(why) = &halted {
+            results.push(skip(why.clone()));
+            continue;
+        }
+        if stop.is_cancelled() {
+            results.push(skip("the game day was stopped".into()));
+            continue;
+        }
+        if i > 0 && !gd.pause().is_zero() {
+            log(&format!(
+                "game day {}: pausing {} before the next experiment",
+                gd.name(),
+                crate::experiment::HumanDuration(gd.pause())
+            ));
+            tokio::select! {
+                _ = tokio::time::sleep(gd.pause()) => {}
+                _ = stop.cancelled() => {
+                    results.push(skip("the game day was stopped".into()));
+                    continue;
+                }
+            }
+        }
+        if let Some(w) = &gd.window
+            && !settings.ignore_window
+            && !w.contains(Utc::now())
+        {
+            let why = format!("the allowed window ({w}) closed");
+            log(&format!(
+                "game day {}: {why}: {name} and the rest are skipped",
+                gd.name()
+            ));
+            halted = Some(why.clone());
+            results.push(skip(why));
+            continue;
+        }
+        log(&format!(
+            "game day {}: experiment {}/{total}: {name} ({file})",
+            gd.name(),
+            i + 1
+        ));
+        let dir_name = format!("{:02}-{name}", i + 1);
+        let result = run_one(e, settings, &settings.out_dir.join(&dir_name), &stop).await;
+        let result = match result {
+            Ok(outcome) => {
+                let r = &outcome.report;
+                let max_recovery_ms = r
+                    .faults
+                    .iter()
+                    .filter_map(|f| f.recovery.as_ref()?.time_to_recover_ms)
+                    .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+                ExperimentResult {
+                    name: name.clone(),
+                    file: file.clone(),
+                    status: ExperimentStatus::Ran,
+                    verdict: Some(outcome.verdict),
+                    exit_code: Some(outcome.exit_code),
+                    reason: r.reason.clone(),
+                    report_dir: Some(dir_name),
+                    score: r.score.as_ref().map(|s| s.value),
+                    seed: Some(r.seed),
+                    started_at: Some(r.started_at.clone()),
+                    duration_ms: Some(r.duration_ms),
+                    failed_requests: Some(r.totals.failed),
+                    max_recovery_ms,
+                }
+            }
+            Err(reason) => ExperimentResult {
+                name: name.clone(),
+                file: file.clone(),
+                status: ExperimentStatus::Error,
+                verdict: Some(Verdict::Error),
+                exit_code: Some(exit::BAD_INPUT),
+                reason,
+                report_dir: None,
+                score: None,
+                seed: None,
+                started_at: None,
+                duration_ms: None,
+                failed_requests: None,
+                max_recovery_ms: None,
+            },
+        };
+        log(&format!(
+            "game day {}: {name}: {} (exit {}) — {}",
+            gd.name(),
+            result
+                .verdict
+                .map_or("skipped", |v| v.as_str())
+                .to_uppercase(),
+            result.exit_code.unwrap_or(0),
+            result.reason
+        ));
+        if result.exit_code != Some(exit::OK) && gd.spec.halt_on_failure && !stop.is_cancelled() {
+            halted = Some(format!("halted: {name} did not pass (halt_on_failure)"));
+        }
+        results.push(result);
+    }
+
+    let finished = Utc::now();
+    let mut report = combine(gd, results, started, finished);
+    write(&report, &settings.out_dir)?;
+    log(&format!(
+        "game day {}: {} (exit {}) — {}",
+        gd.name(),
+        report.verdict.as_str().to_uppercase(),
+        report.exit_code,
+        report.reason
+    ));
+
+    if let Some(n) = &gd.spec.notify
+        && (n.webhook.when == NotifyWhen::Always || report.verdict != Verdict::Pass)
+    {
+        let body = webhook_body(&report, &settings.out_dir);
+        let delivery = notify::send(&n.webhook, &body, log, &stop).await;
+        report.notification = Some(delivery.into());
+        write(&report, &settings.out_dir)?;
+    }
+    Ok(report)
+}
+
+/// Plans and runs one experiment into `dir`. `Err` with a reason when it could not start.
+async fn run_one(
+    e: &super::GameDayExperiment,
+    settings: &RunSettings,
+    dir: &Path,
+    stop: &CancellationToken,
+) -> Result<runner::RunOutcome, String> {
+    let plan = plan::build(e.experiment.clone(), &e.path, settings.seed)
+        .map_err(|err| format!("planning failed: {}", crate::probe::error_chain(&err)))?;
+    let env = FaultEnv::with_kube_context(settings.kube_context.clone());
+    if plan.probes.iter().any(|p| p.kubernetes.is_some())
+        && let Err(err) = env.kube().await
+    {
+        return Err(format!("no usable Kubernetes cluster: {err}"));
+    }
+    if !settings.yes {
+        let resolved = plan.resolve_all(&env).await;
+        let outside = plan.outside_targets(&resolved);
+        if !outside.is_empty() {
+            return Err(format!(
+                "acts on targets this run did not start ({}); confirm with --yes",
+                outside.join("; ")
+            ));
+        }
+    }
+    let opts = RunOptions {
+        out_dir: Some(dir.to_path_buf()),
+        demo_exe: settings.demo_exe.clone(),
+        progress: settings.progress,
+        state_dir: settings.state_dir.clone(),
+        kube_context: settings.kube_context.clone(),
+    };
+    let stop = stop.clone();
+    runner::run(plan, opts, async move { stop.cancelled().await })
+        .await
+        .map_err(|err| crate::probe::error_chain(&err))
+}
+
+/// The combined report from the experiments' results.
+pub fn combine(
+    gd: &GameDay,
+    experiments: Vec<ExperimentResult>,
+    started: DateTime<Utc>,
+    finished: DateTime<Utc>,
+) -> GameDayReport {
+    let worst = experiments
+        .iter()
+        .map(|e| match e.status {
+            ExperimentStatus::Skipped if !e.reason.starts_with("halted") => exit::ABORTED,
+            _ => e.exit_code.unwrap_or(exit::OK),
+        })
+        .max()
+        .unwrap_or(exit::OK);
+    let verdict = match worst {
+        exit::OK => Verdict::Pass,
+        exit::FAILED => Verdict::Fail,
+        exit::ABORTED => Verdict::Aborted,
+        _ => Verdict::Error,
+    };
+    let count = |v: Verdict| {
+        experiments
+            .iter()
+            .filter(|e| e.status != ExperimentStatus::Skipped && e.verdict == Some(v))
+            .count()
+    };
+    let skipped = experiments
+        .iter()
+        .filter(|e| e.status == ExperimentStatus::Skipped)
+        .count();
+    let mut reason = format!(
+        "{} of {} experiment(s) passed",
+        count(Verdict::Pass),
+        experiments.len()
+    );
+    for (v, word) in [
+        (Verdict::Fail, "failed"),
+        (Verdict::Aborted, "aborted"),
+        (Verdict::Error, "errored"),
+    ] {
+        let n = count(v);
+        if n > 0 {
+            reason.push_str(&format!(", {n} {word}"));
+        }
+    }
+    if skipped > 0 {
+        reason.push_str(&format!(", {skipped} skipped"));
+    }
+    GameDayReport {
+        schema_version: SCHEMA_VERSION,
+        rattle_version: env!("CARGO_PKG_VERSION").into(),
+        name: gd.name().to_string(),
+        file: gd.file.display().to_string(),
+        description: gd.spec.description.clone(),
+        started_at: crate::report::rfc3339_ms(started.timestamp_millis()),
+        finished_at: crate::report::rfc3339_ms(finished.timestamp_millis()),
+        duration_ms: u64::try_from((finished - started).num_milliseconds()).unwrap_or(0),
+        verdict,
+        exit_code: worst,
+        reason,
+        halt_on_failure: gd.spec.halt_on_failure,
+        window: gd.window.as_ref().map(|w| w.to_string()),
+        experiments,
+        notification: None,
+    }
+}
+
+/// The files of the combined report.
+pub const FILES: [&str; 3] = ["index.json", "index.md", "index.html"];
+
+/// Writes index.json, index.md and index.html into `dir`.
+pub fn write(report: &GameDayReport, dir: &Path) -> Result<(), GameDayError> {
+    let json = serde_json::to_string_pretty(report).unwrap_or_default() + "\n";
+    for (name, content) in FILES
+        .iter()
+        .zip([json, markdown(report), super::html::render(report)])
+    {
+        let path = dir.join(name);
+        std::fs::write(&path, content).map_err(|source| GameDayError::Write { path, source })?;
+    }
+    Ok(())
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.1} ms"))
+}
+
+/// index.md.
+pub fn markdown(r: &GameDayReport) -> String {
+    let mut s = format!(
+        "# Game day {}: {}\n\n{}\n\n",
+        r.name,
+        r.verdict.as_str().to_uppercase(),
+        r.reason
+    );
+    if let Some(d) = &r.description {
+        s.push_str(&format!("{}\n\n", d.trim()));
+    }
+    s.push_str(&format!(
+        "- started: {}\n- finished: {}\n- exit code: {}\n- file: `{}`\n",
+        r.started_at, r.finished_at, r.exit_code, r.file
+    ));
+    if let Some(w) = &r.window {
+        s.push_str(&format!("- allowed window: {w}\n"));
+    }
+    s.push_str(
+        "\n| # | experiment | verdict | exit | score | failed requests | slowest recovery | report | reason |\n\
+         | ---: | --- | --- | ---: | ---: | ---: | ---: | --- | --- |\n",
+    );
+    for (i, e) in r.experiments.iter().enumerate() {
+        let verdict = match e.status {
+            ExperimentStatus::Skipped => "skipped".to_string(),
+            _ => e.verdict.map_or("–", |v| v.as_str()).to_string(),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            i + 1,
+            e.name,
+            verdict,
+            e.exit_code.map_or("–".into(), |c| c.to_string()),
+            e.score.map_or("–".into(), |c| c.to_string()),
+            e.failed_requests.map_or("–".into(), |c| c.to_string()),
+            fmt_ms(e.max_recovery_ms),
+            e.report_dir
+                .as_ref()
+                .map_or("–".into(), |d| format!("[{d}]({d}/summary.md)")),
+            e.reason.replace('|', "\\|").replace('\n', " "),
+        ));
+    }
+    if let Some(n) = &r.notification {
+        s.push_str(&format!(
+            "\nNotification: {} after {} attempt(s){}\n",
+            if n.delivered {
+                "delivered"
+            } else {
+                "NOT delivered"
+            },
+            n.attempts,
+            n.error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ));
+    }
+    s
+}
+
+/// The webhook's JSON body: a Slack-compatible `text`, then the figures for machines.
+pub fn webhook_body(r: &GameDayReport, dir: &Path) -> serde_json::Value {
+    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p).display().to_string();
+    let mut text = format!(
+        "rattle game day *{}*: {} — {}",
+        r.name,
+        r.verdict.as_str().to_uppercase(),
+        r.reason
+    );
+    for e in &r.experiments {
+        let v = match e.status {
+            ExperimentStatus::Skipped => "skipped".to_string(),
+            _ => e.verdict.map_or("–", |v| v.as_str()).to_string(),
+        };
+        text.push_str(&format!("\n• {}: {v} — {}", e.name, e.reason));
+    }
+    text.push_str(&format!("\nReport: {}", abs(dir.join("index.html"))));
+    serde_json::json!({
+        "text": text,
+        "gameday": r.name,
+        "verdict": r.verdict,
+        "exit_code": r.exit_code,
+        "reason": r.reason,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "report": abs(dir.join("index.json")),
+        "report_html": abs(dir.join("index.html")),
+        "experiments": r.experiments.iter().map(|e| serde_json::json!({
+            "name": e.name,
+            "file": e.file,
+            "status": e.status,
+            "verdict": e.verdict,
+            "exit_code": e.exit_code,
+            "reason": e.reason,
+            "score": e.score,
+            "report": e.report_dir.as_ref().map(|d| abs(dir.join(d).join("report.json"))),
+            "report_html": e.report_dir.as_ref().map(|d| abs(dir.join(d).join("report.html"))),
+        })).collect::<Vec<_>>(),
+    })
+}
