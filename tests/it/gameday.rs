@@ -236,6 +236,17 @@ notify:
     assert!(t(&exps[1]) - t(&exps[0]) >= chrono::Duration::milliseconds(1500 + 200));
     let html = std::fs::read_to_string(out.join("index.html")).expect("index.html");
     assert!(html.contains("01-first/report.html") && html.contains("02-second/report.html"));
+    if let Some(dom) = crate::support::chromium_dump_dom(&out.join("index.html")) {
+        for needle in [
+            r#"data-verdict="pass""#,
+            r#"id="experiments""#,
+            r#"href="01-first/report.html""#,
+            r#"id="notification""#,
+        ] {
+            assert!(dom.contains(needle), "rendered index.html lacks {needle:?}");
+        }
+        assert!(!dom.contains("<script") && !dom.contains("href=\"http"));
+    }
     let md = std::fs::read_to_string(out.join("index.md")).expect("index.md");
     assert!(md.contains("| 1 | first | pass |"), "{md}");
 

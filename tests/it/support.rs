@@ -162,3 +162,44 @@ pub fn wait_run(g: &mut Guard, limit: Duration) -> (i32, String, String) {
 pub fn signal(g: &Guard, sig: Signal) {
     kill(Pid::from_raw(g.0.id() as i32), sig).expect("signal rattle");
 }
+
+/// The DOM of a local HTML file as headless Chromium renders it; `None` (with a notice) when
+/// Chromium is not installed, unless RATTLE_REQUIRE_CHROMIUM is set (CI), where that fails.
+pub fn chromium_dump_dom(file: &Path) -> Option<String> {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+    let Some(browser) = browser else {
+        // CI installs chromium and sets this, so there the check can never silently skip.
+        assert!(
+            std::env::var_os("RATTLE_REQUIRE_CHROMIUM").is_none(),
+            "RATTLE_REQUIRE_CHROMIUM is set but chromium is not installed"
+        );
+        eprintln!("NOTICE: chromium is not installed; skipping the browser check");
+        return None;
+    };
+    let profile = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(browser);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .arg("--dump-dom")
+    .arg(format!("file://{}", file.display()));
+    let (code, dom, err) = run_bounded_cmd(cmd, Duration::from_secs(60));
+    assert_eq!(code, 0, "chromium failed: {err}");
+    Some(dom)
+}
