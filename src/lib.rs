@@ -3,6 +3,36 @@
 //! See ARCHITECTURE.md for the map of modules and the flow of one run.
 #![deny(missing_docs)]
 
+/// `println!` that never panics: when stdout is closed (`rattle ... | head`), the output is
+/// lost and the command carries on (a run still reverts its faults and writes its reports).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics (see [`outln!`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        let _ = write!(o, $($arg)*);
+        let _ = o.flush();
+    }};
+}
+
+/// `eprintln!` that never panics (see [`outln!`]).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 pub mod analysis;
 pub mod cli;
 pub mod demo;

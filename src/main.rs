@@ -11,7 +11,7 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            rattle::errln!("error: cannot start the async runtime: {e}");
             std::process::exit(rattle::cli::exit::BAD_INPUT);
         }
     };
@@ -19,7 +19,7 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             // Each cause once: some causes repeat their source's text in their own message.
-            eprintln!("error: {}", rattle::probe::error_chain(e.as_ref()));
+            rattle::errln!("error: {}", rattle::probe::error_chain(e.as_ref()));
             rattle::cli::exit::BAD_INPUT
         }
     };

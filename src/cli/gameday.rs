@@ -115,7 +115,7 @@ fn load_all(files: &[PathBuf]) -> Option<Vec<GameDay>> {
         match gameday::load(f) {
             Ok(g) => out.push(g),
             Err(e) => {
-                eprintln!("error: {e}");
+                crate::errln!("error: {e}");
                 ok = false;
             }
         }
@@ -137,7 +137,7 @@ fn settings(flags: &RunFlags, out_dir: PathBuf) -> RunSettings {
 }
 
 fn log_line(s: &str) {
-    eprintln!("{s}");
+    crate::errln!("{s}");
 }
 
 /// Warns about a webhook URL taken from an unset environment variable.
@@ -149,7 +149,7 @@ fn warn_webhook_env(gd: &GameDay) {
         .and_then(|n| n.webhook.url_env.as_ref())
         && std::env::var_os(var.as_str()).is_none()
     {
-        eprintln!(
+        crate::errln!(
             "warning: {}: notify.webhook.url_env names {}, which is not set: no notification \
              will be sent",
             gd.file.display(),
@@ -178,7 +178,7 @@ pub async fn gameday_cmd(cmd: GamedayCmd) -> anyhow::Result<i32> {
                 return Ok(exit::BAD_INPUT);
             };
             for gd in gds {
-                println!(
+                crate::outln!(
                     "ok: {} ({}, {} experiment(s){})",
                     gd.file.display(),
                     gd.name(),
@@ -206,12 +206,12 @@ async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<i32> {
         return dry_run(&gd, &args).await;
     }
     if let Err(e) = gdrun::check_window(&gd, args.ignore_window, chrono::Utc::now()) {
-        eprintln!("error: {}: {e}", gd.file.display());
+        crate::errln!("error: {}: {e}", gd.file.display());
         return Ok(exit::BAD_INPUT);
     }
     warn_webhook_env(&gd);
     if !confirm_targets(std::slice::from_ref(&gd), &args.flags).await? {
-        eprintln!("not confirmed: nothing was touched");
+        crate::errln!("not confirmed: nothing was touched");
         return Ok(exit::BAD_INPUT);
     }
     let out = args.out.clone().unwrap_or_else(|| {
@@ -227,18 +227,18 @@ async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<i32> {
     let signal_stop = stop.clone();
     tokio::spawn(async move {
         super::shutdown_signal().await;
-        eprintln!("stopping: reverting the running experiment's faults; the rest are skipped");
+        crate::errln!("stopping: reverting the running experiment's faults; the rest are skipped");
         signal_stop.cancel();
     });
     let report = gdrun::run(&gd, &s, stop, &log_line).await?;
-    println!(
+    crate::outln!(
         "{}: game day {} — {}",
         report.verdict.as_str().to_uppercase(),
         report.name,
         report.reason
     );
     for e in &report.experiments {
-        println!(
+        crate::outln!(
             "  {}: {}{}",
             e.name,
             match e.status {
@@ -250,13 +250,13 @@ async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<i32> {
                 .unwrap_or_default()
         );
     }
-    println!("  report: {}", out.join("index.html").display());
-    println!("  summary: {}", out.join("index.md").display());
+    crate::outln!("  report: {}", out.join("index.html").display());
+    crate::outln!("  summary: {}", out.join("index.md").display());
     Ok(report.exit_code)
 }
 
 async fn dry_run(gd: &GameDay, args: &GamedayRunArgs) -> anyhow::Result<i32> {
-    println!(
+    crate::outln!(
         "game day {} ({}): {} experiment(s), pause {}, halt on failure: {}",
         gd.name(),
         gd.file.display(),
@@ -266,10 +266,10 @@ async fn dry_run(gd: &GameDay, args: &GamedayRunArgs) -> anyhow::Result<i32> {
     );
     let now = chrono::Utc::now();
     for line in schedule::describe(std::slice::from_ref(gd), now, 3) {
-        println!("  {line}");
+        crate::outln!("  {line}");
     }
     if let Some(w) = &gd.window {
-        println!(
+        crate::outln!(
             "  allowed window {w}: {}",
             if w.contains(now) {
                 "open now".to_string()
@@ -285,16 +285,16 @@ async fn dry_run(gd: &GameDay, args: &GamedayRunArgs) -> anyhow::Result<i32> {
     }
     let env = crate::fault::FaultEnv::with_kube_context(args.flags.context.clone());
     for (i, e) in gd.experiments.iter().enumerate() {
-        println!("\n{}. {}", i + 1, e.path.display());
+        crate::outln!("\n{}. {}", i + 1, e.path.display());
         match crate::plan::build(e.experiment.clone(), &e.path, args.flags.seed) {
             Ok(plan) => {
                 let resolved = plan.resolve_all(&env).await;
-                print!("{}", plan.render(Some(&resolved)));
+                crate::out!("{}", plan.render(Some(&resolved)));
             }
-            Err(err) => println!("  cannot plan: {err}"),
+            Err(err) => crate::outln!("  cannot plan: {err}"),
         }
     }
-    println!("\ndry run: nothing was touched");
+    crate::outln!("\ndry run: nothing was touched");
     Ok(exit::OK)
 }
 
@@ -313,17 +313,17 @@ pub async fn schedule_cmd(args: ScheduleArgs) -> anyhow::Result<i32> {
             match emit::cronjob(gd, &s) {
                 Ok(d) => docs.push(d),
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    crate::errln!("error: {e}");
                     return Ok(exit::BAD_INPUT);
                 }
             }
         }
-        print!("{}", docs.join("---\n"));
+        crate::out!("{}", docs.join("---\n"));
         return Ok(exit::OK);
     }
     for gd in &gds {
         if gd.schedule.is_none() {
-            eprintln!(
+            crate::errln!(
                 "error: {}: has no `schedule`: add one (cron and time zone) or run it once with \
                  `rattle gameday run`",
                 gd.file.display()
@@ -335,11 +335,11 @@ pub async fn schedule_cmd(args: ScheduleArgs) -> anyhow::Result<i32> {
     // The scheduler runs unattended: what the experiments would act on is confirmed now, once
     // (or in advance with --yes), for every run.
     if !confirm_targets(&gds, &args.flags).await? {
-        eprintln!("not confirmed: nothing was scheduled");
+        crate::errln!("not confirmed: nothing was scheduled");
         return Ok(exit::BAD_INPUT);
     }
     for line in schedule::describe(&gds, chrono::Utc::now(), 3) {
-        println!("{line}");
+        crate::outln!("{line}");
     }
     let out = args
         .out
@@ -357,9 +357,9 @@ pub async fn schedule_cmd(args: ScheduleArgs) -> anyhow::Result<i32> {
     let signal_stop = stop.clone();
     tokio::spawn(async move {
         super::shutdown_signal().await;
-        eprintln!("scheduler: stop requested");
+        crate::errln!("scheduler: stop requested");
         signal_stop.cancel();
     });
-    let log: schedule::Log = Arc::new(|s: &str| eprintln!("{s}"));
+    let log: schedule::Log = Arc::new(|s: &str| crate::errln!("{s}"));
     Ok(schedule::run_scheduler(gds, settings, stop, log).await?)
 }

@@ -301,7 +301,7 @@ pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<i32> {
         (None, Some(path)) => match std::fs::read(path) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
-                eprintln!("error: cannot read the body file {}: {e}", path.display());
+                crate::errln!("error: cannot read the body file {}: {e}", path.display());
                 return Ok(exit::BAD_INPUT);
             }
         },
@@ -323,7 +323,7 @@ pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<i32> {
         ok_status: None,
     };
     if let Err(e) = cfg.validate() {
-        eprintln!("error: {}", crate::probe::error_chain(&e));
+        crate::errln!("error: {}", crate::probe::error_chain(&e));
         return Ok(exit::BAD_INPUT);
     }
     let version = if args.http2 {
@@ -356,7 +356,7 @@ pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<i32> {
             let handle = match closed::start(closed_cfg, stop.clone()).await {
                 Ok(h) => h,
                 Err(e) => {
-                    eprintln!("error: {}", crate::probe::error_chain(&e));
+                    crate::errln!("error: {}", crate::probe::error_chain(&e));
                     return Ok(exit::BAD_INPUT);
                 }
             };
@@ -382,7 +382,7 @@ pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<i32> {
             ) {
                 Ok(h) => h,
                 Err(e) => {
-                    eprintln!("error: {}", crate::probe::error_chain(&e));
+                    crate::errln!("error: {}", crate::probe::error_chain(&e));
                     return Ok(exit::BAD_INPUT);
                 }
             };
@@ -408,9 +408,9 @@ pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<i32> {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.render_text());
+        crate::out!("{}", report.render_text());
     }
     Ok(if report.ok > 0 {
         exit::OK

@@ -190,7 +190,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             } else {
                 experiment::json_schema()
             };
-            println!("{}", serde_json::to_string_pretty(&schema)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(exit::OK)
         }
         Command::Demo(args) => demo_cmd(args).await,
@@ -205,14 +205,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn print_experiment_error(e: &ExperimentError) {
-    eprintln!("error: {e}");
+    crate::errln!("error: {e}");
 }
 
 fn validate_cmd(files: &[PathBuf]) -> i32 {
     let mut code = exit::OK;
     for f in files {
         match experiment::load(f) {
-            Ok(e) => println!(
+            Ok(e) => crate::outln!(
                 "ok: {} ({}, {} faults)",
                 f.display(),
                 *e.name,
@@ -243,20 +243,20 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
     if plan.probes.iter().any(|p| p.kubernetes.is_some())
         && let Err(e) = env.kube().await
     {
-        eprintln!("error: {e}");
+        crate::errln!("error: {e}");
         return Ok(exit::BAD_INPUT);
     }
     let resolved = plan.resolve_all(&env).await;
     if args.dry_run {
-        print!("{}", plan.render(Some(&resolved)));
-        println!("dry run: nothing was touched");
+        crate::out!("{}", plan.render(Some(&resolved)));
+        crate::outln!("dry run: nothing was touched");
         return Ok(exit::OK);
     }
     // Targets that exist before the run (processes, pods, nodes) were not started by it:
     // faulting them needs a yes.
     let outside = plan.outside_targets(&resolved);
     if !outside.is_empty() && !args.yes && !confirm(&outside)? {
-        eprintln!("not confirmed: nothing was touched");
+        crate::errln!("not confirmed: nothing was touched");
         return Ok(exit::BAD_INPUT);
     }
     let opts = RunOptions {
@@ -310,7 +310,7 @@ fn print_outcome(o: &runner::RunOutcome) {
         Verdict::Aborted => "ABORTED",
         Verdict::Error => "ERROR",
     };
-    println!("{verdict}: {} — {}", r.experiment.name, r.reason);
+    crate::outln!("{verdict}: {} — {}", r.experiment.name, r.reason);
     for f in &r.faults {
         let figures = match &f.recovery {
             Some(rec) => format!(
@@ -331,10 +331,10 @@ fn print_outcome(o: &runner::RunOutcome) {
             ),
             None => f.error.clone().unwrap_or_else(|| "not fired".into()),
         };
-        println!("  fault {} ({}): {figures}", f.name, f.kind);
+        crate::outln!("  fault {} ({}): {figures}", f.name, f.kind);
     }
     let t = &r.totals;
-    println!(
+    crate::outln!(
         "  load: {} requests, {} failed ({} missed), p50 {} p99 {} max {}",
         t.requests,
         t.failed,
@@ -349,12 +349,12 @@ fn print_outcome(o: &runner::RunOutcome) {
             .map(|v| format!("{v:.2}ms"))
             .unwrap_or_else(|| "–".into()),
     );
-    println!("  report: {}", o.report_dir.join("report.json").display());
-    println!("  summary: {}", o.report_dir.join("summary.md").display());
-    println!("  html: {}", o.report_dir.join("report.html").display());
-    println!("  junit: {}", o.report_dir.join("junit.xml").display());
+    crate::outln!("  report: {}", o.report_dir.join("report.json").display());
+    crate::outln!("  summary: {}", o.report_dir.join("summary.md").display());
+    crate::outln!("  html: {}", o.report_dir.join("report.html").display());
+    crate::outln!("  junit: {}", o.report_dir.join("junit.xml").display());
     if let Some(s) = &r.score {
-        println!("  resilience score: {}/100", s.value);
+        crate::outln!("  resilience score: {}/100", s.value);
     }
 }
 
@@ -371,9 +371,10 @@ async fn demo_cmd(args: DemoArgs) -> anyhow::Result<i32> {
         health_interval: args.health_interval.get(),
         exe: None,
     };
-    eprintln!(
+    crate::errln!(
         "rattle demo: starting {} workers behind http://127.0.0.1:{}/",
-        cfg.replicas, cfg.port
+        cfg.replicas,
+        cfg.port
     );
     demo::run_standalone(cfg, shutdown_signal()).await?;
     Ok(exit::OK)

@@ -47,9 +47,9 @@ pub async fn proxy_cmd(args: ProxyArgs) -> anyhow::Result<i32> {
     }
     let addr = listener.local_addr().context("the API address")?;
     for p in reg.list().await {
-        println!("proxy {}: {} -> {}", p.name, p.listen, p.upstream);
+        crate::outln!("proxy {}: {} -> {}", p.name, p.listen, p.upstream);
     }
-    println!("rattle proxy: Toxiproxy-compatible API on http://{addr}");
+    crate::outln!("rattle proxy: Toxiproxy-compatible API on http://{addr}");
     let cancel = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(api::serve(listener, reg.clone(), cancel.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -36,15 +36,15 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<i32> {
     let left = journal.leftovers()?;
     let running = journal.list()?.len() - left.len();
     if left.is_empty() {
-        println!("nothing to recover in {}", journal.dir().display());
+        crate::outln!("nothing to recover in {}", journal.dir().display());
         if running > 0 {
-            println!(
+            crate::outln!(
                 "({running} entries belong to runs still in progress; they revert their own faults)"
             );
         }
         return Ok(exit::OK);
     }
-    println!(
+    crate::outln!(
         "{} fault(s) left by runs that are no longer alive ({}):",
         left.len(),
         journal.dir().display()
@@ -58,20 +58,23 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<i32> {
                     .map(|t| t.to_string())
                     .collect::<Vec<_>>()
                     .join("; ");
-                println!(
+                crate::outln!(
                     "  {} / {} ({}) since {}: {targets}",
-                    e.experiment, e.fault, e.token.kind, e.written_at
+                    e.experiment,
+                    e.fault,
+                    e.token.kind,
+                    e.written_at
                 );
             }
-            Err(why) => println!("  {}: unreadable: {why}", f.path.display()),
+            Err(why) => crate::outln!("  {}: unreadable: {why}", f.path.display()),
         }
     }
     if args.dry_run {
-        println!("dry run: nothing was reverted");
+        crate::outln!("dry run: nothing was reverted");
         return Ok(exit::OK);
     }
     if !args.yes && !confirm()? {
-        eprintln!("not confirmed: nothing was reverted");
+        crate::errln!("not confirmed: nothing was reverted");
         return Ok(exit::BAD_INPUT);
     }
     let env = fault::FaultEnv::with_kube_context(args.context.clone());
@@ -81,7 +84,7 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<i32> {
             Ok(e) => e,
             Err(why) => {
                 failed += 1;
-                eprintln!(
+                crate::errln!(
                     "cannot revert {}: unreadable entry ({why}); inspect and remove it by hand",
                     f.path.display()
                 );
@@ -91,16 +94,19 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<i32> {
         match fault::revert(&env, &entry.token).await {
             Ok(()) => {
                 journal.remove(&f.path)?;
-                println!(
+                crate::outln!(
                     "reverted: {} / {} ({})",
-                    entry.experiment, entry.fault, entry.token.kind
+                    entry.experiment,
+                    entry.fault,
+                    entry.token.kind
                 );
             }
             Err(e) => {
                 failed += 1;
-                eprintln!(
+                crate::errln!(
                     "revert of {} / {} failed: {e}; it stays in the journal",
-                    entry.experiment, entry.fault
+                    entry.experiment,
+                    entry.fault
                 );
             }
         }

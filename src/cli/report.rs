@@ -53,7 +53,7 @@ pub struct CompareArgs {
 
 fn read(path: &Path) -> Result<report::Report, i32> {
     report::read(path).map_err(|e| {
-        eprintln!("error: {e}");
+        crate::errln!("error: {e}");
         exit::BAD_INPUT
     })
 }
@@ -74,11 +74,11 @@ pub fn report_cmd(args: ReportArgs) -> anyhow::Result<i32> {
     match &args.out {
         Some(path) => {
             if let Err(e) = std::fs::write(path, text) {
-                eprintln!("error: {}: cannot write: {e}", path.display());
+                crate::errln!("error: {}: cannot write: {e}", path.display());
                 return Ok(exit::BAD_INPUT);
             }
         }
-        None => print!("{text}"),
+        None => crate::out!("{text}"),
     }
     Ok(exit::OK)
 }
@@ -90,7 +90,7 @@ pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<i32> {
         match compare::parse_allowance(a) {
             Ok(a) => allowances.push(a),
             Err(e) => {
-                eprintln!("error: --max-regression {e}");
+                crate::errln!("error: --max-regression {e}");
                 return Ok(exit::BAD_INPUT);
             }
         }
@@ -102,11 +102,11 @@ pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<i32> {
     let deltas = match compare::compare(&old, &new, &allowances) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return Ok(exit::BAD_INPUT);
         }
     };
-    print!("{}", compare::render(&old, &new, &deltas));
+    crate::out!("{}", compare::render(&old, &new, &deltas));
     Ok(if deltas.iter().any(|d| d.regressed) {
         exit::FAILED
     } else {

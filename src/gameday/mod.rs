@@ -78,11 +78,17 @@ const SYNTAX_HELP: &str = "a game-day file";
 /// Reads, parses and validates a game-day file and every experiment it names.
 pub fn load(path: &Path) -> Result<GameDay, ExperimentError> {
     let text = experiment::parse::read_text(path)?;
+    load_str(&text, path)
+}
+
+/// Parses and validates game-day text as if read from `path` (experiments are found relative
+/// to its directory).
+pub fn load_str(text: &str, path: &Path) -> Result<GameDay, ExperimentError> {
     let invalid = |diagnostics| ExperimentError::Invalid {
         path: path.to_path_buf(),
         diagnostics,
     };
-    let spec: GameDayFile = experiment::parse::parse_yaml(&text).map_err(|mut d| {
+    let spec: GameDayFile = experiment::parse::parse_yaml(text).map_err(|mut d| {
         if d.message.contains("missing field") {
             d.message = format!(
                 "{} ({SYNTAX_HELP} needs version, name and experiments)",
@@ -167,6 +173,17 @@ fn validate(spec: GameDayFile, base: &Path, file: &Path) -> Result<GameDay, Vec<
     let schedule = spec.schedule.as_ref().and_then(|s| {
         let tz = s.timezone.as_ref().map(|t| t.as_str());
         match Schedule::parse(&s.cron, tz) {
+            Ok(parsed) if parsed.next_after(chrono::Utc::now()).is_none() => {
+                problems.push(diag(
+                    &s.cron,
+                    "schedule.cron",
+                    format!(
+                        "cron expression {:?} never fires (no such date)",
+                        parsed.expr
+                    ),
+                ));
+                None
+            }
             Ok(s) => Some(s),
             Err(msg) => {
                 problems.push(match (&s.timezone, when::parse_tz(tz)) {

@@ -58,7 +58,7 @@ impl Printer {
         let line = line.trim_end();
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => crate::errln!("{line}"),
         }
     }
 
@@ -68,7 +68,7 @@ impl Printer {
                 bar.set_message(line);
                 bar.tick();
             }
-            None if !self.quiet => eprintln!("{line}"),
+            None if !self.quiet => crate::errln!("{line}"),
             None => {}
         }
     }

@@ -356,3 +356,19 @@ proptest! {
         let _ = rattle::experiment::parse_str(&s);
     }
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    // `rattle schema | head -c 1`: the reader goes away; rattle must not panic on the write.
+    let mut child = rattle()
+        .arg("schema")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn rattle");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}

@@ -704,3 +704,41 @@ fn emit_uses_a_cluster_role_only_for_cluster_wide_access_and_refuses_seconds() {
     );
     assert!(out.stdout.is_empty(), "nothing may be printed on refusal");
 }
+
+const GOOD: &str = r#"version: 1
+name: weekly
+experiments: ["../../experiments/quickstart.yaml", "../../experiments/proxy-*.yaml"]
+pause: 5s
+halt_on_failure: false
+schedule: { cron: "0 10 * * TUE", timezone: Europe/Berlin }
+window: { days: [mon-fri], from: "09:00", to: "17:00" }
+notify:
+  webhook: { url: "https://hooks.example.com/x", retries: 2, backoff: 1s, when: failure }
+"#;
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+    #[test]
+    fn arbitrary_game_day_text_never_panics(s in "\\PC{0,300}") {
+        let _ = rattle::gameday::load_str(&s, &repo().join("experiments/gamedays/x.yaml"));
+    }
+
+    #[test]
+    fn mutated_game_day_never_panics(pos in 0usize..420, len in 0usize..8, insert in "\\PC{0,8}") {
+        let mut s = GOOD.to_string();
+        let pos = pos.min(s.len());
+        let pos = (0..=pos).rev().find(|p| s.is_char_boundary(*p)).unwrap_or(0);
+        let end = (pos + len).min(s.len());
+        let end = (end..=s.len()).find(|p| s.is_char_boundary(*p)).unwrap_or(s.len());
+        s.replace_range(pos..end, &insert);
+        let _ = rattle::gameday::load_str(&s, &repo().join("experiments/gamedays/x.yaml"));
+    }
+}
+
+#[test]
+fn the_good_game_day_of_the_property_tests_is_valid() {
+    let gd = rattle::gameday::load_str(GOOD, &repo().join("experiments/gamedays/x.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(gd.experiments.len(), 3);
+}
