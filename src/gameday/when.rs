@@ -60,6 +60,8 @@ impl Schedule {
     /// The first occurrence strictly after `t`; `None` if there is none (an impossible date
     /// like 30 February).
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // croner keeps the start's fraction of a second; occurrences are whole seconds.
+        let t = t.with_nanosecond(0).unwrap_or(t);
         self.cron
             .find_next_occurrence(&t.with_timezone(&self.tz), false)
             .ok()

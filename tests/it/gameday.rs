@@ -436,6 +436,13 @@ fn the_scheduler_runs_a_seconds_schedule_twice_and_skips_overlaps() {
         .collect();
     let ran: Vec<&Value> = entries.iter().filter(|e| e["event"] == "ran").collect();
     assert_eq!(ran.len(), 2, "{history}");
+    // Due times are the cron's whole seconds, not offsets from when the scheduler started.
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["scheduled_for"].as_str().is_some_and(|t| t.ends_with(".000Z"))),
+        "{history}"
+    );
     for r in &ran {
         assert_eq!(r["verdict"], "pass");
         let index = PathBuf::from(r["report"].as_str().expect("report"));
