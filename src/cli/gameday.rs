@@ -59,8 +59,12 @@ pub struct GamedayRunArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Run even outside the game day's allowed window.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "skip_outside_window")]
     pub ignore_window: bool,
+    /// Outside the allowed window, say so and exit 0 instead of refusing with exit 2 (what the
+    /// emitted CronJob uses: a run outside the window is skipped, not a failed job).
+    #[arg(long)]
+    pub skip_outside_window: bool,
     /// Validate, show each experiment's plan and the schedule, touch nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -158,14 +162,15 @@ fn warn_webhook_env(gd: &GameDay) {
     }
 }
 
-/// Asks once for every outside target of the game days, unless `--yes`.
-async fn confirm_targets(gds: &[GameDay], flags: &RunFlags) -> anyhow::Result<bool> {
+/// Asks once for every outside target of the game days (chosen with `seed`, as the run will),
+/// unless `--yes`.
+async fn confirm_targets(gds: &[GameDay], flags: &RunFlags, seed: u64) -> anyhow::Result<bool> {
     if flags.yes {
         return Ok(true);
     }
     let mut outside = Vec::new();
     for gd in gds {
-        outside.extend(gdrun::outside_targets(gd, flags.context.clone()).await);
+        outside.extend(gdrun::outside_targets(gd, seed, flags.context.clone()).await);
     }
     Ok(outside.is_empty() || super::confirm(&outside)?)
 }
@@ -206,11 +211,22 @@ async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<i32> {
         return dry_run(&gd, &args).await;
     }
     if let Err(e) = gdrun::check_window(&gd, args.ignore_window, chrono::Utc::now()) {
+        if args.skip_outside_window {
+            crate::outln!("skipped: {}: {e}", gd.file.display());
+            return Ok(exit::OK);
+        }
         crate::errln!("error: {}: {e}", gd.file.display());
         return Ok(exit::BAD_INPUT);
     }
     warn_webhook_env(&gd);
-    if !confirm_targets(std::slice::from_ref(&gd), &args.flags).await? {
+    // One seed for every experiment of this game day, chosen now: the targets confirmed are
+    // the targets faulted, and `--seed` replays the whole game day.
+    let seed = args.flags.seed.unwrap_or_else(rand::random);
+    log_line(&format!(
+        "game day {}: seed {seed} (replay with --seed {seed})",
+        gd.name()
+    ));
+    if !confirm_targets(std::slice::from_ref(&gd), &args.flags, seed).await? {
         crate::errln!("not confirmed: nothing was touched");
         return Ok(exit::BAD_INPUT);
     }
@@ -222,6 +238,7 @@ async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<i32> {
     });
     let mut s = settings(&args.flags, out.clone());
     s.yes = true; // confirmed above
+    s.seed = Some(seed);
     s.ignore_window = args.ignore_window;
     let stop = CancellationToken::new();
     let signal_stop = stop.clone();
@@ -310,6 +327,9 @@ pub async fn schedule_cmd(args: ScheduleArgs) -> anyhow::Result<i32> {
         };
         let mut docs = Vec::new();
         for gd in &gds {
+            for w in emit::warnings(gd) {
+                crate::errln!("warning: {}: {w}", gd.file.display());
+            }
             match emit::cronjob(gd, &s) {
                 Ok(d) => docs.push(d),
                 Err(e) => {
@@ -334,7 +354,8 @@ pub async fn schedule_cmd(args: ScheduleArgs) -> anyhow::Result<i32> {
     }
     // The scheduler runs unattended: what the experiments would act on is confirmed now, once
     // (or in advance with --yes), for every run.
-    if !confirm_targets(&gds, &args.flags).await? {
+    let seed = args.flags.seed.unwrap_or_else(rand::random);
+    if !confirm_targets(&gds, &args.flags, seed).await? {
         crate::errln!("not confirmed: nothing was scheduled");
         return Ok(exit::BAD_INPUT);
     }

@@ -57,7 +57,8 @@ impl GameDay {
     }
 
     /// The longest a whole game day can take, from its experiments' durations, recovery
-    /// timeouts and pauses (for the CronJob's deadline).
+    /// timeouts, pauses and the notification's retries, plus a margin (the CronJob's
+    /// deadline).
     pub fn longest(&self) -> Duration {
         let runs: Duration = self
             .experiments
@@ -69,7 +70,20 @@ impl GameDay {
             })
             .sum();
         let pauses = self.pause() * u32::try_from(self.experiments.len()).unwrap_or(u32::MAX);
-        runs + pauses
+        // The notification: every attempt's timeout and every backoff (capped at a minute).
+        let notify = self.spec.notify.as_ref().map_or(Duration::ZERO, |n| {
+            let w = &n.webhook;
+            let attempts = 1 + *w.retries;
+            let mut backoff = Duration::ZERO;
+            let mut b = w.backoff.get();
+            for _ in 0..*w.retries {
+                backoff += b.min(Duration::from_secs(60));
+                b *= 2;
+            }
+            w.timeout.get() * attempts + backoff
+        });
+        // Starting up (image pull, cluster client) and writing reports.
+        runs + pauses + notify + Duration::from_secs(300)
     }
 }
 
@@ -124,8 +138,7 @@ fn validate(spec: GameDayFile, base: &Path, file: &Path) -> Result<GameDay, Vec<
         ));
     }
     let name = spec.name.trim();
-    if name.is_empty()
-        || name.starts_with('.')
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
@@ -133,8 +146,8 @@ fn validate(spec: GameDayFile, base: &Path, file: &Path) -> Result<GameDay, Vec<
         problems.push(diag(
             &spec.name,
             "name",
-            "must be non-empty and contain only letters, digits, '-', '_' and '.' (it names \
-             report directories and Kubernetes objects)",
+            "must start with a letter or digit and contain only letters, digits, '-', '_' and \
+             '.' (it names report directories and Kubernetes objects)",
         ));
     }
 
@@ -149,7 +162,10 @@ fn validate(spec: GameDayFile, base: &Path, file: &Path) -> Result<GameDay, Vec<
     for (i, entry) in spec.experiments.iter().enumerate() {
         let field = format!("experiments[{i}]");
         let paths = match expand(base, entry) {
-            Ok(p) => p,
+            Ok(p) => p
+                .into_iter()
+                .filter(|p| !same_file(p, file))
+                .collect::<Vec<_>>(),
             Err(msg) => {
                 problems.push(diag(entry, field, msg));
                 continue;
@@ -345,6 +361,14 @@ fn expand(base: &Path, entry: &str) -> Result<Vec<PathBuf>, String> {
         ));
     }
     Ok(out)
+}
+
+/// Are `a` and `b` the same file (a glob in a game day must not pick up the game day itself)?
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// `a/b/../c` → `a/c`, lexically (no file system access), so paths read well in reports.

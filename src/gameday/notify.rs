@@ -28,6 +28,13 @@ pub fn check_url(url: &str) -> Result<http::Uri, String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err("has no host".into());
     }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(
+            "has credentials (user:password@) in it: put them in `headers` (e.g. Authorization) \
+             instead"
+                .into(),
+        );
+    }
     Ok(uri)
 }
 
@@ -232,7 +239,8 @@ mod tests {
         assert!(check_url("https://hooks.slack.com/services/T/B/x").is_ok());
         assert!(check_url("ftp://x").is_err());
         assert!(check_url("hooks.slack.com").is_err());
-        let u = check_url("https://user:pw@hooks.example.com:8443/secret/path?token=1").unwrap();
+        assert!(check_url("https://user:pw@hooks.example.com/x").is_err());
+        let u = check_url("https://hooks.example.com:8443/secret/path?token=1").unwrap();
         assert_eq!(redacted(&u), "https://hooks.example.com:8443/…");
     }
 }

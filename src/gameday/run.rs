@@ -49,7 +49,8 @@ pub struct RunSettings {
 pub enum ExperimentStatus {
     /// It ran (whatever its verdict).
     Ran,
-    /// It could not start (planning, confirmation or setup failed): nothing was touched.
+    /// It could not run: planning, confirmation or setup failed (nothing was touched), or
+    /// the runner failed (its report could not be written); see the reason.
     Error,
     /// Not run: an earlier one failed (`halt_on_failure`), the window closed, or the game day
     /// was stopped.
@@ -190,12 +191,13 @@ pub fn check_window(gd: &GameDay, ignore: bool, now: DateTime<Utc>) -> Result<()
 }
 
 /// The targets every experiment would fault now that exist outside the run (processes it did
-/// not start, pods, nodes): these need a confirmation before the game day starts.
-pub async fn outside_targets(gd: &GameDay, kube_context: Option<String>) -> Vec<String> {
+/// not start, pods, nodes), chosen with `seed` as the run will: these need a confirmation
+/// before the game day starts.
+pub async fn outside_targets(gd: &GameDay, seed: u64, kube_context: Option<String>) -> Vec<String> {
     let env = FaultEnv::with_kube_context(kube_context);
     let mut out = Vec::new();
     for e in &gd.experiments {
-        let Ok(plan) = plan::build(e.experiment.clone(), &e.path, Some(0)) else {
+        let Ok(plan) = plan::build(e.experiment.clone(), &e.path, Some(seed)) else {
             continue;
         };
         let resolved = plan.resolve_all(&env).await;
@@ -341,7 +343,16 @@ pub async fn run(
             result.exit_code.unwrap_or(0),
             result.reason
         ));
-        if result.exit_code != Some(exit::OK) && gd.spec.halt_on_failure && !stop.is_cancelled() {
+        if result.exit_code == Some(exit::REVERT_FAILED) {
+            // Something may still be broken: never pile more faults on top, whatever the file
+            // says about halting.
+            halted = Some(format!(
+                "halted: a revert of {name} failed; run `rattle recover` before going on"
+            ));
+        } else if result.exit_code != Some(exit::OK)
+            && gd.spec.halt_on_failure
+            && !stop.is_cancelled()
+        {
             halted = Some(format!("halted: {name} did not pass (halt_on_failure)"));
         }
         results.push(result);
@@ -404,7 +415,7 @@ async fn run_one(
     let stop = stop.clone();
     runner::run(plan, opts, async move { stop.cancelled().await })
         .await
-        .map_err(|err| crate::probe::error_chain(&err))
+        .map_err(|err| format!("the run failed: {}", crate::probe::error_chain(&err)))
 }
 
 /// The combined report from the experiments' results.

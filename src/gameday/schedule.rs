@@ -138,6 +138,14 @@ struct History {
 }
 
 impl History {
+    /// Appends, logging a failure instead of returning it: the scheduler must never stop
+    /// (abandoning a run in progress) because its history file cannot be written.
+    fn record(&self, e: &HistoryEntry, log: &(dyn Fn(&str) + Send + Sync)) {
+        if let Err(err) = self.append(e) {
+            log(&format!("scheduler: warning: {err}"));
+        }
+    }
+
     fn append(&self, e: &HistoryEntry) -> Result<(), ScheduleError> {
         let err = |source| ScheduleError::History {
             path: self.path.clone(),
@@ -202,6 +210,16 @@ pub async fn run_scheduler(
     let history = History {
         path: settings.out_dir.join("history.jsonl"),
     };
+    // A history that cannot be written is refused now, before anything runs; later failures
+    // are logged, never fatal.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&history.path)
+        .map_err(|source| ScheduleError::History {
+            path: history.path.clone(),
+            source,
+        })?;
     let now = Utc::now();
     let mut next: Vec<DateTime<Utc>> = Vec::with_capacity(schedules.len());
     for (gd, s) in gamedays.iter().zip(&schedules) {
@@ -238,11 +256,20 @@ pub async fn run_scheduler(
         tokio::select! {
             _ = wait_until(due) => {
                 let s = &schedules[i];
-                next[i] = match s.next_after(due) {
-                    Some(n) => n,
-                    None => DateTime::<Utc>::MAX_UTC,
-                };
+                let now = Utc::now();
+                // After a suspend or a clock jump, due times that passed meanwhile are not
+                // fired in a burst: the next one is the first after now.
+                next[i] = s.next_after(due.max(now)).unwrap_or(DateTime::<Utc>::MAX_UTC);
                 let gd = &gamedays[i];
+                let late = now - due;
+                if late > chrono::Duration::seconds(5) {
+                    log(&format!(
+                        "scheduler: {} due at {} fired {} s late (the machine slept or the clock                          jumped); due times passed meanwhile are not caught up",
+                        gd.name(),
+                        rfc(due),
+                        late.num_seconds()
+                    ));
+                }
                 let skip = |reason: String| HistoryEntry {
                     gameday: gd.name().to_string(),
                     file: gd.file.display().to_string(),
@@ -266,13 +293,13 @@ pub async fn run_scheduler(
                         rfc(r.scheduled_for)
                     );
                     log(&format!("scheduler: {} due at {}: skipped, {reason}", gd.name(), rfc(due)));
-                    history.append(&skip(reason))?;
+                    history.record(&skip(reason), &*log);
                     continue;
                 }
                 if let Some(w) = &gd.window && !w.contains(Utc::now()) {
                     let reason = format!("outside the allowed window ({w})");
                     log(&format!("scheduler: {} due at {}: skipped, {reason}", gd.name(), rfc(due)));
-                    history.append(&skip(reason))?;
+                    history.record(&skip(reason), &*log);
                     continue;
                 }
                 // Re-read the file: experiments edited since the start take effect now.
@@ -281,7 +308,7 @@ pub async fn run_scheduler(
                     Err(e) => {
                         let reason = format!("cannot load the game day: {e}");
                         log(&format!("scheduler: {} due at {}: {reason}", gd.name(), rfc(due)));
-                        history.append(&HistoryEntry { event: "error".into(), ..skip(reason) })?;
+                        history.record(&HistoryEntry { event: "error".into(), ..skip(reason) }, &*log);
                         continue;
                     }
                 };
@@ -291,8 +318,8 @@ pub async fn run_scheduler(
                     .join(crate::report::dir_name(gd.name(), started.timestamp_millis()));
                 let mut rs = settings.run.clone();
                 rs.out_dir = dir.clone();
-                // The window was checked above; a run must not refuse because it started a
-                // moment after the window's edge.
+                // The run checks the window again itself (at start and before each
+                // experiment), so no experiment starts after it closes.
                 rs.ignore_window = false;
                 let token = CancellationToken::new();
                 let task_token = token.clone();
@@ -320,7 +347,7 @@ pub async fn run_scheduler(
             } => {
                 let Some(r) = running.take() else { continue };
                 finished_runs += 1;
-                let code = record(&gamedays[r.index], &r, result, &history, &*log)?;
+                let code = record(&gamedays[r.index], &r, result, &history, &*log);
                 worst = worst.max(code);
             }
             _ = stop.cancelled() => {
@@ -331,7 +358,7 @@ pub async fn run_scheduler(
                     ));
                     r.stop.cancel();
                     let result = (&mut r.handle).await;
-                    let code = record(&gamedays[r.index], &r, result, &history, &*log)?;
+                    let code = record(&gamedays[r.index], &r, result, &history, &*log);
                     worst = worst.max(code);
                 }
                 log("scheduler: stopped");
@@ -349,7 +376,7 @@ fn record(
     result: Result<Result<GameDayReport, String>, tokio::task::JoinError>,
     history: &History,
     log: &(dyn Fn(&str) + Send + Sync),
-) -> Result<i32, ScheduleError> {
+) -> i32 {
     let mut entry = HistoryEntry {
         gameday: gd.name().to_string(),
         file: gd.file.display().to_string(),
@@ -396,6 +423,6 @@ fn record(
             .to_uppercase(),
         code
     ));
-    history.append(&entry)?;
-    Ok(code)
+    history.record(&entry, log);
+    code
 }

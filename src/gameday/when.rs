@@ -61,11 +61,30 @@ impl Schedule {
     /// like 30 February).
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // croner keeps the start's fraction of a second; occurrences are whole seconds.
-        let t = t.with_nanosecond(0).unwrap_or(t);
-        self.cron
-            .find_next_occurrence(&t.with_timezone(&self.tz), false)
-            .ok()
-            .map(|d| d.with_timezone(&Utc))
+        let t0 = t.with_nanosecond(0).unwrap_or(t);
+        // croner searches in local wall time: in a repeated hour (daylight saving ends) it may
+        // answer with the earlier instant of an ambiguous time. Only instants after `t` count.
+        let mut from = t0;
+        for _ in 0..4 {
+            let next = self
+                .cron
+                .find_next_occurrence(&from.with_timezone(&self.tz), false)
+                .ok()?
+                .with_timezone(&Utc);
+            if next > t {
+                return Some(next);
+            }
+            // The same wall time's later instant (the second pass through the hour)?
+            let local = next.with_timezone(&self.tz).naive_local();
+            if let Some(later) = self.tz.from_local_datetime(&local).latest()
+                && later.with_timezone(&Utc) > t
+            {
+                return Some(later.with_timezone(&Utc));
+            }
+            // Past the repeated period (an hour at most in practice), then search again.
+            from = from.max(next) + chrono::Duration::hours(1);
+        }
+        None
     }
 
     /// The next `n` occurrences after `t`.
@@ -109,6 +128,17 @@ impl Schedule {
             return Ok(());
         }
         let upper = self.expr.to_ascii_uppercase();
+        // Kubernetes reads day-of-week 0-6 only (croner also takes 7 for Sunday).
+        if let Some(dow) = upper.split_whitespace().nth(4)
+            && dow
+                .split([',', '-', '/'])
+                .any(|part| part.parse::<u32>().is_ok_and(|n| n > 6))
+        {
+            return Err(format!(
+                "day-of-week field {dow:?} uses 7, which a Kubernetes CronJob does not accept: \
+                 write Sunday as 0 or SUN"
+            ));
+        }
         // Month and day names contain no L, W or # except ...: check per field, ignoring names.
         for field in upper.split_whitespace() {
             let stripped: String = field
@@ -319,6 +349,18 @@ mod tests {
                 .is_err()
         );
         assert!(
+            Schedule::parse("0 3 * * 5-7", None)
+                .unwrap()
+                .kubernetes_compatible()
+                .is_err()
+        );
+        assert!(
+            Schedule::parse("*/7 * * * 1", None)
+                .unwrap()
+                .kubernetes_compatible()
+                .is_ok()
+        );
+        assert!(
             Schedule::parse("0 10 * JUL-DEC SAT", None)
                 .unwrap()
                 .kubernetes_compatible()
@@ -342,6 +384,26 @@ mod tests {
             s.next_after(utc("2026-03-28T12:00:00Z")),
             Some(utc("2026-03-29T08:00:00Z"))
         );
+    }
+
+    #[test]
+    fn the_repeated_hour_never_yields_a_past_instant() {
+        // Berlin, 2026-10-25: 02:00-03:00 happens twice (00:00-01:00 UTC in CEST, 01:00-02:00
+        // UTC in CET). From 02:10 of the second pass, 02:30 is 01:30 UTC, not 00:30 UTC.
+        let s = Schedule::parse("30 2 * * *", Some("Europe/Berlin")).unwrap();
+        assert_eq!(
+            s.next_after(utc("2026-10-25T01:10:00Z")),
+            Some(utc("2026-10-25T01:30:00Z"))
+        );
+        for start in [
+            "2026-10-25T00:10:00Z",
+            "2026-10-25T00:45:00Z",
+            "2026-10-25T01:45:00Z",
+        ] {
+            let t = utc(start);
+            let n = s.next_after(t).unwrap();
+            assert!(n > t, "{start}: {n}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -341,6 +341,16 @@ fn outside_the_window_nothing_runs() {
     assert!(stderr.contains("outside the allowed window"), "{stderr}");
     assert!(!out.exists(), "nothing may run or be written");
     assert_eq!(proc_state(target.0.id()).map(|c| c != 'T'), Some(true));
+    // What the emitted CronJob runs: a skip, not a failed job.
+    let mut cmd = rattle();
+    cmd.args(["gameday", "run", "--yes", "--skip-outside-window"])
+        .arg(&gd)
+        .arg("--out")
+        .arg(&out);
+    let (code, stdout, stderr) = run_bounded_cmd(cmd, Duration::from_secs(30));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("skipped"), "{stdout}");
+    assert!(!out.exists(), "nothing may run or be written");
 }
 
 #[test]
@@ -438,9 +448,9 @@ fn the_scheduler_runs_a_seconds_schedule_twice_and_skips_overlaps() {
     assert_eq!(ran.len(), 2, "{history}");
     // Due times are the cron's whole seconds, not offsets from when the scheduler started.
     assert!(
-        entries
-            .iter()
-            .all(|e| e["scheduled_for"].as_str().is_some_and(|t| t.ends_with(".000Z"))),
+        entries.iter().all(|e| e["scheduled_for"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(".000Z"))),
         "{history}"
     );
     for r in &ran {
@@ -558,6 +568,7 @@ fn emitted_cronjob_manifests_parse_into_kubernetes_types() {
             "Role",
             "RoleBinding",
             "ConfigMap",
+            "PersistentVolumeClaim",
             "CronJob"
         ],
         "{yaml}"
@@ -613,6 +624,23 @@ fn emitted_cronjob_manifests_parse_into_kubernetes_types() {
     assert_eq!(c.image.as_deref(), Some("registry.example.com/rattle:1"));
     let args = c.args.clone().expect("args");
     assert_eq!(&args[..3], ["gameday", "run", "/etc/rattle/gameday.yaml"]);
+    assert!(
+        args.iter().any(|a| a == "--skip-outside-window"),
+        "{args:?}"
+    );
+    // The journal survives the pod; the next job's init container reverts leftovers.
+    let init = &pod.init_containers.clone().expect("init containers")[0];
+    assert_eq!(init.args.clone().expect("args")[..2], ["recover", "--yes"]);
+    let pvc: PersistentVolumeClaim =
+        serde_saphyr::from_str(get("PersistentVolumeClaim")).expect("pvc");
+    let claim = pod
+        .volumes
+        .clone()
+        .expect("volumes")
+        .into_iter()
+        .find_map(|v| v.persistent_volume_claim)
+        .expect("a claim");
+    assert_eq!(Some(claim.claim_name), pvc.metadata.name);
     let env = c.env.clone().expect("env");
     assert!(env.iter().any(|e| {
         e.name == "RATTLE_WEBHOOK_URL"
@@ -748,4 +776,53 @@ fn the_good_game_day_of_the_property_tests_is_valid() {
     let gd = rattle::gameday::load_str(GOOD, &repo().join("experiments/gamedays/x.yaml"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(gd.experiments.len(), 3);
+}
+
+#[test]
+fn an_unwritable_history_never_abandons_a_running_fault() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = format!("rattle-gd-hist-{}", std::process::id());
+    let target = sleeper(&marker);
+    write(
+        dir.path(),
+        "exp.yaml",
+        &format!(
+            r#"version: 1
+name: hold
+steady_state: {{ warmup: 0s, hold: 200ms }}
+faults:
+  - name: freeze
+    at: 200ms
+    duration: 2s
+    process-pause: {{ match: "^{marker} ", mode: all }}
+duration: 3s
+"#
+        ),
+    );
+    let gd = write(
+        dir.path(),
+        "gd.yaml",
+        "version: 1\nname: hist\nexperiments: [exp.yaml]\nschedule: { cron: \"* * * * * *\" }\n",
+    );
+    let out = dir.path().join("sched");
+    let mut cmd = rattle();
+    cmd.arg("schedule")
+        .arg(&gd)
+        .args(["--max-runs", "1", "--yes", "--out"])
+        .arg(&out)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut sched = Guard(cmd.spawn().expect("spawn rattle schedule"));
+    wait_for_state(target.0.id(), 'T', "paused by the scheduled run");
+    // The history file becomes unwritable while the fault is active.
+    let history = out.join("history.jsonl");
+    std::fs::remove_file(&history).expect("remove history");
+    std::fs::create_dir(&history).expect("a directory in its place");
+    let (code, _, stderr) = wait_run(&mut sched, Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resumed(target.0.id()), "the paused target was left behind");
+    assert!(stderr.contains("warning: history file"), "{stderr}");
 }

@@ -93,6 +93,18 @@ fn is_daemon_or_mirror(p: &Pod) -> bool {
     owned_by_ds || mirror
 }
 
+/// Environment variables naming rattle's own pod (set through the downward API by the emitted
+/// CronJob): a drain must not evict the pod that is running it, or nothing would revert.
+pub const OWN_POD_ENV: (&str, &str) = ("RATTLE_POD_NAMESPACE", "RATTLE_POD_NAME");
+
+fn is_own_pod(p: &Pod) -> bool {
+    let (Ok(ns), Ok(name)) = (std::env::var(OWN_POD_ENV.0), std::env::var(OWN_POD_ENV.1)) else {
+        return false;
+    };
+    p.metadata.namespace.as_deref() == Some(ns.as_str())
+        && p.metadata.name.as_deref() == Some(name.as_str())
+}
+
 impl NodeDrainSpec {
     async fn choose(&self, client: &kube::Client, rng: &mut StdRng) -> Result<Vec<Node>> {
         let mut lp = ListParams::default();
@@ -136,7 +148,11 @@ impl NodeDrainSpec {
             .list(&lp)
             .await
             .map_err(|e| kube_err(&format!("listing the pods of node {node}"), e))?;
-        for p in pods.items.iter().filter(|p| !is_daemon_or_mirror(p)) {
+        for p in pods
+            .items
+            .iter()
+            .filter(|p| !is_daemon_or_mirror(p) && !is_own_pod(p))
+        {
             let (Some(ns), Some(name)) =
                 (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
             else {
