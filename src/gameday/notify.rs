@@ -65,6 +65,19 @@ pub struct Delivery {
     pub error: Option<String>,
 }
 
+impl Delivery {
+    /// Nothing was sent, because of `error` (logged).
+    fn not_sent(error: String, log: &(dyn Fn(&str) + Send + Sync)) -> Self {
+        log(&format!("notify: {error}"));
+        Delivery {
+            delivered: false,
+            attempts: 0,
+            status: None,
+            error: Some(error),
+        }
+    }
+}
+
 /// Sends `body` to the webhook, retrying as the spec says. `stop`: when cancelled, no further
 /// retry is made (a game day being shut down still gets one attempt).
 pub async fn send(
@@ -78,45 +91,26 @@ pub async fn send(
         (None, Some(var)) => match std::env::var(var.as_str()) {
             Ok(u) if !u.trim().is_empty() => u,
             _ => {
-                let error = format!(
-                    "environment variable {} (notify.webhook.url_env) is not set: no notification sent",
-                    var.as_str()
+                return Delivery::not_sent(
+                    format!(
+                        "environment variable {} (notify.webhook.url_env) is not set: no \
+                         notification sent",
+                        var.as_str()
+                    ),
+                    log,
                 );
-                log(&format!("notify: {error}"));
-                return Delivery {
-                    delivered: false,
-                    attempts: 0,
-                    status: None,
-                    error: Some(error),
-                };
             }
         },
         (None, None) => String::new(),
     };
     let uri = match check_url(url.trim()) {
         Ok(u) => u,
-        Err(e) => {
-            let error = format!("webhook URL {e}: no notification sent");
-            log(&format!("notify: {error}"));
-            return Delivery {
-                delivered: false,
-                attempts: 0,
-                status: None,
-                error: Some(error),
-            };
-        }
+        Err(e) => return Delivery::not_sent(format!("webhook URL {e}: no notification sent"), log),
     };
     let shown = redacted(&uri);
     let tls = match crate::load::tls::client_config(&crate::load::ClientOptions::default()) {
         Ok(t) => t,
-        Err(e) => {
-            return Delivery {
-                delivered: false,
-                attempts: 0,
-                status: None,
-                error: Some(format!("TLS: {e}")),
-            };
-        }
+        Err(e) => return Delivery::not_sent(format!("TLS: {e}: no notification sent"), log),
     };
     let mut http = HttpConnector::new();
     http.enforce_http(false);

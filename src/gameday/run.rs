@@ -318,19 +318,10 @@ pub async fn run(
                 }
             }
             Err(reason) => ExperimentResult {
-                name: name.clone(),
-                file: file.clone(),
                 status: ExperimentStatus::Error,
                 verdict: Some(Verdict::Error),
                 exit_code: Some(exit::BAD_INPUT),
-                reason,
-                report_dir: None,
-                score: None,
-                seed: None,
-                started_at: None,
-                duration_ms: None,
-                failed_requests: None,
-                max_recovery_ms: None,
+                ..skip(reason)
             },
         };
         log(&format!(

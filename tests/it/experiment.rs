@@ -347,12 +347,7 @@ proptest! {
 
     #[test]
     fn mutated_good_file_never_panics(pos in 0usize..600, len in 0usize..8, insert in "\\PC{0,8}") {
-        let mut s = GOOD.to_string();
-        let pos = pos.min(s.len());
-        let pos = (0..=pos).rev().find(|p| s.is_char_boundary(*p)).unwrap_or(0);
-        let end = (pos + len).min(s.len());
-        let end = (end..=s.len()).find(|p| s.is_char_boundary(*p)).unwrap_or(s.len());
-        s.replace_range(pos..end, &insert);
+        let s = crate::support::mutate(GOOD, pos, len, &insert);
         let _ = rattle::experiment::parse_str(&s);
     }
 }

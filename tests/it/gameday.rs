@@ -155,6 +155,23 @@ duration: 1s
     )
 }
 
+/// Starts `rattle schedule FILE --yes` (not waited for) with its own output and state
+/// directories.
+fn spawn_schedule(gd: &Path, out: &Path, state: &Path, extra: &[&str]) -> Guard {
+    let mut cmd = rattle();
+    cmd.arg("schedule")
+        .arg(gd)
+        .args(extra)
+        .args(["--yes", "--out"])
+        .arg(out)
+        .arg("--state-dir")
+        .arg(state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    Guard(cmd.spawn().expect("spawn rattle schedule"))
+}
+
 fn json(path: &Path) -> Value {
     serde_json::from_str(
         &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
@@ -496,17 +513,7 @@ duration: 70s
         "version: 1\nname: term\nexperiments: [long.yaml]\nschedule: { cron: \"* * * * * *\" }\n",
     );
     let out = dir.path().join("sched");
-    let mut cmd = rattle();
-    cmd.arg("schedule")
-        .arg(&gd)
-        .args(["--yes", "--out"])
-        .arg(&out)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut sched = Guard(cmd.spawn().expect("spawn rattle schedule"));
+    let mut sched = spawn_schedule(&gd, &out, &dir.path().join("state"), &[]);
     wait_for_state(target.0.id(), 'T', "paused by the scheduled run");
     let sent = Instant::now();
     signal(&sched, Signal::SIGTERM);
@@ -761,12 +768,7 @@ proptest::proptest! {
 
     #[test]
     fn mutated_game_day_never_panics(pos in 0usize..420, len in 0usize..8, insert in "\\PC{0,8}") {
-        let mut s = GOOD.to_string();
-        let pos = pos.min(s.len());
-        let pos = (0..=pos).rev().find(|p| s.is_char_boundary(*p)).unwrap_or(0);
-        let end = (pos + len).min(s.len());
-        let end = (end..=s.len()).find(|p| s.is_char_boundary(*p)).unwrap_or(s.len());
-        s.replace_range(pos..end, &insert);
+        let s = crate::support::mutate(GOOD, pos, len, &insert);
         let _ = rattle::gameday::load_str(&s, &repo().join("experiments/gamedays/x.yaml"));
     }
 }
@@ -805,17 +807,7 @@ duration: 3s
         "version: 1\nname: hist\nexperiments: [exp.yaml]\nschedule: { cron: \"* * * * * *\" }\n",
     );
     let out = dir.path().join("sched");
-    let mut cmd = rattle();
-    cmd.arg("schedule")
-        .arg(&gd)
-        .args(["--max-runs", "1", "--yes", "--out"])
-        .arg(&out)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut sched = Guard(cmd.spawn().expect("spawn rattle schedule"));
+    let mut sched = spawn_schedule(&gd, &out, &dir.path().join("state"), &["--max-runs", "1"]);
     wait_for_state(target.0.id(), 'T', "paused by the scheduled run");
     // The history file becomes unwritable while the fault is active.
     let history = out.join("history.jsonl");

@@ -203,3 +203,20 @@ pub fn chromium_dump_dom(file: &Path) -> Option<String> {
     assert_eq!(code, 0, "chromium failed: {err}");
     Some(dom)
 }
+
+/// `text` with `len` bytes at `pos` replaced by `insert` (both ends moved to char boundaries):
+/// the mutation of the parsers' property tests.
+pub fn mutate(text: &str, pos: usize, len: usize, insert: &str) -> String {
+    let mut s = text.to_string();
+    let pos = pos.min(s.len());
+    let pos = (0..=pos)
+        .rev()
+        .find(|p| s.is_char_boundary(*p))
+        .unwrap_or(0);
+    let end = (pos + len).min(s.len());
+    let end = (end..=s.len())
+        .find(|p| s.is_char_boundary(*p))
+        .unwrap_or(s.len());
+    s.replace_range(pos..end, insert);
+    s
+}
