@@ -232,7 +232,9 @@ impl H1Conn {
             }
         }
         loop {
-            let mut guard = self.fd.readable().await?;
+            // The poll form keeps one waker slot per direction; `readable()` queues a waiter node
+            // in a locked list and unlinks it again on every wake-up.
+            let mut guard = std::future::poll_fn(|cx| self.fd.poll_read_ready(cx)).await?;
             let room = &mut self.buf[self.end..];
             let cap = room.len();
             match guard.try_io(|s| (&mut s.get_ref()).read(room)) {
