@@ -135,6 +135,69 @@ async fn latency_toxic_p50_within_tolerance_and_revert_restores_baseline() {
     assert!(pct(&after, 0.5) < 50.0, "{after:?}");
 }
 
+/// One round trip of a small message on `s`, in ms.
+async fn rtt_on(s: &mut TcpStream) -> f64 {
+    let t = Instant::now();
+    s.write_all(b"ping1234").await.unwrap();
+    let mut buf = [0u8; 8];
+    timeout(STEP, s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"ping1234");
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Issue #3: a connection copies directly while its proxy has no toxic; a toxic added while
+/// bytes stream through it takes effect on that same connection, and no byte is lost or
+/// reordered by the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_toxic_added_to_a_live_connection_applies_and_loses_nothing() {
+    let reg = Registry::new();
+    let addr = proxy_to(&reg, "live", &echo().await).await;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    rtt_on(&mut s).await;
+    let (mut r, mut w) = s.into_split();
+    const TOTAL: usize = 4 << 20;
+    let pattern: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
+    let sent = pattern.clone();
+    let writer = tokio::spawn(async move {
+        for chunk in sent.chunks(16 * 1024) {
+            w.write_all(chunk).await.unwrap();
+        }
+        w
+    });
+    let mut got = Vec::with_capacity(TOTAL);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut added = false;
+    while got.len() < TOTAL {
+        let n = timeout(STEP, r.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+        if !added && got.len() >= TOTAL / 8 {
+            added = true;
+            for stream in [Stream::Upstream, Stream::Downstream] {
+                let name = format!("{stream:?}");
+                reg.add_toxic(
+                    "live",
+                    toxic(&name, "latency", stream, 1.0, json!({"latency": 30})),
+                )
+                .await
+                .unwrap();
+            }
+        }
+    }
+    assert!(got == pattern, "bytes lost or reordered across the switch");
+    let w = writer.await.unwrap();
+    let mut s = r.reunite(w).unwrap();
+    // The same connection now goes through the toxics: 30 ms each way.
+    assert!(rtt_on(&mut s).await >= 60.0);
+    reg.remove_toxic("live", "Upstream").await.unwrap();
+    reg.remove_toxic("live", "Downstream").await.unwrap();
+    rtt_on(&mut s).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_upstream_and_jitter_stay_in_range() {
     let reg = Registry::new();
