@@ -210,7 +210,7 @@ pub async fn outside_targets(gd: &GameDay, seed: u64, kube_context: Option<Strin
     out
 }
 
-/// Runs the game day now. `stop` ends it early: the running experiment reverts its faults and
+/// Runs the game day now (check the window first with [`check_window`]). `stop` ends it early: the running experiment reverts its faults and
 /// writes a partial report (exit 3), the rest are skipped. Logs one line per step through
 /// `log`. Returns the combined report, already written to `settings.out_dir`, and notified.
 pub async fn run(
@@ -220,7 +220,9 @@ pub async fn run(
     log: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<GameDayReport, GameDayError> {
     let started = Utc::now();
-    check_window(gd, settings.ignore_window, started)?;
+    // The window at the start is the caller's to check (`check_window`: the CLI refuses, the
+    // scheduler skips the due time); from here on it is checked before each experiment, so a
+    // window that closes a moment after the start skips experiments (exit 3) instead.
     std::fs::create_dir_all(&settings.out_dir).map_err(|source| GameDayError::Write {
         path: settings.out_dir.clone(),
         source,

@@ -284,6 +284,7 @@ pub async fn run_scheduler(
                     notification: None,
                 };
                 if settings.max_runs.is_some_and(|m| started_runs >= m) {
+                    history.record(&skip("--max-runs reached: no further run starts".into()), &*log);
                     continue;
                 }
                 if let Some(r) = &running {
