@@ -172,6 +172,35 @@ fn spawn_schedule(gd: &Path, out: &Path, state: &Path, extra: &[&str]) -> Guard 
     Guard(cmd.spawn().expect("spawn rattle schedule"))
 }
 
+/// A game day due every second whose one experiment pauses the sleeper marked `marker` from
+/// 200 ms for `hold`, in a run of `length`.
+fn every_second_pausing(dir: &Path, name: &str, marker: &str, hold: &str, length: &str) -> PathBuf {
+    write(
+        dir,
+        "hold.yaml",
+        &format!(
+            r#"version: 1
+name: hold
+steady_state: {{ warmup: 0s, hold: 200ms }}
+faults:
+  - name: freeze
+    at: 200ms
+    duration: {hold}
+    process-pause: {{ match: "^{marker} ", mode: all }}
+duration: {length}
+"#
+        ),
+    );
+    write(
+        dir,
+        "gd.yaml",
+        &format!(
+            "version: 1\nname: {name}\nexperiments: [hold.yaml]\n\
+             schedule: {{ cron: \"* * * * * *\" }}\n"
+        ),
+    )
+}
+
 fn json(path: &Path) -> Value {
     serde_json::from_str(
         &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
@@ -495,27 +524,7 @@ fn sigterm_stops_the_scheduler_after_reverting_the_running_fault() {
     let dir = tempfile::tempdir().expect("tempdir");
     let marker = format!("rattle-gd-term-{}", std::process::id());
     let target = sleeper(&marker);
-    write(
-        dir.path(),
-        "long.yaml",
-        &format!(
-            r#"version: 1
-name: long-pause
-steady_state: {{ warmup: 0s }}
-faults:
-  - name: freeze
-    at: 200ms
-    duration: 60s
-    process-pause: {{ match: "^{marker} ", mode: all }}
-duration: 70s
-"#
-        ),
-    );
-    let gd = write(
-        dir.path(),
-        "gd.yaml",
-        "version: 1\nname: term\nexperiments: [long.yaml]\nschedule: { cron: \"* * * * * *\" }\n",
-    );
+    let gd = every_second_pausing(dir.path(), "term", &marker, "60s", "70s");
     let out = dir.path().join("sched");
     let mut sched = spawn_schedule(&gd, &out, &dir.path().join("state"), &[]);
     wait_for_state(target.0.id(), 'T', "paused by the scheduled run");
@@ -789,27 +798,7 @@ fn an_unwritable_history_never_abandons_a_running_fault() {
     let dir = tempfile::tempdir().expect("tempdir");
     let marker = format!("rattle-gd-hist-{}", std::process::id());
     let target = sleeper(&marker);
-    write(
-        dir.path(),
-        "exp.yaml",
-        &format!(
-            r#"version: 1
-name: hold
-steady_state: {{ warmup: 0s, hold: 200ms }}
-faults:
-  - name: freeze
-    at: 200ms
-    duration: 2s
-    process-pause: {{ match: "^{marker} ", mode: all }}
-duration: 3s
-"#
-        ),
-    );
-    let gd = write(
-        dir.path(),
-        "gd.yaml",
-        "version: 1\nname: hist\nexperiments: [exp.yaml]\nschedule: { cron: \"* * * * * *\" }\n",
-    );
+    let gd = every_second_pausing(dir.path(), "hist", &marker, "2s", "3s");
     let out = dir.path().join("sched");
     let mut sched = spawn_schedule(&gd, &out, &dir.path().join("state"), &["--max-runs", "1"]);
     wait_for_state(target.0.id(), 'T', "paused by the scheduled run");
