@@ -179,6 +179,28 @@ pub struct RevertToken {
     pub data: serde_json::Value,
 }
 
+impl RevertToken {
+    /// A token of kind `kind` carrying `data`.
+    pub fn new<T: Serialize>(kind: &str, data: &T) -> Result<Self> {
+        let data = serde_json::to_value(data).map_err(|source| FaultError::BadToken {
+            kind: kind.to_string(),
+            source,
+        })?;
+        Ok(Self {
+            kind: kind.to_string(),
+            data,
+        })
+    }
+
+    /// The kind's own data, read back (a corrupt journal entry is `BadToken`).
+    pub fn data<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.data.clone()).map_err(|source| FaultError::BadToken {
+            kind: self.kind.clone(),
+            source,
+        })
+    }
+}
+
 /// A fault kind's behaviour. Implemented by each kind's spec struct.
 pub trait Fault: Send + Sync + fmt::Debug {
     /// Finds the targets this fault would act on now (candidates filtered, then the selection

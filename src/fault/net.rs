@@ -402,18 +402,13 @@ impl<T: AsToxic + Send + Sync + std::fmt::Debug> Fault for T {
             let Some(t) = targets.first() else {
                 return Ok(None);
             };
-            let data = serde_json::to_value(Token {
-                proxy: t.id.clone(),
-                toxic: t.description.clone(),
-            })
-            .map_err(|source| FaultError::BadToken {
-                kind: T::KIND.to_string(),
-                source,
-            })?;
-            Ok(Some(RevertToken {
-                kind: T::KIND.to_string(),
-                data,
-            }))
+            Ok(Some(RevertToken::new(
+                T::KIND,
+                &Token {
+                    proxy: t.id.clone(),
+                    toxic: t.description.clone(),
+                },
+            )?))
         })
     }
 
@@ -445,11 +440,7 @@ impl<T: AsToxic + Send + Sync + std::fmt::Debug> Fault for T {
 /// Removes the toxic a `net-*` token names. Idempotent: a proxy or toxic that is gone (the
 /// proxy died with an earlier rattle) counts as reverted.
 pub async fn revert(env: &FaultEnv, token: &RevertToken) -> Result<()> {
-    let t: Token =
-        serde_json::from_value(token.data.clone()).map_err(|source| FaultError::BadToken {
-            kind: token.kind.clone(),
-            source,
-        })?;
+    let t: Token = token.data()?;
     match env.proxies().remove_fault(&t.proxy, &t.toxic).await {
         Ok(()) | Err(ProxyError::NotFound(_)) | Err(ProxyError::ToxicNotFound(_)) => Ok(()),
         Err(e) => Err(FaultError::InvalidSelection(e.to_string())),

@@ -227,14 +227,7 @@ fn pause_token(targets: &[Target]) -> Result<Option<RevertToken>> {
             })
         })
         .collect();
-    let data = serde_json::to_value(&planned).map_err(|source| FaultError::BadToken {
-        kind: PAUSE_KIND.to_string(),
-        source,
-    })?;
-    Ok(Some(RevertToken {
-        kind: PAUSE_KIND.to_string(),
-        data,
-    }))
+    Ok(Some(RevertToken::new(PAUSE_KIND, &&planned)?))
 }
 
 /// Nothing to revert for a kill: the signal is delivered and the process handles it (or dies).
@@ -247,11 +240,7 @@ pub async fn revert_kill(_env: &FaultEnv, _token: &RevertToken) -> Result<()> {
 /// counts as reverted; a second SIGCONT is harmless. Fails, naming the pids, only when a
 /// process that is still ours could not be signalled (e.g. EPERM).
 pub async fn revert_pause(_env: &FaultEnv, token: &RevertToken) -> Result<()> {
-    let paused: Vec<PausedProcess> =
-        serde_json::from_value(token.data.clone()).map_err(|source| FaultError::BadToken {
-            kind: token.kind.clone(),
-            source,
-        })?;
+    let paused: Vec<PausedProcess> = token.data()?;
     // Check every pid before signalling any: a corrupt token naming pid 0 or -1 would otherwise
     // signal a whole process group, or every process we may signal.
     if let Some(bad) = paused.iter().find(|p| to_pid(p.pid).is_none()) {

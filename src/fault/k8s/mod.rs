@@ -533,18 +533,13 @@ impl Fault for ScaleSpec {
                     replicas,
                 });
             }
-            let data = serde_json::to_value(ScaleToken {
-                kind: self.kind,
-                items,
-            })
-            .map_err(|e| FaultError::BadToken {
-                kind: SCALE_KIND.into(),
-                source: e,
-            })?;
-            Ok(Some(RevertToken {
-                kind: SCALE_KIND.into(),
-                data,
-            }))
+            Ok(Some(RevertToken::new(
+                SCALE_KIND,
+                &ScaleToken {
+                    kind: self.kind,
+                    items,
+                },
+            )?))
         })
     }
 
@@ -587,11 +582,7 @@ impl Fault for ScaleSpec {
 
 /// Restores the recorded replica counts. Idempotent; a workload deleted since is skipped.
 pub async fn revert_scale(env: &FaultEnv, token: &RevertToken) -> Result<()> {
-    let data: ScaleToken =
-        serde_json::from_value(token.data.clone()).map_err(|e| FaultError::BadToken {
-            kind: token.kind.clone(),
-            source: e,
-        })?;
+    let data: ScaleToken = token.data()?;
     let client = env.kube().await?;
     for item in &data.items {
         set_replicas(

@@ -148,14 +148,7 @@ impl Fault for PodNetemSpec {
                 device: self.device(),
                 image: self.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into()),
             };
-            let data = serde_json::to_value(token).map_err(|e| FaultError::BadToken {
-                kind: KIND.into(),
-                source: e,
-            })?;
-            Ok(Some(RevertToken {
-                kind: KIND.into(),
-                data,
-            }))
+            Ok(Some(RevertToken::new(KIND, &token)?))
         })
     }
 
@@ -211,11 +204,7 @@ impl Fault for PodNetemSpec {
 /// Removes the qdisc by adding a reverting ephemeral container to each pod. Idempotent; a pod
 /// gone since is skipped.
 pub async fn revert(env: &FaultEnv, token: &RevertToken) -> Result<()> {
-    let t: Token =
-        serde_json::from_value(token.data.clone()).map_err(|e| FaultError::BadToken {
-            kind: token.kind.clone(),
-            source: e,
-        })?;
+    let t: Token = token.data()?;
     let client = env.kube().await?;
     let name = unique("rattle-unnetem");
     let args = tc_revert_args(&t.device);

@@ -228,14 +228,7 @@ impl Fault for NodeDrainSpec {
                     was_unschedulable: n.spec.and_then(|s| s.unschedulable).unwrap_or(false),
                 });
             }
-            let data = serde_json::to_value(items).map_err(|e| FaultError::BadToken {
-                kind: KIND.into(),
-                source: e,
-            })?;
-            Ok(Some(RevertToken {
-                kind: KIND.into(),
-                data,
-            }))
+            Ok(Some(RevertToken::new(KIND, &items)?))
         })
     }
 
@@ -289,11 +282,7 @@ impl Fault for NodeDrainSpec {
 
 /// Uncordons the nodes that were schedulable before. Idempotent; a node gone since is skipped.
 pub async fn revert(env: &FaultEnv, token: &RevertToken) -> Result<()> {
-    let items: Vec<Item> =
-        serde_json::from_value(token.data.clone()).map_err(|e| FaultError::BadToken {
-            kind: token.kind.clone(),
-            source: e,
-        })?;
+    let items: Vec<Item> = token.data()?;
     let client = env.kube().await?;
     for it in items.iter().filter(|i| !i.was_unschedulable) {
         set_unschedulable(client, &it.name, false).await?;

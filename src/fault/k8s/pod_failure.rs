@@ -108,14 +108,7 @@ impl Fault for PodFailureSpec {
                     containers,
                 });
             }
-            let data = serde_json::to_value(items).map_err(|e| FaultError::BadToken {
-                kind: KIND.into(),
-                source: e,
-            })?;
-            Ok(Some(RevertToken {
-                kind: KIND.into(),
-                data,
-            }))
+            Ok(Some(RevertToken::new(KIND, &items)?))
         })
     }
 
@@ -165,11 +158,7 @@ impl Fault for PodFailureSpec {
 /// Restores the recorded images. Idempotent; a pod deleted since is skipped (its replacement
 /// has the original images anyway).
 pub async fn revert(env: &FaultEnv, token: &RevertToken) -> Result<()> {
-    let items: Vec<Item> =
-        serde_json::from_value(token.data.clone()).map_err(|e| FaultError::BadToken {
-            kind: token.kind.clone(),
-            source: e,
-        })?;
+    let items: Vec<Item> = token.data()?;
     let client = env.kube().await?;
     for it in &items {
         set_images(client, &it.namespace, &it.name, &it.containers).await?;
