@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # benches/load.sh: rattle load against wrk and oha, in one run, on the same nginx.
 #
-# nginx (one process) serves a 13-byte static file on 127.0.0.1 pinned to one core; every client
+# nginx (one process) answers 13 bytes from memory (NGINX_SERVE=file: from a static file, which
+# makes nginx the bottleneck) on 127.0.0.1 pinned to one core; every client
 # is pinned to the other core and runs with the same connection count and one thread (oha, whose
 # default is one worker per physical core even when pinned, is run both ways). Prints, per tool,
 # the median over ROUNDS of throughput (and its ratio to wrk's), p50/p99 latency and client CPU
@@ -9,7 +10,7 @@
 # vs achieved rate) and a coordinated-omission run (nginx SIGSTOPped for 1 s mid-run while the
 # open model sends at RATE/s: the true p99 is about 900 ms). Everything it starts it stops by pid.
 #
-# Usage: benches/load.sh    (env: CONNS=50 DUR=10 ROUNDS=3 RATE=5000)
+# Usage: benches/load.sh    (env: CONNS=50 DUR=10 ROUNDS=3 RATE=5000 NGINX_SERVE=memory)
 source "$(dirname "$0")/lib.sh"
 
 CONNS=${CONNS:-50}
@@ -107,7 +108,7 @@ done
 
 echo
 echo "## Closed model: $CONNS connections, ${DUR} s, median of $ROUNDS rounds"
-echo "nginx 1 process on cpu $SERVER_CPU, clients on cpu $CLIENT_CPU; $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $( [ "$HAVE_OHA" = 1 ] && oha --version || echo 'oha: not installed')"
+echo "nginx 1 process on cpu $SERVER_CPU serving from $NGINX_SERVE, clients on cpu $CLIENT_CPU; $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $( [ "$HAVE_OHA" = 1 ] && oha --version || echo 'oha: not installed')"
 echo
 python3 - "$RESULTS" <<'PY'
 import statistics, sys
@@ -123,11 +124,15 @@ def us(tool, *cols):
 names = {"oha-1t": "oha --worker-threads 1", "oha-default": "oha (default: 2 worker threads)",
          "rattle-base": "rattle (RATTLE_BASE)"}
 wrk = med("wrk", 0)
-print("| tool | requests/s | vs wrk | p50 ms | p99 ms | client CPU µs/request | of which user | of which sys |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+def spread(tool):
+    # Per round against that round's wrk (tools are interleaved, so a busy moment hits both).
+    r = [a[0] / b[0] for a, b in zip(rows[tool], rows["wrk"])]
+    return f"{min(r):.2f}–{max(r):.2f}"
+print("| tool | requests/s | vs wrk | vs wrk, rounds | p50 ms | p99 ms | client CPU µs/request | of which user | of which sys |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for tool in ("wrk", "oha-1t", "oha-default", "rattle-base", "rattle"):
     if tool in rows:
-        print(f"| {names.get(tool, tool)} | {med(tool, 0):,.0f} | {med(tool, 0) / wrk:.2f} | {med(tool, 1):.3f} "
+        print(f"| {names.get(tool, tool)} | {med(tool, 0):,.0f} | {med(tool, 0) / wrk:.2f} | {spread(tool)} | {med(tool, 1):.3f} "
               f"| {med(tool, 2):.3f} | {us(tool, 4, 5):.2f} | {us(tool, 4):.2f} | {us(tool, 5):.2f} |")
 PY
 
