@@ -44,8 +44,8 @@ pub struct HistoryEntry {
     pub file: String,
     /// The due time (RFC 3339 UTC).
     pub scheduled_for: String,
-    /// `ran`, `skipped` or `error` (the file could not be read at run time).
-    pub event: String,
+    /// What happened.
+    pub event: HistoryEvent,
     /// Why it was skipped or failed to start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -67,6 +67,30 @@ pub struct HistoryEntry {
     /// What became of its notification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification: Option<NotificationRecord>,
+}
+
+/// What happened at a due time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryEvent {
+    /// The game day ran (its verdict and exit code are on the entry).
+    Ran,
+    /// Not run: another run was in progress, the window was closed, or `--max-runs` was reached.
+    Skipped,
+    /// Not run, or ended without a report: the file could not be read at run time, or the run
+    /// failed unexpectedly.
+    Error,
+}
+
+impl HistoryEvent {
+    /// The word used in `history.jsonl` and the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryEvent::Ran => "ran",
+            HistoryEvent::Skipped => "skipped",
+            HistoryEvent::Error => "error",
+        }
+    }
 }
 
 /// Errors that end the scheduler.
@@ -274,7 +298,7 @@ pub async fn run_scheduler(
                     gameday: gd.name().to_string(),
                     file: gd.file.display().to_string(),
                     scheduled_for: rfc(due),
-                    event: "skipped".into(),
+                    event: HistoryEvent::Skipped,
                     reason: Some(reason),
                     started_at: None,
                     finished_at: None,
@@ -309,7 +333,7 @@ pub async fn run_scheduler(
                     Err(e) => {
                         let reason = format!("cannot load the game day: {e}");
                         log(&format!("scheduler: {} due at {}: {reason}", gd.name(), rfc(due)));
-                        history.record(&HistoryEntry { event: "error".into(), ..skip(reason) }, &*log);
+                        history.record(&HistoryEntry { event: HistoryEvent::Error, ..skip(reason) }, &*log);
                         continue;
                     }
                 };
@@ -382,7 +406,7 @@ fn record(
         gameday: gd.name().to_string(),
         file: gd.file.display().to_string(),
         scheduled_for: rfc(r.scheduled_for),
-        event: "ran".into(),
+        event: HistoryEvent::Ran,
         reason: None,
         started_at: Some(rfc(r.started)),
         finished_at: Some(rfc(Utc::now())),
@@ -401,7 +425,7 @@ fn record(
             report.exit_code
         }
         Ok(Err(e)) => {
-            entry.event = "error".into();
+            entry.event = HistoryEvent::Error;
             entry.reason = Some(e);
             entry.exit_code = Some(exit::BAD_INPUT);
             exit::BAD_INPUT
@@ -409,7 +433,7 @@ fn record(
         Err(e) => {
             // The run task panicked: its experiments' runners revert their own faults before
             // returning, so what is lost here is the combined report, not a revert.
-            entry.event = "error".into();
+            entry.event = HistoryEvent::Error;
             entry.reason = Some(format!("the run failed unexpectedly: {e}"));
             entry.exit_code = Some(exit::ABORTED);
             exit::ABORTED

@@ -357,7 +357,7 @@ pub fn html(r: &Report) -> Result<String, ReportError> {
     let timeline: Vec<Vec<String>> = r
         .timeline
         .iter()
-        .map(|e| vec![secs(e.t_ms), e.event.clone(), e.detail.clone()])
+        .map(|e| vec![secs(e.t_ms), e.event.as_str().to_string(), e.detail.clone()])
         .collect();
     let ctx = context! {
         name => Serde(&r.experiment.name),

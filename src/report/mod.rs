@@ -255,10 +255,48 @@ pub struct SteadyState {
 pub struct TimelineEvent {
     /// ms since run start.
     pub t_ms: f64,
-    /// What happened: `phase`, `inject`, `revert`, `error`, `note`.
-    pub event: String,
-    /// Details.
+    /// What happened.
+    pub event: EventKind,
+    /// Details, for people.
     pub detail: String,
+}
+
+/// What a timeline event is: a closed set, so that a program reading `report.json` can match
+/// on it (the same word starts the event's line in the run's log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// The run entered a phase; the detail names it.
+    Phase,
+    /// The steady state held over the baseline.
+    Baseline,
+    /// A fault was injected; the detail names it, its kind and its targets.
+    Inject,
+    /// A fault was reverted; the detail names it.
+    Revert,
+    /// The run stops early (a signal or a stop condition), or what became of such a stop.
+    Stop,
+    /// Something went wrong that changes no outcome (a journal entry left behind after a
+    /// successful revert: `rattle recover` reverts it again, harmlessly).
+    Warning,
+    /// A fault could not be resolved, injected or reverted; the run panicked; the demo service
+    /// did not stop.
+    Error,
+}
+
+impl EventKind {
+    /// The word used in reports and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Phase => "phase",
+            EventKind::Baseline => "baseline",
+            EventKind::Inject => "inject",
+            EventKind::Revert => "revert",
+            EventKind::Stop => "stop",
+            EventKind::Warning => "warning",
+            EventKind::Error => "error",
+        }
+    }
 }
 
 /// The complete record of a run.

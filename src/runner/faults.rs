@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::{Shared, lock};
 use crate::fault::{self, RevertToken};
 use crate::journal::{self, Entry};
+use crate::report::EventKind;
 
 /// A fault that was injected (or is being injected) and holds a state until reverted.
 #[derive(Debug, Clone)]
@@ -26,7 +27,7 @@ pub(super) async fn inject_one(s: &Shared, i: usize) -> Result<(), String> {
     let pf = &s.plan.faults[i];
     let fail = |msg: String, detail: String| {
         lock(&s.faults)[i].error = Some(detail);
-        s.event("error", msg.clone());
+        s.event(EventKind::Error, msg.clone());
         Err(msg)
     };
     let targets = match pf.resolve(&s.env).await {
@@ -92,7 +93,7 @@ pub(super) async fn inject_one(s: &Shared, i: usize) -> Result<(), String> {
         );
     }
     s.event(
-        "inject",
+        EventKind::Inject,
         format!("{} ({}) on {list}", pf.name, pf.spec.kind()),
     );
     if std::env::var_os(DEBUG_PANIC_AFTER_INJECT).is_some() {
@@ -123,12 +124,12 @@ pub(super) async fn revert_one(s: &Shared, i: usize) -> bool {
         match fault::revert(&s.env, &a.token).await {
             Ok(()) => {
                 lock(&s.faults)[a.fault].reverted_us = Some(s.clock.now_us());
-                s.event("revert", name.clone());
+                s.event(EventKind::Revert, name.clone());
                 if let Err(e) = s.journal.remove(&a.journal) {
                     // Reverted, but the entry stays: `recover` will find it and revert again,
                     // which is harmless (reverts are idempotent).
                     s.event(
-                        "warning",
+                        EventKind::Warning,
                         format!("{name} reverted but its journal entry stays: {e}"),
                     );
                 }
@@ -141,7 +142,7 @@ pub(super) async fn revert_one(s: &Shared, i: usize) -> bool {
                     st[a.fault].error = Some(format!("revert failed: {e}"));
                 }
                 s.event(
-                    "error",
+                    EventKind::Error,
                     format!(
                         "revert of {name} failed: {e}; it stays in the journal ({}): run `rattle recover`",
                         a.journal.display()

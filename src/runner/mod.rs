@@ -28,7 +28,9 @@ use crate::load::{self, LoadError};
 use crate::metrics::{Outcome, Record, Recording, RunClock};
 use crate::plan::Plan;
 use crate::probe::{self, Probes};
-use crate::report::{self, Report, SteadyCheck, TimelineEvent, Totals, Verdict, WindowReport};
+use crate::report::{
+    self, EventKind, Report, SteadyCheck, TimelineEvent, Totals, Verdict, WindowReport,
+};
 
 pub use faults::DEBUG_PANIC_AFTER_INJECT;
 use faults::{Active, inject_one, revert_all, revert_one};
@@ -146,21 +148,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn event(&self, event: &str, detail: impl Into<String>) {
+    fn event(&self, event: EventKind, detail: impl Into<String>) {
         let detail = detail.into();
         let t_us = self.clock.now_us();
-        self.progress
-            .log(&format!("[{:>8.3}s] {event}: {detail}", t_us as f64 / 1e6));
+        self.progress.log(&format!(
+            "[{:>8.3}s] {}: {detail}",
+            t_us as f64 / 1e6,
+            event.as_str()
+        ));
         lock(&self.timeline).push(TimelineEvent {
             t_ms: analysis::us_to_ms(t_us),
-            event: event.to_string(),
+            event,
             detail,
         });
     }
 
     fn set_phase(&self, phase: Phase) {
         self.phase.send_replace(phase);
-        self.event("phase", phase.as_str());
+        self.event(EventKind::Phase, phase.as_str());
     }
 
     /// Sleeps until `t` after the run's start; false if the run was stopped meanwhile.
@@ -333,7 +338,7 @@ pub async fn run(
     );
 
     let ending = if interrupted {
-        shared.event("stop", "interrupted during setup");
+        shared.event(EventKind::Stop, "interrupted during setup");
         Ending::Stopped
     } else {
         // The phases, in their own task so that a panic in them still reaches the reverts
@@ -347,13 +352,13 @@ pub async fn run(
         let joined = tokio::select! {
             j = &mut task => j,
             _ = &mut interrupt => {
-                shared.event("stop", "interrupted: reverting every active fault");
+                shared.event(EventKind::Stop, "interrupted: reverting every active fault");
                 cause = Some(Ending::Stopped);
                 stop.cancel();
                 (&mut task).await
             }
             Ok(Some(trigger)) = &mut watcher => {
-                shared.event("stop", format!("stop condition: {}: reverting every active fault", trigger.condition));
+                shared.event(EventKind::Stop, format!("stop condition: {}: reverting every active fault", trigger.condition));
                 cause = Some(Ending::StopCondition(trigger));
                 stop.cancel();
                 (&mut task).await
@@ -363,7 +368,10 @@ pub async fn run(
         let ending = match joined {
             Ok(e) => e,
             Err(_) => {
-                shared.event("error", "the run panicked: reverting every active fault");
+                shared.event(
+                    EventKind::Error,
+                    "the run panicked: reverting every active fault",
+                );
                 Ending::Panicked
             }
         };
@@ -376,7 +384,7 @@ pub async fn run(
     let reverted_all_us = clock.now_us();
     if let Ending::StopCondition(t) = &ending {
         shared.event(
-            "stop",
+            EventKind::Stop,
             format!(
                 "every fault reverted {:.1} ms after the condition held",
                 (reverted_all_us.saturating_sub(t.at_us)) as f64 / 1000.0
@@ -397,7 +405,7 @@ pub async fn run(
     if let Some(d) = demo.take()
         && let Err(e) = d.shutdown().await
     {
-        shared.event("error", format!("stopping the demo service: {e}"));
+        shared.event(EventKind::Error, format!("stopping the demo service: {e}"));
     }
     shared.env.proxies().shutdown().await;
     printer.finish();
@@ -452,7 +460,7 @@ async fn phases(s: Arc<Shared>, stop: CancellationToken) -> Ending {
         if !before.held {
             return Ending::NotSteady(describe_unsteady(&before));
         }
-        s.event("baseline", "steady state held");
+        s.event(EventKind::Baseline, "steady state held");
         s.set_phase(Phase::Faults);
     }
 
