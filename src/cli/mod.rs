@@ -370,6 +370,7 @@ async fn demo_cmd(args: DemoArgs) -> anyhow::Result<i32> {
         latency: args.latency.get(),
         health_interval: args.health_interval.get(),
         exe: None,
+        log: demo::DemoLog::default(),
     };
     crate::errln!(
         "rattle demo: starting {} workers behind http://127.0.0.1:{}/",

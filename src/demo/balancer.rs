@@ -128,6 +128,8 @@ struct State {
     /// Health checks get their own client so they never queue behind forwarded requests.
     health_client: Client<HttpConnector, Full<Bytes>>,
     upstream_timeout: Duration,
+    /// Where "marked down" / "is up" lines go.
+    log: super::DemoLog,
 }
 
 /// The running balancer.
@@ -146,6 +148,7 @@ impl Balancer {
         listener: TcpListener,
         upstreams: Vec<SocketAddr>,
         latency: Duration,
+        log: super::DemoLog,
     ) -> Balancer {
         let state = Arc::new(State {
             pool: Pool::new(upstreams.len()),
@@ -153,6 +156,7 @@ impl Balancer {
             client: Client::builder(TokioExecutor::new()).build(connector()),
             health_client: Client::builder(TokioExecutor::new()).build(connector()),
             upstream_timeout: UPSTREAM_TIMEOUT.saturating_add(latency),
+            log,
         });
         let stop = CancellationToken::new();
         let accept = tokio::spawn(accept_loop(listener, state.clone(), stop.clone()));
@@ -347,7 +351,7 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
     };
     // Logged on the transition only: one line per incident, not one per failed request.
     if state.pool.mark_down(i) {
-        note!("worker {upstream} marked down: {failure}");
+        note!(state.log, "worker {upstream} marked down: {failure}");
     }
     plain(StatusCode::BAD_GATEWAY, "demo worker failed\n")
 }
@@ -371,13 +375,13 @@ async fn health_loop(state: Arc<State>, i: usize, interval: Duration, stop: Canc
             Ok(()) => {
                 failures = 0;
                 if state.pool.mark_up(i) {
-                    note!("worker {addr} is up");
+                    note!(state.log, "worker {addr} is up");
                 }
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
                 if failures >= HEALTH_FALL && state.pool.mark_down(i) {
-                    note!("worker {addr} marked down: health check: {e}");
+                    note!(state.log, "worker {addr} marked down: health check: {e}");
                 }
             }
         }

@@ -12,13 +12,12 @@
 //! This file ties them together and owns the lifecycle guarantee: whatever happens (error during
 //! start, `shutdown`, a panic that drops [`Demo`]), no worker is left running.
 
-/// One line on stderr, prefixed `rattle demo: `. Unlike `eprintln!`, it never panics: a closed
-/// stderr (e.g. `rattle demo 2>&1 | head`) must not take the balancer or a worker down.
+/// One line of the demo's own news (a worker down, up, restarted) through a [`DemoLog`],
+/// prefixed `rattle demo: `.
 macro_rules! note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), "rattle demo: {}", format_args!($($arg)*));
-    }};
+    ($log:expr, $($arg:tt)*) => {
+        $log.line(format_args!($($arg)*))
+    };
 }
 
 mod balancer;
@@ -27,6 +26,7 @@ mod worker;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -119,6 +119,43 @@ pub enum DemoError {
     },
 }
 
+/// Where the demo's own lines go: stderr by default; during a run, the run's printer, so that
+/// they appear above the live progress line instead of breaking into it.
+#[derive(Clone, Default)]
+pub struct DemoLog(Option<LineSink>);
+
+/// A function that takes whole lines.
+type LineSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+impl DemoLog {
+    /// Lines go to `f`, each a whole line without its newline.
+    pub fn to(f: impl Fn(&str) + Send + Sync + 'static) -> DemoLog {
+        DemoLog(Some(Arc::new(f)))
+    }
+
+    /// Writes one line. To stderr, it never panics: a closed stderr (e.g.
+    /// `rattle demo 2>&1 | head`) must not take the balancer or a worker down.
+    pub(crate) fn line(&self, args: std::fmt::Arguments<'_>) {
+        match &self.0 {
+            Some(f) => f(&format!("rattle demo: {args}")),
+            None => {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr().lock(), "rattle demo: {args}");
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for DemoLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "DemoLog(to a sink)"
+        } else {
+            "DemoLog(stderr)"
+        })
+    }
+}
+
 /// Configuration of the demo service.
 #[derive(Debug, Clone)]
 pub struct DemoConfig {
@@ -134,6 +171,8 @@ pub struct DemoConfig {
     pub health_interval: Duration,
     /// Binary to re-execute for workers; default: the current executable.
     pub exe: Option<PathBuf>,
+    /// Where its lines go (default: stderr).
+    pub log: DemoLog,
 }
 
 /// A running demo service.
@@ -185,13 +224,14 @@ impl Demo {
             latency: cfg.latency,
             restart_delay: cfg.restart_delay,
             balancer_port: addr.port(),
+            log: cfg.log.clone(),
         };
         let supervisor = Supervisor::start(spec, &ports).await?;
         let upstreams = ports
             .iter()
             .map(|&p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)))
             .collect();
-        let balancer = Balancer::start(listener, upstreams, cfg.latency);
+        let balancer = Balancer::start(listener, upstreams, cfg.latency, cfg.log.clone());
         let mut demo = Demo {
             addr,
             supervisor,
@@ -282,15 +322,17 @@ pub async fn run_standalone(
     cfg: DemoConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DemoError> {
+    let log = cfg.log.clone();
     let demo = Demo::start(cfg).await?;
     // The CLI prints the port it asked for; this line says where it really listens (port 0).
     let pids: Vec<String> = demo.worker_pids().iter().map(u32::to_string).collect();
     note!(
+        log,
         "listening on http://{}/ (worker pids {}); Ctrl-C stops",
         demo.addr(),
         pids.join(", ")
     );
     shutdown.await;
-    note!("stopping");
+    note!(log, "stopping");
     demo.shutdown().await
 }

@@ -46,6 +46,8 @@ pub(super) struct WorkerSpec {
     /// The balancer's port, written on the worker's command line (`--balancer-port`) so an
     /// experiment can select the workers of one demo among several (tests run many at once).
     pub balancer_port: u16,
+    /// Where exit and restart lines go.
+    pub log: super::DemoLog,
 }
 
 /// State shared by the slot tasks and the owner.
@@ -110,6 +112,7 @@ impl Supervisor {
                     slot,
                     port,
                     spec.restart_delay,
+                    spec.log.clone(),
                     spawner.clone(),
                     child,
                 ))
@@ -253,6 +256,7 @@ async fn watch(
     slot: usize,
     port: u16,
     restart_delay: Duration,
+    log: super::DemoLog,
     spawner: Spawner,
     mut child: Child,
 ) {
@@ -278,6 +282,7 @@ async fn watch(
             Err(e) => format!("wait failed: {e}"),
         };
         note!(
+            log,
             "worker pid {pid} on port {port} exited ({how}); restarting in {:?}",
             restart_delay
         );
@@ -293,7 +298,10 @@ async fn watch(
                     // A floor, so a zero restart delay does not turn a failing spawn into a
                     // busy loop.
                     delay = delay.max(SPAWN_RETRY_MIN);
-                    note!("cannot restart worker on port {port}: {e}; retrying in {delay:?}");
+                    note!(
+                        log,
+                        "cannot restart worker on port {port}: {e}; retrying in {delay:?}"
+                    );
                 }
             }
         };

@@ -153,6 +153,7 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
             latency: d.latency.get(),
             health_interval: d.health_interval.get(),
             exe: None,
+            log: crate::demo::DemoLog::default(),
         });
     let mut window = Duration::from_secs(1);
     let load = match &experiment.load {

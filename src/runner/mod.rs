@@ -242,6 +242,9 @@ pub async fn run(
     let mut interrupted = false;
     if let Some(cfg) = plan.demo.as_mut() {
         cfg.exe = opts.demo_exe.clone();
+        // The demo's lines (a worker down, restarted) above the progress line, not through it.
+        let p = printer.clone();
+        cfg.log = crate::demo::DemoLog::to(move |line| p.log(line));
         printer.log(&format!(
             "setup: starting the demo service ({} workers on 127.0.0.1:{})",
             cfg.replicas, cfg.port

@@ -20,7 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use rattle::demo::{Demo, DemoConfig, DemoError};
+use rattle::demo::{Demo, DemoConfig, DemoError, DemoLog};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
@@ -40,6 +40,7 @@ fn config(replicas: u32) -> DemoConfig {
         // Health-check timeout is min(interval, 500 ms): keep it roomy for a busy machine.
         health_interval: Duration::from_millis(500),
         exe: Some(exe()),
+        log: DemoLog::default(),
     }
 }
 
@@ -192,6 +193,14 @@ async fn killed_worker_costs_a_few_requests_and_comes_back() {
         // A longer interval makes it unlikely that a health check, rather than the request
         // sent right after the kill, finds the dead worker first (which would hide the impact).
         cfg.health_interval = Duration::from_secs(1);
+        // The demo's lines go to the sink it is given (a run's printer), none to stderr.
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        cfg.log = DemoLog::to(move |l| {
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(l.to_string())
+        });
         let demo = start(cfg, &mut reaper).await;
         let addr = demo.addr();
         let client = client();
@@ -266,6 +275,17 @@ async fn killed_worker_costs_a_few_requests_and_comes_back() {
         assert_eq!(seen, pids.iter().copied().collect());
         assert_eq!(demo.restarts(), 1);
         assert!(demo.shutdown().await.is_ok());
+        let lines = lines.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let has = |needle: &str| {
+            lines
+                .iter()
+                .any(|l| l.starts_with("rattle demo: ") && l.contains(needle))
+        };
+        assert!(
+            has(&format!("worker pid {victim} on port")) && has("restarting in"),
+            "{lines:?}"
+        );
+        assert!(has("marked down") && has("is up"), "{lines:?}");
     })
     .await;
 }
