@@ -43,6 +43,7 @@ pub mod journal;
 pub mod kube_env;
 pub mod load;
 pub mod metrics;
+pub mod outcome;
 pub mod plan;
 pub mod probe;
 pub mod proxy;

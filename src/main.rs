@@ -2,6 +2,7 @@
 //! to an exit code, in one place.
 
 use clap::Parser;
+use rattle::outcome::Outcome;
 
 fn main() {
     let cli = rattle::cli::Cli::parse();
@@ -12,15 +13,15 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => {
             rattle::errln!("error: cannot start the async runtime: {e}");
-            std::process::exit(rattle::cli::exit::BAD_INPUT);
+            std::process::exit(Outcome::BadInput.exit_code());
         }
     };
     let code = match runtime.block_on(rattle::cli::dispatch(cli)) {
-        Ok(code) => code,
+        Ok(outcome) => outcome.exit_code(),
         Err(e) => {
             // Each cause once: some causes repeat their source's text in their own message.
             rattle::errln!("error: {}", rattle::probe::error_chain(e.as_ref()));
-            rattle::cli::exit::BAD_INPUT
+            Outcome::BadInput.exit_code()
         }
     };
     // Do not wait for lingering blocking tasks (e.g. a stdin read) once the command is done.

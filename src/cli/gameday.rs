@@ -7,7 +7,8 @@ use std::sync::Arc;
 use clap::{Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use super::{ProgressArg, exit};
+use super::ProgressArg;
+use crate::outcome::Outcome;
 use crate::gameday::emit::{self, EmitSettings};
 use crate::gameday::run::{self as gdrun, RunSettings};
 use crate::gameday::schedule::{self, ScheduleSettings};
@@ -176,11 +177,11 @@ async fn confirm_targets(gds: &[GameDay], flags: &RunFlags, seed: u64) -> anyhow
 }
 
 /// `rattle gameday ...`.
-pub async fn gameday_cmd(cmd: GamedayCmd) -> anyhow::Result<i32> {
+pub async fn gameday_cmd(cmd: GamedayCmd) -> anyhow::Result<Outcome> {
     match cmd {
         GamedayCmd::Validate { files } => {
             let Some(gds) = load_all(&files) else {
-                return Ok(exit::BAD_INPUT);
+                return Ok(Outcome::BadInput);
             };
             for gd in gds {
                 crate::outln!(
@@ -194,18 +195,18 @@ pub async fn gameday_cmd(cmd: GamedayCmd) -> anyhow::Result<i32> {
                         .unwrap_or_default()
                 );
             }
-            Ok(exit::OK)
+            Ok(Outcome::Pass)
         }
         GamedayCmd::Run(args) => run_cmd(args).await,
     }
 }
 
-async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<i32> {
+async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<Outcome> {
     let Some(mut gds) = load_all(std::slice::from_ref(&args.file)) else {
-        return Ok(exit::BAD_INPUT);
+        return Ok(Outcome::BadInput);
     };
     let Some(gd) = gds.pop() else {
-        return Ok(exit::BAD_INPUT);
+        return Ok(Outcome::BadInput);
     };
     if args.dry_run {
         return dry_run(&gd, &args).await;
@@ -213,10 +214,10 @@ async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<i32> {
     if let Err(e) = gdrun::check_window(&gd, args.ignore_window, chrono::Utc::now()) {
         if args.skip_outside_window {
             crate::outln!("skipped: {}: {e}", gd.file.display());
-            return Ok(exit::OK);
+            return Ok(Outcome::Pass);
         }
         crate::errln!("error: {}: {e}", gd.file.display());
-        return Ok(exit::BAD_INPUT);
+        return Ok(Outcome::BadInput);
     }
     warn_webhook_env(&gd);
     // One seed for every experiment of this game day, chosen now: the targets confirmed are
@@ -228,7 +229,7 @@ async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<i32> {
     ));
     if !confirm_targets(std::slice::from_ref(&gd), &args.flags, seed).await? {
         crate::errln!("not confirmed: nothing was touched");
-        return Ok(exit::BAD_INPUT);
+        return Ok(Outcome::BadInput);
     }
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("reports").join(crate::report::dir_name(
@@ -269,10 +270,10 @@ async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<i32> {
     }
     crate::outln!("  report: {}", out.join("index.html").display());
     crate::outln!("  summary: {}", out.join("index.md").display());
-    Ok(report.exit_code)
+    Ok(report.outcome())
 }
 
-async fn dry_run(gd: &GameDay, args: &GamedayRunArgs) -> anyhow::Result<i32> {
+async fn dry_run(gd: &GameDay, args: &GamedayRunArgs) -> anyhow::Result<Outcome> {
     crate::outln!(
         "game day {} ({}): {} experiment(s), pause {}, halt on failure: {}",
         gd.name(),
@@ -312,13 +313,13 @@ async fn dry_run(gd: &GameDay, args: &GamedayRunArgs) -> anyhow::Result<i32> {
         }
     }
     crate::outln!("\ndry run: nothing was touched");
-    Ok(exit::OK)
+    Ok(Outcome::Pass)
 }
 
 /// `rattle schedule`.
-pub async fn schedule_cmd(args: ScheduleArgs) -> anyhow::Result<i32> {
+pub async fn schedule_cmd(args: ScheduleArgs) -> anyhow::Result<Outcome> {
     let Some(gds) = load_all(&args.files) else {
-        return Ok(exit::BAD_INPUT);
+        return Ok(Outcome::BadInput);
     };
     if let Some(EmitKind::Cronjob) = args.emit {
         let s = EmitSettings {
@@ -334,12 +335,12 @@ pub async fn schedule_cmd(args: ScheduleArgs) -> anyhow::Result<i32> {
                 Ok(d) => docs.push(d),
                 Err(e) => {
                     crate::errln!("error: {e}");
-                    return Ok(exit::BAD_INPUT);
+                    return Ok(Outcome::BadInput);
                 }
             }
         }
         crate::out!("{}", docs.join("---\n"));
-        return Ok(exit::OK);
+        return Ok(Outcome::Pass);
     }
     for gd in &gds {
         if gd.schedule.is_none() {
@@ -348,7 +349,7 @@ pub async fn schedule_cmd(args: ScheduleArgs) -> anyhow::Result<i32> {
                  `rattle gameday run`",
                 gd.file.display()
             );
-            return Ok(exit::BAD_INPUT);
+            return Ok(Outcome::BadInput);
         }
         warn_webhook_env(gd);
     }
@@ -357,7 +358,7 @@ pub async fn schedule_cmd(args: ScheduleArgs) -> anyhow::Result<i32> {
     let seed = args.flags.seed.unwrap_or_else(rand::random);
     if !confirm_targets(&gds, &args.flags, seed).await? {
         crate::errln!("not confirmed: nothing was scheduled");
-        return Ok(exit::BAD_INPUT);
+        return Ok(Outcome::BadInput);
     }
     for line in schedule::describe(&gds, chrono::Utc::now(), 3) {
         crate::outln!("{line}");

@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::exit;
 use crate::experiment::{HumanDuration, Rate};
 use crate::load::closed::{self, ClosedConfig};
 use crate::load::stats::{FlatSink, Stats, StatusCounts};
@@ -295,14 +294,14 @@ impl LoadReport {
 }
 
 /// Runs `rattle load`; returns the exit code.
-pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<i32> {
+pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<crate::outcome::Outcome> {
     let body = match (&args.body, &args.body_file) {
         (Some(b), _) => Bytes::from(b.clone().into_bytes()),
         (None, Some(path)) => match std::fs::read(path) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 crate::errln!("error: cannot read the body file {}: {e}", path.display());
-                return Ok(exit::BAD_INPUT);
+                return Ok(crate::outcome::Outcome::BadInput);
             }
         },
         (None, None) => Bytes::new(),
@@ -324,7 +323,7 @@ pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<i32> {
     };
     if let Err(e) = cfg.validate() {
         crate::errln!("error: {}", crate::probe::error_chain(&e));
-        return Ok(exit::BAD_INPUT);
+        return Ok(crate::outcome::Outcome::BadInput);
     }
     let version = if args.http2 {
         HttpVersion::Http2
@@ -357,7 +356,7 @@ pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<i32> {
                 Ok(h) => h,
                 Err(e) => {
                     crate::errln!("error: {}", crate::probe::error_chain(&e));
-                    return Ok(exit::BAD_INPUT);
+                    return Ok(crate::outcome::Outcome::BadInput);
                 }
             };
             let started = Instant::now();
@@ -383,7 +382,7 @@ pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<i32> {
                 Ok(h) => h,
                 Err(e) => {
                     crate::errln!("error: {}", crate::probe::error_chain(&e));
-                    return Ok(exit::BAD_INPUT);
+                    return Ok(crate::outcome::Outcome::BadInput);
                 }
             };
             let started = clock.origin();
@@ -413,9 +412,9 @@ pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<i32> {
         crate::out!("{}", report.render_text());
     }
     Ok(if report.ok > 0 {
-        exit::OK
+        crate::outcome::Outcome::Pass
     } else {
-        exit::FAILED
+        crate::outcome::Outcome::Fail
     })
 }
 

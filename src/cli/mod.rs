@@ -16,23 +16,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::demo::{self, DemoConfig};
 use crate::experiment::{self, ExperimentError, HumanDuration};
 use crate::plan;
-use crate::report::Verdict;
+use crate::outcome::{Outcome, Verdict};
 use crate::runner::{self, ProgressMode, RunOptions};
-
-/// Exit codes of rattle (design: 0 passed, 1 a hypothesis or gate failed, 2 bad input or
-/// environment, 3 stopped with all faults reverted, 4 a revert failed).
-pub mod exit {
-    /// Everything passed.
-    pub const OK: i32 = 0;
-    /// A hypothesis or gate failed.
-    pub const FAILED: i32 = 1;
-    /// The input or the environment is wrong.
-    pub const BAD_INPUT: i32 = 2;
-    /// The run was stopped (stop condition, Ctrl-C) and all faults were reverted.
-    pub const ABORTED: i32 = 3;
-    /// A revert failed: something may still be broken.
-    pub const REVERT_FAILED: i32 = 4;
-}
 
 /// rattle: drive load at a service, inject faults, measure impact and recovery, always revert.
 #[derive(Debug, Parser)]
@@ -177,8 +162,8 @@ pub enum DemoSub {
     },
 }
 
-/// Runs the parsed command; returns the exit code.
-pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+/// Runs the parsed command; returns how it ended (`main` turns that into the exit code).
+pub async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Run(args) => run_cmd(args).await,
         Command::Validate { files } => Ok(validate_cmd(&files)),
@@ -191,7 +176,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 experiment::json_schema()
             };
             crate::outln!("{}", serde_json::to_string_pretty(&schema)?);
-            Ok(exit::OK)
+            Ok(Outcome::Pass)
         }
         Command::Demo(args) => demo_cmd(args).await,
         Command::Recover(args) => recover::recover_cmd(args).await,
@@ -208,8 +193,8 @@ fn print_experiment_error(e: &ExperimentError) {
     crate::errln!("error: {e}");
 }
 
-fn validate_cmd(files: &[PathBuf]) -> i32 {
-    let mut code = exit::OK;
+fn validate_cmd(files: &[PathBuf]) -> Outcome {
+    let mut code = Outcome::Pass;
     for f in files {
         match experiment::load(f) {
             Ok(e) => crate::outln!(
@@ -220,19 +205,19 @@ fn validate_cmd(files: &[PathBuf]) -> i32 {
             ),
             Err(e) => {
                 print_experiment_error(&e);
-                code = exit::BAD_INPUT;
+                code = Outcome::BadInput;
             }
         }
     }
     code
 }
 
-async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
+async fn run_cmd(args: RunArgs) -> anyhow::Result<Outcome> {
     let experiment = match experiment::load(&args.file) {
         Ok(e) => e,
         Err(e) => {
             print_experiment_error(&e);
-            return Ok(exit::BAD_INPUT);
+            return Ok(Outcome::BadInput);
         }
     };
     let plan = plan::build(experiment, &args.file, args.seed)
@@ -244,20 +229,20 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
         && let Err(e) = env.kube().await
     {
         crate::errln!("error: {e}");
-        return Ok(exit::BAD_INPUT);
+        return Ok(Outcome::BadInput);
     }
     let resolved = plan.resolve_all(&env).await;
     if args.dry_run {
         crate::out!("{}", plan.render(Some(&resolved)));
         crate::outln!("dry run: nothing was touched");
-        return Ok(exit::OK);
+        return Ok(Outcome::Pass);
     }
     // Targets that exist before the run (processes, pods, nodes) were not started by it:
     // faulting them needs a yes.
     let outside = plan.outside_targets(&resolved);
     if !outside.is_empty() && !args.yes && !confirm(&outside)? {
         crate::errln!("not confirmed: nothing was touched");
-        return Ok(exit::BAD_INPUT);
+        return Ok(Outcome::BadInput);
     }
     let opts = RunOptions {
         out_dir: args.out,
@@ -268,7 +253,7 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
     };
     let outcome = runner::run(plan, opts, shutdown_signal()).await?;
     print_outcome(&outcome);
-    Ok(outcome.exit_code)
+    Ok(outcome.outcome)
 }
 
 fn progress_mode(p: ProgressArg) -> ProgressMode {
@@ -304,7 +289,7 @@ fn confirm(targets: &[String]) -> anyhow::Result<bool> {
 
 fn print_outcome(o: &runner::RunOutcome) {
     let r = &o.report;
-    let verdict = match o.verdict {
+    let verdict = match o.outcome.verdict() {
         Verdict::Pass => "PASS",
         Verdict::Fail => "FAIL",
         Verdict::Aborted => "ABORTED",
@@ -358,10 +343,10 @@ fn print_outcome(o: &runner::RunOutcome) {
     }
 }
 
-async fn demo_cmd(args: DemoArgs) -> anyhow::Result<i32> {
+async fn demo_cmd(args: DemoArgs) -> anyhow::Result<Outcome> {
     if let Some(DemoSub::Worker { port, latency, .. }) = args.worker {
         demo::run_worker(port, latency.get()).await?;
-        return Ok(exit::OK);
+        return Ok(Outcome::Pass);
     }
     let cfg = DemoConfig {
         replicas: args.replicas,
@@ -378,7 +363,7 @@ async fn demo_cmd(args: DemoArgs) -> anyhow::Result<i32> {
         cfg.port
     );
     demo::run_standalone(cfg, shutdown_signal()).await?;
-    Ok(exit::OK)
+    Ok(Outcome::Pass)
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::exit;
+use crate::outcome::Outcome;
 use crate::proxy::{Registry, api};
 
 /// `rattle proxy`.
@@ -22,7 +22,7 @@ pub struct ProxyArgs {
 
 /// Runs `rattle proxy` until Ctrl-C or SIGTERM; returns the exit code (2 when the API address
 /// or a configured proxy cannot be bound, or the config is unreadable).
-pub async fn proxy_cmd(args: ProxyArgs) -> anyhow::Result<i32> {
+pub async fn proxy_cmd(args: ProxyArgs) -> anyhow::Result<Outcome> {
     let configured: Vec<api::CreateProxy> = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -61,5 +61,5 @@ pub async fn proxy_cmd(args: ProxyArgs) -> anyhow::Result<i32> {
     cancel.cancel();
     let _ = server.await;
     reg.shutdown().await;
-    Ok(exit::OK)
+    Ok(Outcome::Pass)
 }

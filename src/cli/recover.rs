@@ -5,7 +5,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
-use super::exit;
+use crate::outcome::Outcome;
 use crate::fault;
 use crate::journal::{self, Journal};
 
@@ -30,7 +30,7 @@ pub struct RecoverArgs {
 
 /// Runs `rattle recover`; returns the exit code (0 all reverted or nothing to do, 2 not
 /// confirmed or the journal unreadable, 4 a revert failed).
-pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<i32> {
+pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<Outcome> {
     let dir = args.state_dir.unwrap_or_else(journal::default_state_dir);
     let journal = Journal::open(&dir)?;
     let left = journal.leftovers()?;
@@ -42,7 +42,7 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<i32> {
                 "({running} entries belong to runs still in progress; they revert their own faults)"
             );
         }
-        return Ok(exit::OK);
+        return Ok(Outcome::Pass);
     }
     crate::outln!(
         "{} fault(s) left by runs that are no longer alive ({}):",
@@ -71,11 +71,11 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<i32> {
     }
     if args.dry_run {
         crate::outln!("dry run: nothing was reverted");
-        return Ok(exit::OK);
+        return Ok(Outcome::Pass);
     }
     if !args.yes && !confirm()? {
         crate::errln!("not confirmed: nothing was reverted");
-        return Ok(exit::BAD_INPUT);
+        return Ok(Outcome::BadInput);
     }
     let env = fault::FaultEnv::with_kube_context(args.context.clone());
     let mut failed = 0;
@@ -112,9 +112,9 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(if failed == 0 {
-        exit::OK
+        Outcome::Pass
     } else {
-        exit::REVERT_FAILED
+        Outcome::RevertFailed
     })
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 
-use super::exit;
+use crate::outcome::Outcome;
 use crate::report::{self, Format, compare};
 
 /// Output format of `rattle report`.
@@ -51,15 +51,15 @@ pub struct CompareArgs {
     pub max_regression: Vec<String>,
 }
 
-fn read(path: &Path) -> Result<report::Report, i32> {
+fn read(path: &Path) -> Result<report::Report, Outcome> {
     report::read(path).map_err(|e| {
         crate::errln!("error: {e}");
-        exit::BAD_INPUT
+        Outcome::BadInput
     })
 }
 
 /// Runs `rattle report`.
-pub fn report_cmd(args: ReportArgs) -> anyhow::Result<i32> {
+pub fn report_cmd(args: ReportArgs) -> anyhow::Result<Outcome> {
     let r = match read(&args.file) {
         Ok(r) => r,
         Err(code) => return Ok(code),
@@ -75,23 +75,23 @@ pub fn report_cmd(args: ReportArgs) -> anyhow::Result<i32> {
         Some(path) => {
             if let Err(e) = std::fs::write(path, text) {
                 crate::errln!("error: {}: cannot write: {e}", path.display());
-                return Ok(exit::BAD_INPUT);
+                return Ok(Outcome::BadInput);
             }
         }
         None => crate::out!("{text}"),
     }
-    Ok(exit::OK)
+    Ok(Outcome::Pass)
 }
 
 /// Runs `rattle compare`.
-pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<i32> {
+pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<Outcome> {
     let mut allowances = Vec::new();
     for a in &args.max_regression {
         match compare::parse_allowance(a) {
             Ok(a) => allowances.push(a),
             Err(e) => {
                 crate::errln!("error: --max-regression {e}");
-                return Ok(exit::BAD_INPUT);
+                return Ok(Outcome::BadInput);
             }
         }
     }
@@ -103,13 +103,13 @@ pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<i32> {
         Ok(d) => d,
         Err(e) => {
             crate::errln!("error: {e}");
-            return Ok(exit::BAD_INPUT);
+            return Ok(Outcome::BadInput);
         }
     };
     crate::out!("{}", compare::render(&old, &new, &deltas));
     Ok(if deltas.iter().any(|d| d.regressed) {
-        exit::FAILED
+        Outcome::Fail
     } else {
-        exit::OK
+        Outcome::Pass
     })
 }

@@ -13,10 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::notify::{self, Delivery};
 use super::{GameDay, NotifyWhen};
-use crate::cli::exit;
 use crate::fault::FaultEnv;
+use crate::outcome::{Outcome, Verdict};
 use crate::plan;
-use crate::report::Verdict;
 use crate::runner::{self, ProgressMode, RunOptions};
 
 /// Format version of `index.json`.
@@ -57,6 +56,64 @@ pub enum ExperimentStatus {
     Skipped,
 }
 
+/// Why an experiment of a game day did not run. Its words are the result's `reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// An earlier experiment's revert failed: nothing more is piled on a system that may
+    /// still be broken, whatever the file says about halting.
+    RevertFailed {
+        /// The experiment whose revert failed.
+        experiment: String,
+    },
+    /// An earlier experiment did not pass and the game day halts on failure.
+    EarlierFailed {
+        /// The experiment that did not pass.
+        experiment: String,
+    },
+    /// The allowed window closed before this experiment's turn.
+    WindowClosed {
+        /// The window, as written.
+        window: String,
+    },
+    /// The game day was stopped (signal, scheduler shutdown).
+    Stopped,
+}
+
+impl SkipReason {
+    /// True when the game day halted on its own rule (an earlier failure). Such a skip is the
+    /// consequence of an outcome already counted, not an outcome of its own.
+    pub fn is_halt(&self) -> bool {
+        matches!(
+            self,
+            SkipReason::RevertFailed { .. } | SkipReason::EarlierFailed { .. }
+        )
+    }
+
+    /// What a skipped experiment counts as in the game day's outcome: nothing for a halt
+    /// (the failure that caused it already counts), aborted for a closed window or a stop.
+    pub fn outcome(&self) -> Option<Outcome> {
+        (!self.is_halt()).then_some(Outcome::Aborted)
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::RevertFailed { experiment } => write!(
+                f,
+                "halted: a revert of {experiment} failed; run `rattle recover` before going on"
+            ),
+            SkipReason::EarlierFailed { experiment } => {
+                write!(f, "halted: {experiment} did not pass (halt_on_failure)")
+            }
+            SkipReason::WindowClosed { window } => {
+                write!(f, "the allowed window ({window}) closed")
+            }
+            SkipReason::Stopped => f.write_str("the game day was stopped"),
+        }
+    }
+}
+
 /// One experiment's line in the combined report.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ExperimentResult {
@@ -82,6 +139,10 @@ pub struct ExperimentResult {
     pub started_at: Option<String>,
     /// How long it ran (ms).
     pub duration_ms: Option<u64>,
+    /// Why it was skipped, as a value (the `reason` says it in words). Not written to
+    /// index.json.
+    #[serde(skip)]
+    pub skipped: Option<SkipReason>,
     /// Failed requests over the run.
     pub failed_requests: Option<u64>,
     /// The slowest recovery among its faults (ms); null if none recovered or none fired.
@@ -137,6 +198,28 @@ pub struct NotificationRecord {
     pub status: Option<u16>,
     /// The last error.
     pub error: Option<String>,
+}
+
+impl ExperimentResult {
+    /// What this experiment counts as in the game day's outcome: its run's outcome; for a
+    /// skip, see [`SkipReason::outcome`]; an experiment that could not start is bad input.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self.status {
+            ExperimentStatus::Skipped => self.skipped.as_ref().and_then(SkipReason::outcome),
+            ExperimentStatus::Ran | ExperimentStatus::Error => Some(
+                self.exit_code
+                    .and_then(Outcome::from_exit_code)
+                    .unwrap_or(Outcome::BadInput),
+            ),
+        }
+    }
+}
+
+impl GameDayReport {
+    /// How the game day ended, from its exit code.
+    pub fn outcome(&self) -> Outcome {
+        Outcome::from_exit_code(self.exit_code).unwrap_or(Outcome::BadInput)
+    }
 }
 
 impl From<Delivery> for NotificationRecord {
@@ -234,17 +317,18 @@ pub async fn run(
         settings.out_dir.display()
     ));
     let mut results: Vec<ExperimentResult> = Vec::with_capacity(total);
-    let mut halted: Option<String> = None;
+    let mut halted: Option<SkipReason> = None;
     for (i, e) in gd.experiments.iter().enumerate() {
         let name = e.experiment.name.value.clone();
         let file = e.path.display().to_string();
-        let skip = |reason: String| ExperimentResult {
+        let skip = |why: SkipReason| ExperimentResult {
             name: name.clone(),
             file: file.clone(),
             status: ExperimentStatus::Skipped,
             verdict: None,
             exit_code: None,
-            reason,
+            reason: why.to_string(),
+            skipped: Some(why),
             report_dir: None,
             score: None,
             seed: None,
@@ -258,7 +342,7 @@ pub async fn run(
             continue;
         }
         if stop.is_cancelled() {
-            results.push(skip("the game day was stopped".into()));
+            results.push(skip(SkipReason::Stopped));
             continue;
         }
         if i > 0 && !gd.pause().is_zero() {
@@ -270,7 +354,7 @@ pub async fn run(
             tokio::select! {
                 _ = tokio::time::sleep(gd.pause()) => {}
                 _ = stop.cancelled() => {
-                    results.push(skip("the game day was stopped".into()));
+                    results.push(skip(SkipReason::Stopped));
                     continue;
                 }
             }
@@ -279,7 +363,9 @@ pub async fn run(
             && !settings.ignore_window
             && !w.contains(Utc::now())
         {
-            let why = format!("the allowed window ({w}) closed");
+            let why = SkipReason::WindowClosed {
+                window: w.to_string(),
+            };
             log(&format!(
                 "game day {}: {why}: {name} and the rest are skipped",
                 gd.name()
@@ -307,23 +393,26 @@ pub async fn run(
                     name: name.clone(),
                     file: file.clone(),
                     status: ExperimentStatus::Ran,
-                    verdict: Some(outcome.verdict),
-                    exit_code: Some(outcome.exit_code),
+                    verdict: Some(outcome.outcome.verdict()),
+                    exit_code: Some(outcome.outcome.exit_code()),
                     reason: r.reason.clone(),
                     report_dir: Some(dir_name),
                     score: r.score.as_ref().map(|s| s.value),
                     seed: Some(r.seed),
                     started_at: Some(r.started_at.clone()),
                     duration_ms: Some(r.duration_ms),
+                    skipped: None,
                     failed_requests: Some(r.totals.failed),
                     max_recovery_ms,
                 }
             }
             Err(reason) => ExperimentResult {
                 status: ExperimentStatus::Error,
-                verdict: Some(Verdict::Error),
-                exit_code: Some(exit::BAD_INPUT),
-                ..skip(reason)
+                verdict: Some(Outcome::BadInput.verdict()),
+                exit_code: Some(Outcome::BadInput.exit_code()),
+                reason,
+                skipped: None,
+                ..skip(SkipReason::Stopped)
             },
         };
         log(&format!(
@@ -336,17 +425,14 @@ pub async fn run(
             result.exit_code.unwrap_or(0),
             result.reason
         ));
-        if result.exit_code == Some(exit::REVERT_FAILED) {
+        let outcome = result.outcome();
+        if outcome == Some(Outcome::RevertFailed) {
             // Something may still be broken: never pile more faults on top, whatever the file
             // says about halting.
-            halted = Some(format!(
-                "halted: a revert of {name} failed; run `rattle recover` before going on"
-            ));
-        } else if result.exit_code != Some(exit::OK)
-            && gd.spec.halt_on_failure
-            && !stop.is_cancelled()
+            halted = Some(SkipReason::RevertFailed { experiment: name });
+        } else if outcome != Some(Outcome::Pass) && gd.spec.halt_on_failure && !stop.is_cancelled()
         {
-            halted = Some(format!("halted: {name} did not pass (halt_on_failure)"));
+            halted = Some(SkipReason::EarlierFailed { experiment: name });
         }
         results.push(result);
     }
@@ -420,18 +506,9 @@ pub fn combine(
 ) -> GameDayReport {
     let worst = experiments
         .iter()
-        .map(|e| match e.status {
-            ExperimentStatus::Skipped if !e.reason.starts_with("halted") => exit::ABORTED,
-            _ => e.exit_code.unwrap_or(exit::OK),
-        })
+        .filter_map(ExperimentResult::outcome)
         .max()
-        .unwrap_or(exit::OK);
-    let verdict = match worst {
-        exit::OK => Verdict::Pass,
-        exit::FAILED => Verdict::Fail,
-        exit::ABORTED => Verdict::Aborted,
-        _ => Verdict::Error,
-    };
+        .unwrap_or(Outcome::Pass);
     let count = |v: Verdict| {
         experiments
             .iter()
@@ -469,8 +546,8 @@ pub fn combine(
         started_at: crate::report::rfc3339_ms(started.timestamp_millis()),
         finished_at: crate::report::rfc3339_ms(finished.timestamp_millis()),
         duration_ms: u64::try_from((finished - started).num_milliseconds()).unwrap_or(0),
-        verdict,
-        exit_code: worst,
+        verdict: worst.verdict(),
+        exit_code: worst.exit_code(),
         reason,
         halt_on_failure: gd.spec.halt_on_failure,
         window: gd.window.as_ref().map(|w| w.to_string()),

@@ -18,8 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::run::{self, GameDayReport, NotificationRecord, RunSettings};
 use super::{GameDay, when};
-use crate::cli::exit;
-use crate::report::Verdict;
+use crate::outcome::{Outcome, Verdict};
 
 /// A logger shared with the run tasks.
 pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
@@ -216,7 +215,7 @@ pub async fn run_scheduler(
     settings: ScheduleSettings,
     stop: CancellationToken,
     log: Log,
-) -> Result<i32, ScheduleError> {
+) -> Result<Outcome, ScheduleError> {
     let mut schedules = Vec::with_capacity(gamedays.len());
     for gd in &gamedays {
         let s = gd
@@ -264,7 +263,7 @@ pub async fn run_scheduler(
 
     let mut started_runs: u32 = 0;
     let mut finished_runs: u32 = 0;
-    let mut worst = exit::OK;
+    let mut worst = Outcome::Pass;
     let mut running: Option<Running> = None;
     loop {
         if settings.max_runs.is_some_and(|m| finished_runs >= m) {
@@ -401,7 +400,7 @@ fn record(
     result: Result<Result<GameDayReport, String>, tokio::task::JoinError>,
     history: &History,
     log: &(dyn Fn(&str) + Send + Sync),
-) -> i32 {
+) -> Outcome {
     let mut entry = HistoryEntry {
         gameday: gd.name().to_string(),
         file: gd.file.display().to_string(),
@@ -422,21 +421,21 @@ fn record(
             entry.exit_code = Some(report.exit_code);
             entry.report = Some(r.dir.join("index.html").display().to_string());
             entry.notification = report.notification.clone();
-            report.exit_code
+            report.outcome()
         }
         Ok(Err(e)) => {
             entry.event = HistoryEvent::Error;
             entry.reason = Some(e);
-            entry.exit_code = Some(exit::BAD_INPUT);
-            exit::BAD_INPUT
+            entry.exit_code = Some(Outcome::BadInput.exit_code());
+            Outcome::BadInput
         }
         Err(e) => {
             // The run task panicked: its experiments' runners revert their own faults before
             // returning, so what is lost here is the combined report, not a revert.
             entry.event = HistoryEvent::Error;
             entry.reason = Some(format!("the run failed unexpectedly: {e}"));
-            entry.exit_code = Some(exit::ABORTED);
-            exit::ABORTED
+            entry.exit_code = Some(Outcome::Aborted.exit_code());
+            Outcome::Aborted
         }
     };
     log(&format!(
@@ -446,7 +445,7 @@ fn record(
             .verdict
             .map_or(entry.event.as_str(), |v| v.as_str())
             .to_uppercase(),
-        code
+        code.exit_code()
     ));
     history.record(&entry, log);
     code

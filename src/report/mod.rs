@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{Recovery, SloCheck, SpanStats};
 use crate::fault::Target;
+use crate::outcome::Outcome;
 use crate::plan::PlanSummary;
 use crate::probe::ProbeSummary;
 
@@ -83,31 +84,7 @@ pub enum ReportError {
     Html(String),
 }
 
-/// How the run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// The hypothesis held and every fault recovered.
-    Pass,
-    /// The hypothesis failed (not steady before, not recovered, not steady after).
-    Fail,
-    /// The run was stopped; every fault was reverted.
-    Aborted,
-    /// The environment or a fault went wrong (target not found, setup failed, revert failed).
-    Error,
-}
-
-impl Verdict {
-    /// The word report.json uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-            Verdict::Aborted => "aborted",
-            Verdict::Error => "error",
-        }
-    }
-}
+pub use crate::outcome::Verdict;
 
 /// The experiment's identity.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -350,6 +327,25 @@ pub struct Report {
     pub score: Option<Score>,
 }
 
+impl Report {
+    /// How the run ended, from its exit code (the verdict follows from it). A report whose
+    /// code rattle never writes reads as its verdict's closest outcome.
+    pub fn outcome(&self) -> Outcome {
+        Outcome::from_exit_code(self.exit_code).unwrap_or(match self.verdict {
+            Verdict::Pass => Outcome::Pass,
+            Verdict::Fail => Outcome::Fail,
+            Verdict::Aborted => Outcome::Aborted,
+            Verdict::Error => Outcome::BadInput,
+        })
+    }
+
+    /// Records how the run ended: the verdict and the exit code, from one value.
+    pub fn set_outcome(&mut self, outcome: Outcome) {
+        self.verdict = outcome.verdict();
+        self.exit_code = outcome.exit_code();
+    }
+}
+
 /// Figures per phase of the run. `baseline`: warm-up end to the first injection; `fault`: first
 /// injection until the last fault has recovered and held; `recovery`: from there to the end.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -529,8 +525,7 @@ pub fn judge(report: &mut Report, gates: &crate::experiment::gates::Gates) {
                 1 => format!("gate missed: {}", first.message),
                 n => format!("{n} gates missed; first: {}", first.message),
             };
-            report.verdict = Verdict::Fail;
-            report.exit_code = crate::cli::exit::FAILED;
+            report.set_outcome(Outcome::Fail);
         }
     }
     report.score = Some(score::score(report));

@@ -20,16 +20,16 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::{self, FaultSpan};
-use crate::cli::exit;
 use crate::demo::{Demo, DemoError};
 use crate::fault::{FaultEnv, Target};
 use crate::journal::{Journal, JournalError};
 use crate::load::{self, LoadError};
-use crate::metrics::{Outcome, Record, Recording, RunClock};
+use crate::metrics::{self, Record, Recording, RunClock};
+use crate::outcome::Outcome;
 use crate::plan::Plan;
 use crate::probe::{self, Probes};
 use crate::report::{
-    self, EventKind, Report, SteadyCheck, TimelineEvent, Totals, Verdict, WindowReport,
+    self, EventKind, Report, SteadyCheck, TimelineEvent, Totals, WindowReport,
 };
 
 pub use faults::DEBUG_PANIC_AFTER_INJECT;
@@ -74,10 +74,8 @@ pub struct RunOptions {
 /// What a finished run produced.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
-    /// The verdict.
-    pub verdict: Verdict,
-    /// The process exit code.
-    pub exit_code: i32,
+    /// How it ended (verdict and exit code; after the gates were judged).
+    pub outcome: Outcome,
     /// Where the reports went.
     pub report_dir: PathBuf,
     /// The report.
@@ -432,8 +430,7 @@ pub async fn run(
     });
     report::write(&report, &report_dir)?;
     Ok(RunOutcome {
-        verdict: report.verdict,
-        exit_code: report.exit_code,
+        outcome: report.outcome(),
         report_dir,
         report,
     })
@@ -633,7 +630,7 @@ fn window_reports(recording: &Recording) -> Vec<WindowReport> {
                 sent: w.counts.sent(),
                 ok: w.counts.ok(),
                 failed: w.counts.failed(),
-                missed: w.counts.get(Outcome::Missed),
+                missed: w.counts.get(metrics::Outcome::Missed),
                 p50_ms: l.p50_us.map(analysis::us_to_ms),
                 p90_ms: l.p90_us.map(analysis::us_to_ms),
                 p99_ms: l.p99_us.map(analysis::us_to_ms),
@@ -645,7 +642,7 @@ fn window_reports(recording: &Recording) -> Vec<WindowReport> {
 }
 
 fn errors_by_class(c: &crate::metrics::OutcomeCounts) -> std::collections::BTreeMap<String, u64> {
-    Outcome::ALL
+    metrics::Outcome::ALL
         .iter()
         .filter(|o| !o.is_ok() && c.get(**o) > 0)
         .map(|o| (o.as_str().to_string(), c.get(*o)))
@@ -661,7 +658,7 @@ fn totals(recording: &Recording, load_us: u64) -> Totals {
         sent: c.sent(),
         ok: c.ok(),
         failed: c.failed(),
-        missed: c.get(Outcome::Missed),
+        missed: c.get(metrics::Outcome::Missed),
         availability: (c.total() > 0).then(|| c.ok() as f64 / c.total() as f64),
         rate_per_sec: (load_us > 0 && c.total() > 0)
             .then(|| c.sent() as f64 / (load_us as f64 / 1e6)),
@@ -752,38 +749,33 @@ fn analyse(
         )
     });
 
-    let (verdict, exit_code, reason) = if revert_failed {
+    let (outcome, reason) = if revert_failed {
         (
-            Verdict::Error,
-            exit::REVERT_FAILED,
+            Outcome::RevertFailed,
             "a revert failed: something may still be broken; see the faults' errors".to_string(),
         )
     } else {
         match ending {
             Ending::Stopped => (
-                Verdict::Aborted,
-                exit::ABORTED,
+                Outcome::Aborted,
                 "the run was stopped; every active fault was reverted".to_string(),
             ),
-            Ending::FaultError(e) => (Verdict::Error, exit::BAD_INPUT, e),
+            Ending::FaultError(e) => (Outcome::BadInput, e),
             Ending::Panicked => (
-                Verdict::Aborted,
-                exit::ABORTED,
+                Outcome::Aborted,
                 "the run panicked (a bug in rattle: please report it); every active fault was reverted".to_string(),
             ),
             Ending::StopCondition(t) => (
-                Verdict::Aborted,
-                exit::ABORTED,
+                Outcome::Aborted,
                 format!("stopped by stop_when: {}; every active fault was reverted", t.condition),
             ),
-            Ending::NotSteady(why) => (Verdict::Fail, exit::FAILED, why),
+            Ending::NotSteady(why) => (Outcome::Fail, why),
             Ending::Completed => {
                 if let Some(why) = any_unrecovered {
-                    (Verdict::Fail, exit::FAILED, why)
+                    (Outcome::Fail, why)
                 } else if let Some(a) = after.as_ref().filter(|a| !a.held) {
                     (
-                        Verdict::Fail,
-                        exit::FAILED,
+                        Outcome::Fail,
                         format!(
                             "steady state did not hold at the end: {}",
                             a.problems().join("; ")
@@ -791,14 +783,12 @@ fn analyse(
                     )
                 } else if plan.faults.is_empty() {
                     (
-                        Verdict::Pass,
-                        exit::OK,
+                        Outcome::Pass,
                         "no faults; the steady state held at the end".to_string(),
                     )
                 } else {
                     (
-                        Verdict::Pass,
-                        exit::OK,
+                        Outcome::Pass,
                         "every fault recovered and the steady state held before and after"
                             .to_string(),
                     )
@@ -819,9 +809,9 @@ fn analyse(
         started_at: report::rfc3339_ms(s.clock.start_unix_ms()),
         started_at_unix_ms: s.clock.start_unix_ms(),
         duration_ms: load_end_us / 1000,
-        verdict,
+        verdict: outcome.verdict(),
         reason,
-        exit_code,
+        exit_code: outcome.exit_code(),
         plan: Some(plan.summary()),
         faults,
         windows: window_reports(&s.recording),
