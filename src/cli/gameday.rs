@@ -8,11 +8,11 @@ use clap::{Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use super::ProgressArg;
-use crate::outcome::Outcome;
 use crate::gameday::emit::{self, EmitSettings};
 use crate::gameday::run::{self as gdrun, RunSettings};
 use crate::gameday::schedule::{self, ScheduleSettings};
 use crate::gameday::{self, GameDay};
+use crate::outcome::Outcome;
 
 /// `rattle gameday`.
 #[derive(Debug, Subcommand)]

@@ -15,8 +15,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::demo::{self, DemoConfig};
 use crate::experiment::{self, ExperimentError, HumanDuration};
-use crate::plan;
 use crate::outcome::{Outcome, Verdict};
+use crate::plan;
 use crate::runner::{self, ProgressMode, RunOptions};
 
 /// rattle: drive load at a service, inject faults, measure impact and recovery, always revert.

@@ -5,9 +5,9 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
-use crate::outcome::Outcome;
 use crate::fault;
 use crate::journal::{self, Journal};
+use crate::outcome::Outcome;
 
 /// `rattle recover`.
 #[derive(Debug, clap::Args)]

@@ -10,6 +10,7 @@
 
 mod faults;
 mod progress;
+mod setup;
 mod stop;
 
 use std::path::PathBuf;
@@ -20,21 +21,20 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::{self, FaultSpan};
-use crate::demo::{Demo, DemoError};
+use crate::demo::DemoError;
 use crate::fault::{FaultEnv, Target};
 use crate::journal::{Journal, JournalError};
-use crate::load::{self, LoadError};
+use crate::load::LoadError;
 use crate::metrics::{self, Record, Recording, RunClock};
 use crate::outcome::Outcome;
 use crate::plan::Plan;
 use crate::probe::{self, Probes};
-use crate::report::{
-    self, EventKind, Report, SteadyCheck, TimelineEvent, Totals, WindowReport,
-};
+use crate::report::{self, EventKind, Report, SteadyCheck, TimelineEvent, Totals, WindowReport};
 
 pub use faults::DEBUG_PANIC_AFTER_INJECT;
 use faults::{Active, inject_one, revert_all, revert_one};
 pub use progress::ProgressMode;
+use setup::Setup;
 
 /// Errors that keep a run from starting at all (nothing was touched).
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +146,38 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// The run's shared state, with its clock started now (t = 0).
+    fn new(
+        plan: Plan,
+        env: FaultEnv,
+        journal: Journal,
+        printer: progress::Printer,
+    ) -> (Arc<Self>, watch::Receiver<Phase>) {
+        let clock = RunClock::start_now();
+        let (phase_tx, phase_rx) = watch::channel(Phase::Warmup);
+        let run_id = format!(
+            "{}-{}-{}",
+            *plan.experiment.name,
+            clock.start_unix_ms(),
+            std::process::id()
+        );
+        let shared = Arc::new(Shared {
+            clock,
+            recording: Recording::new(plan.window, true),
+            active: Mutex::new(Vec::new()),
+            faults: Mutex::new(vec![FaultState::default(); plan.faults.len()]),
+            timeline: Mutex::new(Vec::new()),
+            phase: phase_tx,
+            probes: Mutex::new(None),
+            progress: printer,
+            journal,
+            env,
+            run_id,
+            plan,
+        });
+        (shared, phase_rx)
+    }
+
     fn event(&self, event: EventKind, detail: impl Into<String>) {
         let detail = detail.into();
         let t_us = self.clock.now_us();
@@ -207,12 +239,80 @@ enum Ending {
 
 /// Runs a planned experiment to the end and writes its reports. `interrupt` resolves when the
 /// run must stop (Ctrl-C, SIGTERM): faults are reverted, a partial report is written, exit 3.
+///
+/// Reads as the run's phases: preflight, setup, the phases (warm-up, baseline, fault timeline,
+/// recovery observation) beside the stop conditions, the rollback guarantee, teardown, analysis
+/// and the report.
 pub async fn run(
     mut plan: Plan,
     opts: RunOptions,
     interrupt: impl std::future::Future<Output = ()>,
 ) -> Result<RunOutcome, RunError> {
     let printer = progress::Printer::new(opts.progress);
+    let journal = preflight(&plan, &opts, &printer)?;
+    tokio::pin!(interrupt);
+
+    // Setup before the clock: nothing has been touched before this.
+    let env = FaultEnv::with_kube_context(opts.kube_context.clone());
+    let mut setup = Setup::default();
+    let interrupted = match setup
+        .start_services(&mut plan, &opts, &env, &printer, &mut interrupt)
+        .await
+    {
+        Ok(started) => !started,
+        Err(e) => {
+            setup.stop_before_start(&env, &printer).await;
+            return Err(e);
+        }
+    };
+
+    // t = 0: the clock, the load, the probes.
+    let (shared, phase_rx) = Shared::new(plan, env, journal, printer);
+    if !interrupted && let Err(e) = setup.start_load(&shared, phase_rx) {
+        setup.stop(&shared).await;
+        return Err(e);
+    }
+
+    let ending = if interrupted {
+        shared.event(EventKind::Stop, "interrupted during setup");
+        Ending::Stopped
+    } else {
+        drive(&shared, &mut interrupt).await
+    };
+
+    // Rollback guarantee: whatever happened above, revert what is still active.
+    let (revert_failed, reverted_all_us) = rollback(&shared, &ending).await;
+    let stopped = setup.stop(&shared).await;
+
+    let mut report = analyse(
+        &shared,
+        &ending,
+        revert_failed,
+        stopped.load_end_us,
+        &stopped.probe_results,
+    );
+    report.stop = stop_report(&ending, reverted_all_us);
+    let report_dir = opts.out_dir.clone().unwrap_or_else(|| {
+        PathBuf::from("reports").join(report::dir_name(
+            &report.experiment.name,
+            report.started_at_unix_ms,
+        ))
+    });
+    report::write(&report, &report_dir)?;
+    Ok(RunOutcome {
+        outcome: report.outcome(),
+        report_dir,
+        report,
+    })
+}
+
+/// Before anything starts: the plan printed, the load's configuration checked, the journal
+/// opened (no fault may be applied without it) and its leftovers mentioned.
+fn preflight(
+    plan: &Plan,
+    opts: &RunOptions,
+    printer: &progress::Printer,
+) -> Result<Journal, RunError> {
     printer.log(&plan.render(None));
     if let Some(cfg) = plan.load.as_ref() {
         cfg.validate()?;
@@ -232,158 +332,59 @@ pub async fn run(
         Ok(_) => {}
         Err(e) => printer.log(&format!("warning: cannot read the journal: {e}")),
     }
-    tokio::pin!(interrupt);
+    Ok(journal)
+}
 
-    // Setup: the demo service, if any. Nothing has been touched before this. Interruptible: a
-    // half-started demo is dropped, which kills its workers.
-    let mut demo: Option<Demo> = None;
-    let mut interrupted = false;
-    if let Some(cfg) = plan.demo.as_mut() {
-        cfg.exe = opts.demo_exe.clone();
-        // The demo's lines (a worker down, restarted) above the progress line, not through it.
-        let p = printer.clone();
-        cfg.log = crate::demo::DemoLog::to(move |line| p.log(line));
-        printer.log(&format!(
-            "setup: starting the demo service ({} workers on 127.0.0.1:{})",
-            cfg.replicas, cfg.port
-        ));
-        tokio::select! {
-            d = Demo::start(cfg.clone()) => {
-                let d = d?;
-                printer.log(&format!("setup: demo ready at http://{} (workers {:?})", d.addr(), d.worker_pids()));
-                demo = Some(d);
-            }
-            _ = &mut interrupt => interrupted = true,
-        }
-    }
-
-    // Setup: the experiment's fault proxies, in the run's fault environment.
-    let env = FaultEnv::with_kube_context(opts.kube_context.clone());
-    if !interrupted {
-        for p in &plan.experiment.proxies {
-            if let Err(e) = env
-                .proxies()
-                .create_mode(&p.name, &p.listen, &p.upstream, true, p.mode)
-                .await
-            {
-                env.proxies().shutdown().await;
-                if let Some(d) = demo.take() {
-                    let _ = d.shutdown().await;
-                }
-                return Err(e.into());
-            }
-            printer.log(&format!(
-                "setup: proxy {} on {} -> {}",
-                *p.name, *p.listen, *p.upstream
-            ));
-        }
-    }
-
-    let clock = RunClock::start_now();
-    let recording = Recording::new(plan.window, true);
+/// The phases in their own task (so that a panic in them still reaches the rollback), with the
+/// stop conditions watched beside them and `interrupt` raced against both. Returns how the run
+/// ended; whatever that was, faults may still be active: the caller rolls back.
+async fn drive(
+    shared: &Arc<Shared>,
+    interrupt: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Ending {
     let stop = CancellationToken::new();
-    let (phase_tx, phase_rx) = watch::channel(Phase::Warmup);
-    let faults = vec![FaultState::default(); plan.faults.len()];
-    let run_id = format!(
-        "{}-{}-{}",
-        *plan.experiment.name,
-        clock.start_unix_ms(),
-        std::process::id()
-    );
-    let shared = Arc::new(Shared {
-        clock,
-        recording: recording.clone(),
-        active: Mutex::new(Vec::new()),
-        faults: Mutex::new(faults),
-        timeline: Mutex::new(Vec::new()),
-        phase: phase_tx,
-        probes: Mutex::new(None),
-        progress: printer.clone(),
-        journal,
-        env,
-        run_id,
-        plan,
-    });
-
-    let load_stop = CancellationToken::new();
-    let load = match shared.plan.load.clone().filter(|_| !interrupted) {
-        Some(cfg) => match load::start(cfg, clock, 0, recording.clone(), load_stop.clone()) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                if let Some(d) = demo.take() {
-                    let _ = d.shutdown().await;
-                }
-                shared.env.proxies().shutdown().await;
-                return Err(e.into());
-            }
-        },
-        None => None,
+    let task = tokio::spawn(phases(shared.clone(), stop.clone()));
+    let watch_stop = CancellationToken::new();
+    let watcher = tokio::spawn(stop::watch(shared.clone(), watch_stop.clone()));
+    tokio::pin!(task);
+    tokio::pin!(watcher);
+    let mut cause = None;
+    let joined = tokio::select! {
+        j = &mut task => j,
+        _ = interrupt.as_mut() => {
+            shared.event(EventKind::Stop, "interrupted: reverting every active fault");
+            cause = Some(Ending::Stopped);
+            stop.cancel();
+            (&mut task).await
+        }
+        Ok(Some(trigger)) = &mut watcher => {
+            shared.event(EventKind::Stop, format!("stop condition: {}: reverting every active fault", trigger.condition));
+            cause = Some(Ending::StopCondition(trigger));
+            stop.cancel();
+            (&mut task).await
+        }
     };
-    let probes = if interrupted {
-        Vec::new()
-    } else {
-        shared.plan.probes.clone()
+    watch_stop.cancel();
+    let ending = match joined {
+        Ok(e) => e,
+        Err(_) => {
+            shared.event(
+                EventKind::Error,
+                "the run panicked: reverting every active fault",
+            );
+            Ending::Panicked
+        }
     };
-    *lock(&shared.probes) = Some(Probes::start(
-        probes,
-        opts.kube_context.clone(),
-        clock,
-        load_stop.clone(),
-    ));
-    let progress_task = progress::spawn(
-        shared.progress.clone(),
-        recording.clone(),
-        clock,
-        phase_rx,
-        load_stop.clone(),
-    );
+    cause.unwrap_or(ending)
+}
 
-    let ending = if interrupted {
-        shared.event(EventKind::Stop, "interrupted during setup");
-        Ending::Stopped
-    } else {
-        // The phases, in their own task so that a panic in them still reaches the reverts
-        // below; the stop conditions beside them.
-        let task = tokio::spawn(phases(shared.clone(), stop.clone()));
-        let watch_stop = CancellationToken::new();
-        let watcher = tokio::spawn(stop::watch(shared.clone(), watch_stop.clone()));
-        tokio::pin!(task);
-        tokio::pin!(watcher);
-        let mut cause = None;
-        let joined = tokio::select! {
-            j = &mut task => j,
-            _ = &mut interrupt => {
-                shared.event(EventKind::Stop, "interrupted: reverting every active fault");
-                cause = Some(Ending::Stopped);
-                stop.cancel();
-                (&mut task).await
-            }
-            Ok(Some(trigger)) = &mut watcher => {
-                shared.event(EventKind::Stop, format!("stop condition: {}: reverting every active fault", trigger.condition));
-                cause = Some(Ending::StopCondition(trigger));
-                stop.cancel();
-                (&mut task).await
-            }
-        };
-        watch_stop.cancel();
-        let ending = match joined {
-            Ok(e) => e,
-            Err(_) => {
-                shared.event(
-                    EventKind::Error,
-                    "the run panicked: reverting every active fault",
-                );
-                Ending::Panicked
-            }
-        };
-        cause.unwrap_or(ending)
-    };
-
-    // Rollback guarantee: whatever happened above, revert what is still active.
+/// The rollback guarantee: reverts every fault still on the active list. Returns whether a
+/// revert failed (its journal entry stays for `rattle recover`) and when the last one ended.
+async fn rollback(shared: &Shared, ending: &Ending) -> (bool, u64) {
     shared.set_phase(Phase::Teardown);
-    let revert_failed = revert_all(&shared).await;
-    let reverted_all_us = clock.now_us();
-    if let Ending::StopCondition(t) = &ending {
+    let revert_failed = revert_all(shared).await;
+    let reverted_all_us = shared.clock.now_us();
+    if let Ending::StopCondition(t) = ending {
         shared.event(
             EventKind::Stop,
             format!(
@@ -392,26 +393,12 @@ pub async fn run(
             ),
         );
     }
-    let load_end_us = clock.now_us();
-    load_stop.cancel();
-    if let Some(l) = load {
-        l.finish().await;
-    }
-    let probes = lock(&shared.probes).take();
-    let probe_results = match probes {
-        Some(p) => p.finish().await,
-        None => Vec::new(),
-    };
-    let _ = progress_task.await;
-    if let Some(d) = demo.take()
-        && let Err(e) = d.shutdown().await
-    {
-        shared.event(EventKind::Error, format!("stopping the demo service: {e}"));
-    }
-    shared.env.proxies().shutdown().await;
-    printer.finish();
+    (revert_failed, reverted_all_us)
+}
 
-    let stop_report = match &ending {
+/// report.json's `stop`, when a stop condition ended the run.
+fn stop_report(ending: &Ending, reverted_all_us: u64) -> Option<report::StopReport> {
+    match ending {
         Ending::StopCondition(t) => Some(report::StopReport {
             condition: t.condition.clone(),
             triggered_at_ms: analysis::us_to_ms(t.at_us),
@@ -419,85 +406,92 @@ pub async fn run(
             time_to_revert_ms: analysis::us_to_ms(reverted_all_us.saturating_sub(t.at_us)),
         }),
         _ => None,
-    };
-    let mut report = analyse(&shared, ending, revert_failed, load_end_us, &probe_results);
-    report.stop = stop_report;
-    let report_dir = opts.out_dir.clone().unwrap_or_else(|| {
-        PathBuf::from("reports").join(report::dir_name(
-            &report.experiment.name,
-            report.started_at_unix_ms,
-        ))
-    });
-    report::write(&report, &report_dir)?;
-    Ok(RunOutcome {
-        outcome: report.outcome(),
-        report_dir,
-        report,
-    })
+    }
 }
 
-/// The phases after setup. Returns how they ended; never reverts what is on the active list
-/// except at a fault's planned end.
+/// The phases after setup: warm-up and baseline, the fault timeline, recovery observation.
+/// Returns how they ended; never reverts what is on the active list except at a fault's
+/// planned end.
 async fn phases(s: Arc<Shared>, stop: CancellationToken) -> Ending {
+    if let Some(ending) = baseline(&s, &stop).await {
+        return ending;
+    }
+    if let Some(ending) = fault_timeline(&s, &stop).await {
+        return ending;
+    }
+    observe_recovery(&s, &stop).await
+}
+
+/// Warm-up, then the baseline: when the experiment has faults, the steady state must hold over
+/// it, else the run ends before any fault (`NotSteady`).
+async fn baseline(s: &Shared, stop: &CancellationToken) -> Option<Ending> {
     let plan = &s.plan;
     s.set_phase(Phase::Warmup);
-    if !s.sleep_until(plan.warmup, &stop).await {
-        return Ending::Stopped;
+    if !s.sleep_until(plan.warmup, stop).await {
+        return Some(Ending::Stopped);
     }
     s.set_phase(Phase::Baseline);
     let baseline_end = plan.baseline_end();
-    if !s.sleep_until(baseline_end, &stop).await {
-        return Ending::Stopped;
+    if !s.sleep_until(baseline_end, stop).await {
+        return Some(Ending::Stopped);
     }
     if !plan.faults.is_empty() {
         let before = steady_check(
-            &s,
+            s,
             &s.sorted_records(),
             &s.probe_results(),
             plan.warmup,
             baseline_end,
         );
         if !before.held {
-            return Ending::NotSteady(describe_unsteady(&before));
+            return Some(Ending::NotSteady(describe_unsteady(&before)));
         }
         s.event(EventKind::Baseline, "steady state held");
         s.set_phase(Phase::Faults);
     }
+    None
+}
 
-    // The fault timeline: injections and planned reverts, in time order.
+/// The fault timeline: injections and planned reverts, in time order (reverts before
+/// injections at the same instant).
+async fn fault_timeline(s: &Shared, stop: &CancellationToken) -> Option<Ending> {
     let mut events: Vec<(Duration, bool, usize)> = Vec::new(); // (t, is_revert, fault)
-    for (i, f) in plan.faults.iter().enumerate() {
+    for (i, f) in s.plan.faults.iter().enumerate() {
         events.push((f.at, false, i));
         if let Some(d) = f.duration {
             events.push((f.at + d, true, i));
         }
     }
-    // Reverts before injections at the same instant.
     events.sort_by_key(|&(t, is_revert, i)| (t, !is_revert, i));
     for (t, is_revert, i) in events {
-        if !s.sleep_until(t, &stop).await {
-            return Ending::Stopped;
+        if !s.sleep_until(t, stop).await {
+            return Some(Ending::Stopped);
         }
         if is_revert {
-            revert_one(&s, i).await;
-        } else if let Err(e) = inject_one(&s, i).await {
-            return Ending::FaultError(e);
+            revert_one(s, i).await;
+        } else if let Err(e) = inject_one(s, i).await {
+            return Some(Ending::FaultError(e));
         }
     }
+    None
+}
 
+/// Recovery observation: until `duration`, then on while a fault's recovery is still
+/// undecided, up to `recovery_timeout` more.
+async fn observe_recovery(s: &Shared, stop: &CancellationToken) -> Ending {
+    let plan = &s.plan;
     s.set_phase(Phase::Recovery);
-    if !s.sleep_until(plan.duration, &stop).await {
+    if !s.sleep_until(plan.duration, stop).await {
         return Ending::Stopped;
     }
-    // Keep observing while a fault's recovery is still undecided, up to the deadline.
     let deadline = plan.duration + plan.recovery_timeout;
     loop {
         let now_us = s.clock.now_us();
-        if pending_recoveries(&s, now_us) == 0 || s.clock.origin().elapsed() >= deadline {
+        if pending_recoveries(s, now_us) == 0 || s.clock.origin().elapsed() >= deadline {
             break;
         }
         let next = s.clock.origin().elapsed() + Duration::from_millis(250);
-        if !s.sleep_until(next.min(deadline), &stop).await {
+        if !s.sleep_until(next.min(deadline), stop).await {
             return Ending::Stopped;
         }
     }
@@ -673,7 +667,7 @@ fn totals(recording: &Recording, load_us: u64) -> Totals {
 
 fn analyse(
     s: &Shared,
-    ending: Ending,
+    ending: &Ending,
     revert_failed: bool,
     load_end_us: u64,
     probes: &[probe::ProbeResult],
@@ -760,7 +754,7 @@ fn analyse(
                 Outcome::Aborted,
                 "the run was stopped; every active fault was reverted".to_string(),
             ),
-            Ending::FaultError(e) => (Outcome::BadInput, e),
+            Ending::FaultError(e) => (Outcome::BadInput, e.clone()),
             Ending::Panicked => (
                 Outcome::Aborted,
                 "the run panicked (a bug in rattle: please report it); every active fault was reverted".to_string(),
@@ -769,7 +763,7 @@ fn analyse(
                 Outcome::Aborted,
                 format!("stopped by stop_when: {}; every active fault was reverted", t.condition),
             ),
-            Ending::NotSteady(why) => (Outcome::Fail, why),
+            Ending::NotSteady(why) => (Outcome::Fail, why.clone()),
             Ending::Completed => {
                 if let Some(why) = any_unrecovered {
                     (Outcome::Fail, why)
