@@ -108,15 +108,35 @@ duration: 8s
         (3000.0..3500.0).contains(&injected),
         "injected at {injected}"
     );
-    // A real impact: some requests failed (those routed to the killed worker), but few. On a
-    // starved machine the balancer's health checks can also time out and add a few, so the
-    // upper bound is loose; the lower bound is the point: a kill is never free.
+    // The kill happened: the demo saw the chosen worker exit on SIGKILL (issue #21: whether it
+    // cost any request depends on the balancer's health checks and the machine's load, so the
+    // count is checked for consistency here and for a minimum in
+    // `a_worker_kill_costs_requests_when_only_the_balancer_can_notice`).
+    let pid = f["targets"][0]["id"].as_str().expect("target id");
+    let all = format!("{stdout}{stderr}");
+    assert!(
+        all.contains(&format!("worker pid {pid} on port")) && all.contains("SIGKILL"),
+        "the demo never reported worker {pid} killed:\n{all}"
+    );
     let failed = f64_at(f, "/recovery/failed_requests");
-    assert!((1.0..=150.0).contains(&failed), "failed requests {failed}");
+    let fault_requests = f64_at(f, "/recovery/requests");
+    assert!(failed <= fault_requests, "{failed} failed of {fault_requests}");
+    assert!(
+        failed <= f64_at(&r, "/totals/failed"),
+        "a fault's failures are among the run's"
+    );
+    if fault_requests > 0.0 {
+        let availability = f64_at(f, "/recovery/availability");
+        let expected = (fault_requests - failed) / fault_requests;
+        assert!(
+            (availability - expected).abs() < 1e-9,
+            "availability {availability} vs {expected}"
+        );
+    }
     let ttr = f64_at(f, "/recovery/time_to_recover_ms");
     assert!((0.0..2000.0).contains(&ttr), "time to recover {ttr}");
     assert!(f64_at(f, "/recovery/availability") > 0.9);
-    // Windows and totals add up.
+    // Windows and totals add up, failures too.
     let windows = r["windows"].as_array().expect("windows");
     assert!(windows.len() >= 8);
     let sum = |k: &str| {
@@ -129,10 +149,73 @@ duration: 8s
         sum("ok") + sum("failed"),
         r["totals"]["requests"].as_u64().expect("requests")
     );
+    assert_eq!(
+        sum("failed"),
+        r["totals"]["failed"].as_u64().expect("failed")
+    );
     assert_eq!(r["steady_state"]["before"]["held"], true);
     assert_eq!(r["steady_state"]["after"]["held"], true);
     assert!(out.join("summary.md").exists());
     assert!(stdout.contains("PASS"), "{stdout}");
+}
+
+/// A kill costs requests when nothing can take the victim out of rotation first (issue #21):
+/// the balancer's health checks run once at start and then not for a minute, so after the kill
+/// the next request routed to the dead worker fails (the balancer never retries) before the
+/// worker can be marked down. Deterministic whatever the machine's load: the open model sends
+/// every request eventually, and a late one still goes round-robin.
+#[test]
+fn a_worker_kill_costs_requests_when_only_the_balancer_can_notice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let exp = write(
+        dir.path(),
+        "k.yaml",
+        &format!(
+            r#"version: 1
+name: kill-costs
+setup:
+  demo: {{ replicas: 3, port: {port}, restart_delay: 1s, health_interval: 60s }}
+load:
+  http: {{ url: "http://127.0.0.1:{port}/", rate: 200/s }}
+steady_state:
+  warmup: 1s
+  hold: 1s
+  slo: {{ success_rate: ">= 99%" }}
+faults:
+  - name: kill-one
+    at: 2s
+    process-kill: {{ match: "rattle demo worker .*--balancer-port {port}$", mode: one }}
+duration: 5s
+"#
+        ),
+    );
+    let out = dir.path().join("out");
+    let (code, stdout, stderr) = run_bounded(
+        &[
+            "run",
+            exp.to_str().expect("utf8"),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--progress",
+            "plain",
+        ],
+        Duration::from_secs(60),
+    );
+    // Pass or fail depends on how many requests the dead worker took; the count does not.
+    assert!(code == 0 || code == 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let r = read_report(&out);
+    let f = &r["faults"][0];
+    let failed = f64_at(f, "/recovery/failed_requests");
+    assert!(failed >= 1.0, "a kill with no health check to hide it cost nothing: {f:#}");
+    assert!(
+        f64_at(&r, "/totals/failed") >= failed,
+        "the fault's failures are among the run's"
+    );
+    assert!(
+        format!("{stdout}{stderr}").contains("marked down"),
+        "the balancer never noticed the kill:\n{stdout}\n{stderr}"
+    );
 }
 
 /// A worker the test itself supervises: when it dies, it is restarted after exactly `delay`,
