@@ -46,5 +46,6 @@ pub mod metrics;
 pub mod plan;
 pub mod probe;
 pub mod proxy;
+pub mod redact;
 pub mod report;
 pub mod runner;

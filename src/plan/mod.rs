@@ -19,6 +19,7 @@ use crate::experiment::{Experiment, Slo};
 use crate::fault::{FaultEnv, FaultError, FaultSpec, ResolveCtx, Target};
 use crate::load::LoadConfig;
 use crate::probe::ProbeConfig;
+pub use crate::redact::{is_secret_header, redact_url};
 
 pub mod select;
 
@@ -65,35 +66,6 @@ impl PlannedFault {
             .fault()
             .resolve(ResolveCtx { rng: &mut rng, env })
             .await
-    }
-}
-
-/// Header names whose values are never written to reports or logs.
-pub fn is_secret_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    [
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-    ]
-    .contains(&n.as_str())
-        || ["token", "secret", "key", "password", "auth"]
-            .iter()
-            .any(|s| n.contains(s))
-}
-
-/// A URL with any `user:password@` replaced by `<redacted>@`, for reports and logs.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
     }
 }
 
@@ -483,23 +455,5 @@ mod tests {
         assert_eq!(fault_seed(7, 0), fault_seed(7, 0));
         assert_ne!(fault_seed(7, 0), fault_seed(7, 1));
         assert_ne!(fault_seed(7, 0), fault_seed(8, 0));
-    }
-
-    #[test]
-    fn urls_lose_their_credentials() {
-        assert_eq!(
-            redact_url("http://u:p@h:1/x?a=b@c"),
-            "http://<redacted>@h:1/x?a=b@c"
-        );
-        assert_eq!(redact_url("http://h/x@y"), "http://h/x@y");
-        assert_eq!(redact_url("nonsense"), "nonsense");
-    }
-
-    #[test]
-    fn secret_headers() {
-        assert!(is_secret_header("Authorization"));
-        assert!(is_secret_header("X-Api-Key"));
-        assert!(is_secret_header("x-auth-token"));
-        assert!(!is_secret_header("Accept"));
     }
 }
