@@ -161,36 +161,15 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
     };
     let mut probes = Vec::new();
     for (i, p) in experiment.steady_state.probes.iter().enumerate() {
-        let name = p.name.clone().unwrap_or_else(|| format!("probe-{i}"));
-        match (&p.http, &p.kubernetes) {
-            (Some(h), None) => probes.push(ProbeConfig {
-                name,
-                url: crate::experiment::parse::probe_url(&h.url)
-                    .map_err(|m| invalid("steady_state.probes.http.url", m))?,
-                expect_status: h.expect_status,
-                interval: p.interval.get(),
-                timeout: h.timeout.get(),
-                kubernetes: None,
-            }),
-            (None, Some(k)) => {
-                k.validate()
-                    .map_err(|m| invalid("steady_state.probes.kubernetes", m))?;
-                probes.push(ProbeConfig {
-                    name,
-                    url: http::Uri::from_static("http://127.0.0.1/"),
-                    expect_status: 200,
-                    interval: p.interval.get(),
-                    timeout: p.interval.get(),
-                    kubernetes: Some(k.clone()),
-                })
-            }
-            _ => {
-                return Err(invalid(
-                    "steady_state.probes",
-                    "exactly one of `http` and `kubernetes` must be given".into(),
-                ));
-            }
-        }
+        let spec = &p.spec.value;
+        spec.probe()
+            .validate()
+            .map_err(|m| invalid(&format!("steady_state.probes.{}", spec.kind()), m))?;
+        probes.push(ProbeConfig {
+            name: p.name.clone().unwrap_or_else(|| format!("probe-{i}")),
+            interval: p.interval.get(),
+            spec: spec.clone(),
+        });
     }
     let mut faults: Vec<PlannedFault> = experiment
         .faults
@@ -388,22 +367,11 @@ impl Plan {
             describe_slo(self.slo())
         );
         for p in &self.probes {
-            if let Some(k) = &p.kubernetes {
-                let _ = writeln!(
-                    s,
-                    "probe {}: kubernetes: {} (watched)",
-                    p.name,
-                    k.describe()
-                );
-                continue;
-            }
             let _ = writeln!(
                 s,
-                "probe {}: GET {} expects {} every {}ms",
+                "probe {}: {}",
                 p.name,
-                redact_url(&p.url.to_string()),
-                p.expect_status,
-                p.interval.as_millis()
+                p.spec.probe().describe(p.interval)
             );
         }
         for (i, f) in self.faults.iter().enumerate() {
