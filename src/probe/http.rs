@@ -109,10 +109,7 @@ async fn check(probe: &HttpProbe, client: &Client) -> Result<(), String> {
         Err(_) => Err(format!("timed out after {}ms", timeout.as_millis())),
         Ok(Err(e)) => Err(e),
         Ok(Ok(status)) if status == probe.expect_status => Ok(()),
-        Ok(Ok(status)) => Err(format!(
-            "status {status}, expected {}",
-            probe.expect_status
-        )),
+        Ok(Ok(status)) => Err(format!("status {status}, expected {}", probe.expect_status)),
     }
 }
 
@@ -137,7 +134,12 @@ mod tests {
                 .contains("https is not supported")
         );
         assert!(probe_url("ftp://x/").unwrap_err().contains("http://"));
-        assert!(probe("not a url").validate().unwrap_err().starts_with("`url`: "));
+        assert!(
+            probe("not a url")
+                .validate()
+                .unwrap_err()
+                .starts_with("`url`: ")
+        );
     }
 
     #[test]
@@ -151,9 +153,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_check_passes_on_the_expected_status_and_names_the_wrong_one() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -165,8 +165,10 @@ mod tests {
                 n += 1;
                 let _ = s
                     .write_all(
-                        format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                            .as_bytes(),
+                        format!(
+                            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
                     )
                     .await;
             }

@@ -243,7 +243,11 @@ fn probe_entries_are_parsed_like_fault_entries() {
         &with_probe(&format!(
             "{HTTP_PROBE}      kubernetes: {{ namespace: shop, deployment: web }}\n"
         )),
-        &["exp.yaml:11:7", "exactly one kind", "both `http` and `kubernetes`"],
+        &[
+            "exp.yaml:11:7",
+            "exactly one kind",
+            "both `http` and `kubernetes`",
+        ],
     );
     rejects(
         &with_probe(&HTTP_PROBE.replace("http://", "https://")),
@@ -268,7 +272,11 @@ fn probe_entries_are_parsed_like_fault_entries() {
     );
     rejects(
         &with_probe(HTTP_PROBE).replace("interval: 500ms", "interval: 0ms"),
-        &["exp.yaml:12:", "field `steady_state.probes[0].interval`", "above zero"],
+        &[
+            "exp.yaml:12:",
+            "field `steady_state.probes[0].interval`",
+            "above zero",
+        ],
     );
 }
 
