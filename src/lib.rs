@@ -47,5 +47,6 @@ pub mod outcome;
 pub mod plan;
 pub mod probe;
 pub mod proxy;
+pub mod redact;
 pub mod report;
 pub mod runner;

@@ -225,7 +225,7 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<Outcome> {
     let env = crate::fault::FaultEnv::with_kube_context(args.context.clone());
     // A kubernetes probe with no cluster to watch is an environment error, not an unsteady
     // system: refuse before anything runs.
-    if plan.probes.iter().any(|p| p.kubernetes.is_some())
+    if crate::probe::needs_cluster(&plan.probes)
         && let Err(e) = env.kube().await
     {
         crate::errln!("error: {e}");

@@ -105,11 +105,6 @@ pub fn load_url(url: &str) -> Result<http::Uri, String> {
     super::validate::check_http_url_impl(url, true)
 }
 
-/// Parses a probe URL: http:// with a host (the probe client has no TLS yet).
-pub fn probe_url(url: &str) -> Result<http::Uri, String> {
-    super::validate::check_http_url_impl(url, false)
-}
-
 /// Reads, parses and validates the experiment file at `path`.
 pub fn load(path: &Path) -> Result<Experiment, ExperimentError> {
     let text = read_text(path)?;

@@ -10,6 +10,7 @@ use super::located::Located;
 use super::stop::StopWhen;
 use super::values::{DurationThreshold, HumanDuration, Percent, PercentThreshold, Rate};
 use crate::fault::FaultSpec;
+use crate::probe::ProbeSpec;
 
 /// One experiment: load, a steady-state hypothesis, faults, and for how long.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -143,7 +144,7 @@ pub struct SteadyState {
     pub slo: Slo,
     /// Probes run at an interval during the whole run.
     #[serde(default)]
-    pub probes: Vec<Probe>,
+    pub probes: Vec<ProbeEntry>,
 }
 
 impl Default for SteadyState {
@@ -190,36 +191,17 @@ impl Slo {
     }
 }
 
-/// A probe of the hypothesis.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Probe {
+/// A probe of the hypothesis: an optional name, an interval, and exactly one probe kind key
+/// (`http: {...}`, `kubernetes: {...}`). Deserialized by hand in `entry`, like [`FaultEntry`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeEntry {
     /// Name in reports; defaults to `probe-<index>`.
-    #[serde(default)]
     pub name: Option<String>,
     /// Interval between checks.
-    #[serde(default = "defaults::probe_interval")]
     pub interval: Located<HumanDuration>,
-    /// An HTTP check (exactly one of `http` and `kubernetes`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<HttpProbe>,
-    /// A Kubernetes readiness check, watch-based (exactly one of `http` and `kubernetes`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes: Option<crate::probe::kubernetes::KubernetesProbe>,
-}
-
-/// An HTTP probe: a GET whose status must be the expected one.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HttpProbe {
-    /// URL to GET (http://).
-    pub url: Located<String>,
-    /// Expected status code.
-    #[serde(default = "defaults::expect_status")]
-    pub expect_status: u16,
-    /// Timeout of one check.
-    #[serde(default = "defaults::probe_timeout")]
-    pub timeout: HumanDuration,
+    /// The probe kind and its spec.
+    #[serde(flatten)]
+    pub spec: Located<ProbeSpec>,
 }
 
 /// One fault of the experiment: a name, when, for how long, and exactly one fault kind key
@@ -291,11 +273,5 @@ pub(crate) mod defaults {
     }
     pub fn probe_interval() -> Located<HumanDuration> {
         Located::new(HumanDuration::from_secs(1))
-    }
-    pub fn expect_status() -> u16 {
-        200
-    }
-    pub fn probe_timeout() -> HumanDuration {
-        HumanDuration::from_secs(1)
     }
 }

@@ -99,26 +99,12 @@ pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
         );
     }
     for (i, p) in ss.probes.iter().enumerate() {
-        match (&p.http, &p.kubernetes) {
-            (Some(h), None) => {
-                if let Err(msg) = super::parse::probe_url(&h.url) {
-                    c.at(&h.url, format!("steady_state.probes[{i}].http.url"), msg);
-                }
-            }
-            (None, Some(k)) => {
-                if let Err(msg) = k.validate() {
-                    c.at(
-                        &p.interval,
-                        format!("steady_state.probes[{i}].kubernetes"),
-                        msg,
-                    );
-                }
-            }
-            _ => c.at(
-                &p.interval,
-                format!("steady_state.probes[{i}]"),
-                "exactly one of `http` and `kubernetes` must be given",
-            ),
+        if let Err(msg) = p.spec.probe().validate() {
+            c.at(
+                &p.spec,
+                format!("steady_state.probes[{i}].{}", p.spec.kind()),
+                msg,
+            );
         }
         if p.interval.get().is_zero() {
             c.at(

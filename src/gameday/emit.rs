@@ -121,9 +121,7 @@ pub fn access(gd: &GameDay) -> BTreeMap<Option<String>, Rules> {
             all.extend(f.spec.fault().kube_access());
         }
         for p in &e.experiment.steady_state.probes {
-            if let Some(k) = &p.kubernetes {
-                all.extend(k.kube_access());
-            }
+            all.extend(p.spec.probe().kube_access());
         }
     }
     let mut out: BTreeMap<Option<String>, Rules> = BTreeMap::new();

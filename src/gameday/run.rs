@@ -469,7 +469,7 @@ async fn run_one(
     let plan = plan::build(e.experiment.clone(), &e.path, settings.seed)
         .map_err(|err| format!("planning failed: {}", crate::probe::error_chain(&err)))?;
     let env = FaultEnv::with_kube_context(settings.kube_context.clone());
-    if plan.probes.iter().any(|p| p.kubernetes.is_some())
+    if crate::probe::needs_cluster(&plan.probes)
         && let Err(err) = env.kube().await
     {
         return Err(format!("no usable Kubernetes cluster: {err}"));

@@ -19,6 +19,7 @@ use crate::experiment::{Experiment, Slo};
 use crate::fault::{FaultEnv, FaultError, FaultSpec, ResolveCtx, Target};
 use crate::load::LoadConfig;
 use crate::probe::ProbeConfig;
+pub use crate::redact::{is_secret_header, redact_url};
 
 pub mod select;
 
@@ -65,35 +66,6 @@ impl PlannedFault {
             .fault()
             .resolve(ResolveCtx { rng: &mut rng, env })
             .await
-    }
-}
-
-/// Header names whose values are never written to reports or logs.
-pub fn is_secret_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    [
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-    ]
-    .contains(&n.as_str())
-        || ["token", "secret", "key", "password", "auth"]
-            .iter()
-            .any(|s| n.contains(s))
-}
-
-/// A URL with any `user:password@` replaced by `<redacted>@`, for reports and logs.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
     }
 }
 
@@ -189,36 +161,15 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
     };
     let mut probes = Vec::new();
     for (i, p) in experiment.steady_state.probes.iter().enumerate() {
-        let name = p.name.clone().unwrap_or_else(|| format!("probe-{i}"));
-        match (&p.http, &p.kubernetes) {
-            (Some(h), None) => probes.push(ProbeConfig {
-                name,
-                url: crate::experiment::parse::probe_url(&h.url)
-                    .map_err(|m| invalid("steady_state.probes.http.url", m))?,
-                expect_status: h.expect_status,
-                interval: p.interval.get(),
-                timeout: h.timeout.get(),
-                kubernetes: None,
-            }),
-            (None, Some(k)) => {
-                k.validate()
-                    .map_err(|m| invalid("steady_state.probes.kubernetes", m))?;
-                probes.push(ProbeConfig {
-                    name,
-                    url: http::Uri::from_static("http://127.0.0.1/"),
-                    expect_status: 200,
-                    interval: p.interval.get(),
-                    timeout: p.interval.get(),
-                    kubernetes: Some(k.clone()),
-                })
-            }
-            _ => {
-                return Err(invalid(
-                    "steady_state.probes",
-                    "exactly one of `http` and `kubernetes` must be given".into(),
-                ));
-            }
-        }
+        let spec = &p.spec.value;
+        spec.probe()
+            .validate()
+            .map_err(|m| invalid(&format!("steady_state.probes.{}", spec.kind()), m))?;
+        probes.push(ProbeConfig {
+            name: p.name.clone().unwrap_or_else(|| format!("probe-{i}")),
+            interval: p.interval.get(),
+            spec: spec.clone(),
+        });
     }
     let mut faults: Vec<PlannedFault> = experiment
         .faults
@@ -416,22 +367,11 @@ impl Plan {
             describe_slo(self.slo())
         );
         for p in &self.probes {
-            if let Some(k) = &p.kubernetes {
-                let _ = writeln!(
-                    s,
-                    "probe {}: kubernetes: {} (watched)",
-                    p.name,
-                    k.describe()
-                );
-                continue;
-            }
             let _ = writeln!(
                 s,
-                "probe {}: GET {} expects {} every {}ms",
+                "probe {}: {}",
                 p.name,
-                redact_url(&p.url.to_string()),
-                p.expect_status,
-                p.interval.as_millis()
+                p.spec.probe().describe(p.interval)
             );
         }
         for (i, f) in self.faults.iter().enumerate() {
@@ -483,23 +423,5 @@ mod tests {
         assert_eq!(fault_seed(7, 0), fault_seed(7, 0));
         assert_ne!(fault_seed(7, 0), fault_seed(7, 1));
         assert_ne!(fault_seed(7, 0), fault_seed(8, 0));
-    }
-
-    #[test]
-    fn urls_lose_their_credentials() {
-        assert_eq!(
-            redact_url("http://u:p@h:1/x?a=b@c"),
-            "http://<redacted>@h:1/x?a=b@c"
-        );
-        assert_eq!(redact_url("http://h/x@y"), "http://h/x@y");
-        assert_eq!(redact_url("nonsense"), "nonsense");
-    }
-
-    #[test]
-    fn secret_headers() {
-        assert!(is_secret_header("Authorization"));
-        assert!(is_secret_header("X-Api-Key"));
-        assert!(is_secret_header("x-auth-token"));
-        assert!(!is_secret_header("Accept"));
     }
 }

@@ -2,13 +2,11 @@
 //! ready, or the pods of a label selector are Ready. Watch-based: the state is re-evaluated on
 //! every watch event, and a change is recorded at once with the instant it was seen, so the
 //! probe's resolution is the watch latency, not its interval. The interval only adds periodic
-//! results, so that a span with no change still holds evidence of the state.
-//!
-//! Also owns [`probe_recovery`], the pure function that finds a fault's recovery instant from
-//! these results when the experiment has no load (the instant the replacement became Ready).
+//! results, so that a span with no change still holds evidence of the state. Because of that
+//! resolution its results decide a fault's recovery when the experiment has no load (see
+//! `super::probe_recovery`).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -19,9 +17,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::ProbeResult;
-use crate::analysis::{Recovery, us_to_ms};
-use crate::metrics::RunClock;
+use super::{Probe, ProbeRun};
+use crate::fault::{BoxFuture, KubeAccess, KubeScope};
 
 /// `kubernetes:` probe, as written: exactly one of `deployment`, `statefulset`, `labels`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -48,8 +45,30 @@ fn default_min_ready() -> u32 {
 }
 
 impl KubernetesProbe {
-    /// Checks the one-of rule. Messages name the field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The condition watched, in words.
+    fn condition(&self) -> String {
+        let what = if let Some(d) = &self.deployment {
+            format!("deployment {}/{d} has all replicas ready", self.namespace)
+        } else if let Some(s) = &self.statefulset {
+            format!("statefulset {}/{s} has all replicas ready", self.namespace)
+        } else {
+            format!(
+                "pods {} in {} are all Ready",
+                self.labels.as_deref().unwrap_or(""),
+                self.namespace
+            )
+        };
+        format!("{what} (at least {})", self.min_ready)
+    }
+}
+
+impl Probe for KubernetesProbe {
+    fn describe(&self, _interval: Duration) -> String {
+        format!("kubernetes: {} (watched)", self.condition())
+    }
+
+    /// The one-of rule. Messages name the field.
+    fn validate(&self) -> Result<(), String> {
         let n = [
             self.deployment.is_some(),
             self.statefulset.is_some(),
@@ -69,8 +88,8 @@ impl KubernetesProbe {
         Ok(())
     }
 
-    /// The API access the probe needs (list and watch, in its namespace).
-    pub fn kube_access(&self) -> Vec<crate::fault::KubeAccess> {
+    /// List and watch, in its namespace.
+    fn kube_access(&self) -> Vec<KubeAccess> {
         let resource = if self.deployment.is_some() {
             "deployments"
         } else if self.statefulset.is_some() {
@@ -79,28 +98,20 @@ impl KubernetesProbe {
             "pods"
         };
         let api_group = if resource == "pods" { "" } else { "apps" };
-        vec![crate::fault::KubeAccess {
-            scope: crate::fault::KubeScope::Namespaces(vec![self.namespace.clone()]),
+        vec![KubeAccess {
+            scope: KubeScope::Namespaces(vec![self.namespace.clone()]),
             api_group,
             resource,
             verbs: &["get", "list", "watch"],
         }]
     }
 
-    /// One line for the plan.
-    pub fn describe(&self) -> String {
-        let what = if let Some(d) = &self.deployment {
-            format!("deployment {}/{d} has all replicas ready", self.namespace)
-        } else if let Some(s) = &self.statefulset {
-            format!("statefulset {}/{s} has all replicas ready", self.namespace)
-        } else {
-            format!(
-                "pods {} in {} are all Ready",
-                self.labels.as_deref().unwrap_or(""),
-                self.namespace
-            )
-        };
-        format!("{what} (at least {})", self.min_ready)
+    fn decides_recovery(&self) -> bool {
+        true
+    }
+
+    fn run<'a>(&'a self, ctx: ProbeRun<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(run(self, ctx))
     }
 }
 
@@ -124,34 +135,22 @@ fn pod_ready(p: &Pod) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Runs probe `index` until `stop`: pushes a result on every change of state and every tick.
-pub async fn run(
-    index: usize,
-    cfg: KubernetesProbe,
-    context: Option<String>,
-    interval: Duration,
-    clock: RunClock,
-    results: Arc<Mutex<Vec<ProbeResult>>>,
-    stop: CancellationToken,
-) {
+/// Runs the probe until `ctx.stop`: pushes a result on every change of state and every tick.
+async fn run(probe: &KubernetesProbe, ctx: ProbeRun<'_>) {
+    let ProbeRun {
+        env,
+        interval,
+        clock,
+        results,
+        stop,
+    } = ctx;
+    let cfg = probe.clone();
+    let context = env.kube_context().map(str::to_owned);
     let (tx, mut rx) = tokio::sync::watch::channel::<(bool, Option<String>)>((
         false,
         Some("no state seen yet".into()),
     ));
-    let push = {
-        let results = results.clone();
-        move |ok: bool, error: Option<String>, t_us: u64| {
-            results
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(ProbeResult {
-                    probe: index,
-                    t_us,
-                    ok,
-                    error,
-                });
-        }
-    };
+    let push = |ok: bool, error: Option<String>, t_us: u64| results.push(t_us, ok, error);
     let watcher = {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -350,143 +349,35 @@ where
     }
 }
 
-/// A fault's recovery measured on probe results alone (experiments with no load), with the
-/// same rules as the load-based analysis: impact is the first failing result at or after
-/// `injected_us`; the recovery instant is the first instant at or after `from_us` (the
-/// injection, or the revert for a fault with a duration) from which every probe in `probes`
-/// keeps passing for `hold_us`: `from_us` itself if they pass there, else the first result
-/// that makes them all pass again (the instant the replacement was seen Ready). Undecided
-/// until `observed_until_us` is a hold past the candidate. A probe's state is its latest
-/// result; a probe with no result since the injection counts as passing.
-pub fn probe_recovery(
-    results: &[ProbeResult],
-    probes: &[usize],
-    injected_us: u64,
-    from_us: u64,
-    hold_us: u64,
-    observed_until_us: u64,
-) -> Recovery {
-    let mut rs: Vec<&ProbeResult> = results
-        .iter()
-        .filter(|r| probes.contains(&r.probe) && r.t_us >= injected_us)
-        .collect();
-    rs.sort_by_key(|r| r.t_us);
-    let total = rs.len() as u64;
-    let failed = rs.iter().filter(|r| !r.ok).count() as u64;
-    let mut out = Recovery {
-        time_to_impact_ms: rs
-            .iter()
-            .find(|r| !r.ok)
-            .map(|r| us_to_ms(r.t_us - injected_us)),
-        time_to_recover_ms: None,
-        recovered_at_ms: None,
-        reason: None,
-        requests: total,
-        failed_requests: failed,
-        availability: (total > 0).then(|| (total - failed) as f64 / total as f64),
-    };
-    let mut state: BTreeMap<usize, bool> = BTreeMap::new();
-    let all_ok = |st: &BTreeMap<usize, bool>| st.values().all(|ok| *ok);
-    let split = rs.partition_point(|r| r.t_us <= from_us);
-    for r in &rs[..split] {
-        state.insert(r.probe, r.ok);
-    }
-    let mut candidate = all_ok(&state).then_some(from_us);
-    let mut decided = None;
-    for r in &rs[split..] {
-        if let Some(c) = candidate
-            && r.t_us > c.saturating_add(hold_us)
-        {
-            decided = Some(c);
-            break;
-        }
-        state.insert(r.probe, r.ok);
-        match (all_ok(&state), candidate) {
-            (false, _) => candidate = None,
-            (true, None) => candidate = Some(r.t_us),
-            (true, Some(_)) => {}
-        }
-    }
-    let decided = decided.or(candidate.filter(|c| observed_until_us >= c.saturating_add(hold_us)));
-    match (decided, candidate) {
-        (Some(t), _) => {
-            out.recovered_at_ms = Some(us_to_ms(t));
-            out.time_to_recover_ms = Some(us_to_ms(t.saturating_sub(from_us)));
-        }
-        (None, Some(_)) => {
-            out.reason = Some("not recovered: the probes passed, but not for the hold period before observation ended".into())
-        }
-        (None, None) => {
-            out.reason = Some("not recovered: the probes were still failing when observation ended".into())
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn r(t_us: u64, ok: bool) -> ProbeResult {
-        ProbeResult {
-            probe: 0,
-            t_us,
-            ok,
-            error: None,
+    fn deployment() -> KubernetesProbe {
+        KubernetesProbe {
+            namespace: "shop".into(),
+            deployment: Some("web".into()),
+            statefulset: None,
+            labels: None,
+            min_ready: 1,
         }
     }
 
     #[test]
-    fn recovery_is_the_first_pass_that_holds() {
-        let rs = vec![
-            r(0, true),
-            r(1_000, false),
-            r(1_500, true),
-            r(1_600, false),
-            r(3_000, true),
-            r(9_000, true),
-        ];
-        let rec = probe_recovery(&rs, &[0], 1_000, 1_000, 5_000, 9_000);
-        assert_eq!(rec.recovered_at_ms, Some(3.0));
-        assert_eq!(rec.time_to_recover_ms, Some(2.0));
-        assert_eq!(rec.time_to_impact_ms, Some(0.0));
-    }
-
-    #[test]
-    fn not_held_is_undecided_and_never_failing_is_recovered_at_once() {
-        let rs = vec![r(1_000, false), r(3_000, true)];
-        let rec = probe_recovery(&rs, &[0], 1_000, 1_000, 5_000, 4_000);
-        assert_eq!(rec.recovered_at_ms, None);
-        assert!(rec.reason.is_some());
-        let rs = vec![r(1_000, true), r(3_000, true)];
-        let rec = probe_recovery(&rs, &[0], 1_000, 1_000, 5_000, 9_000);
-        assert_eq!(rec.time_to_recover_ms, Some(0.0));
-        assert_eq!(rec.time_to_impact_ms, None);
-    }
-
-    #[test]
-    fn failures_during_a_faults_window_count_until_they_end() {
-        // Failing from 2 ms, reverted at 5 ms, ready again at 7 ms.
-        let rs = vec![
-            r(2_000, false),
-            r(4_000, false),
-            r(7_000, true),
-            r(20_000, true),
-        ];
-        let rec = probe_recovery(&rs, &[0], 1_000, 5_000, 5_000, 20_000);
-        assert_eq!(rec.recovered_at_ms, Some(7.0));
-        assert_eq!(rec.time_to_recover_ms, Some(2.0));
-    }
-
-    #[test]
-    fn every_probe_must_pass() {
-        let mut b = r(3_000, false);
-        b.probe = 1;
-        let mut b2 = r(6_000, true);
-        b2.probe = 1;
-        let rs = vec![r(2_000, false), b, r(4_000, true), b2, r(20_000, true)];
-        let rec = probe_recovery(&rs, &[0, 1], 1_000, 1_000, 5_000, 20_000);
-        assert_eq!(rec.recovered_at_ms, Some(6.0));
+    fn the_plan_line_and_what_it_needs() {
+        let p = deployment();
+        assert_eq!(
+            p.describe(Duration::from_secs(1)),
+            "kubernetes: deployment shop/web has all replicas ready (at least 1) (watched)"
+        );
+        assert!(p.needs_cluster());
+        assert!(p.decides_recovery());
+        assert_eq!(p.kube_access()[0].resource, "deployments");
+        let both = KubernetesProbe {
+            labels: Some("app=web".into()),
+            ..deployment()
+        };
+        assert!(both.validate().unwrap_err().contains("exactly one of"));
     }
 
     #[test]

@@ -1,38 +1,254 @@
-//! Steady-state probes: HTTP checks run at an interval for the whole run. Each result is kept
-//! with its time so analysis can judge the baseline and the end of the run; a probe never
-//! fails the run by itself, it only feeds the hypothesis.
+//! Steady-state probes: checks that run for the whole run and feed the hypothesis. Each result
+//! is kept with its time so analysis can judge the baseline and the end of the run; a probe
+//! never fails the run by itself.
+//!
+//! Shaped like `fault`: each probe kind lives in one file of this module (its spec struct as
+//! written in the experiment file, its checks, its tests) and implements [`Probe`]; kinds are
+//! registered in one list, [`probe_kinds!`] below, which generates [`ProbeSpec`] (read by the
+//! experiment parser by key, e.g. `http:`), the JSON Schema entries and the dispatch. Nothing
+//! outside this module asks which kind a probe is: the runner, the CLI and the game day ask the
+//! trait (or [`needs_cluster`], [`recovery_deciders`]) instead.
 
-use std::sync::{Arc, Mutex};
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::experiment::Located;
+use crate::fault::{BoxFuture, KubeAccess};
 use crate::metrics::RunClock;
 
+pub mod http;
 pub mod kubernetes;
+mod recovery;
 
-/// One probe to run.
+pub use recovery::probe_recovery;
+
+/// A probe kind's behaviour. Implemented by each kind's spec struct.
+pub trait Probe: Send + Sync + fmt::Debug {
+    /// What the probe checks, for the plan (`--dry-run`): the rest of the line after
+    /// `probe <name>: `. `interval` is the entry's.
+    fn describe(&self, interval: Duration) -> String;
+
+    /// Checks what can be checked without touching anything (a URL parses, one of several
+    /// fields is given). Messages name the field; the caller adds the location.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The Kubernetes API access this probe needs: what `rattle schedule --emit cronjob` grants
+    /// its service account. Empty for kinds that do not use the API.
+    fn kube_access(&self) -> Vec<KubeAccess> {
+        Vec::new()
+    }
+
+    /// Does the probe need a Kubernetes cluster? A run refuses to start without one (exit 2),
+    /// since a probe that cannot watch would read as an unsteady system.
+    fn needs_cluster(&self) -> bool {
+        !self.kube_access().is_empty()
+    }
+
+    /// Can this probe's results decide a fault's recovery when the experiment has no load?
+    /// Only a probe that records a change the moment it happens can: its first passing result
+    /// is the recovery instant (the replacement seen Ready), not a sample an interval late.
+    fn decides_recovery(&self) -> bool {
+        false
+    }
+
+    /// One check now: `Ok` when it passes, else what went wrong. Interval-driven kinds
+    /// implement this and keep the default [`Probe::run`]; kinds that override `run` (watches)
+    /// need not.
+    fn check<'a>(&'a self, env: &'a ProbeEnv) -> BoxFuture<'a, Result<(), String>> {
+        let _ = env;
+        Box::pin(async { Err("this probe kind has no single check".to_string()) })
+    }
+
+    /// Runs until `ctx.stop` is cancelled, pushing results to `ctx.results`. The default checks
+    /// every `ctx.interval` (a check that overruns delays the next tick; a check in progress is
+    /// dropped when stopped, recording nothing).
+    fn run<'a>(&'a self, ctx: ProbeRun<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tick = tokio::time::interval(ctx.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ctx.stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let t_us = ctx.clock.now_us();
+                let outcome = tokio::select! {
+                    _ = ctx.stop.cancelled() => return,
+                    r = self.check(ctx.env) => r,
+                };
+                ctx.results.push(t_us, outcome.is_ok(), outcome.err());
+            }
+        })
+    }
+}
+
+/// Process-wide handles that probe kinds share, like `fault::FaultEnv`: one per run, passed to
+/// every probe; a kind that needs a handle adds a field here, built lazily.
+#[derive(Default)]
+pub struct ProbeEnv {
+    /// The kubeconfig context to use instead of the current one (`--context`).
+    kube_context: Option<String>,
+    /// The HTTP client of the `http` probes (one pool for all of them); built on first use.
+    http: OnceLock<http::Client>,
+}
+
+impl fmt::Debug for ProbeEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProbeEnv")
+            .field("kube_context", &self.kube_context)
+            .field("http", &self.http.get().is_some())
+            .finish()
+    }
+}
+
+impl ProbeEnv {
+    /// An environment whose Kubernetes clients use kubeconfig context `context` (`None`: the
+    /// current context, or the in-cluster configuration).
+    pub fn new(kube_context: Option<String>) -> Self {
+        Self {
+            kube_context,
+            ..Self::default()
+        }
+    }
+
+    /// The kubeconfig context asked for, if any.
+    pub fn kube_context(&self) -> Option<&str> {
+        self.kube_context.as_deref()
+    }
+
+    /// The HTTP client, built on first call.
+    pub(crate) fn http_client(&self) -> &http::Client {
+        self.http.get_or_init(http::client)
+    }
+}
+
+/// What a running probe needs: the shared handles, its timing, where its results go, and when
+/// to stop.
+pub struct ProbeRun<'a> {
+    /// Shared handles.
+    pub env: &'a ProbeEnv,
+    /// The entry's interval.
+    pub interval: Duration,
+    /// The run's clock (result times are µs since its origin).
+    pub clock: RunClock,
+    /// Where this probe's results go.
+    pub results: ResultSink,
+    /// Cancelled when the run stops its probes.
+    pub stop: CancellationToken,
+}
+
+/// The results of one probe, pushed to the run's shared list.
+#[derive(Clone)]
+pub struct ResultSink {
+    probe: usize,
+    results: Arc<Mutex<Vec<ProbeResult>>>,
+}
+
+impl ResultSink {
+    /// Records a check of this probe that started at `t_us`.
+    pub fn push(&self, t_us: u64, ok: bool, error: Option<String>) {
+        self.results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ProbeResult {
+                probe: self.probe,
+                t_us,
+                ok,
+                error,
+            });
+    }
+}
+
+macro_rules! probe_kinds {
+    ($( $key:literal => $variant:ident($ty:ty); )*) => {
+        /// The probe of one experiment entry, by kind. Generated from the registry list.
+        #[derive(Debug, Clone, Serialize)]
+        pub enum ProbeSpec {
+            $(
+                #[doc = concat!("`", $key, "`")]
+                #[serde(rename = $key)]
+                $variant($ty),
+            )*
+        }
+
+        /// The keys of all registered probe kinds, as written in experiment files.
+        pub const PROBE_KINDS: &[&str] = &[$($key),*];
+
+        impl ProbeSpec {
+            /// The kind's key.
+            pub fn kind(&self) -> &'static str {
+                match self { $(ProbeSpec::$variant(_) => $key,)* }
+            }
+
+            /// The kind's behaviour.
+            pub fn probe(&self) -> &dyn Probe {
+                match self { $(ProbeSpec::$variant(s) => s,)* }
+            }
+
+            /// Reads the value of key `key` of a probe entry as that kind's spec. `None` when
+            /// `key` is not a registered kind.
+            pub(crate) fn deserialize_kind<'de, A>(
+                key: &str,
+                map: &mut A,
+            ) -> Option<std::result::Result<Located<ProbeSpec>, A::Error>>
+            where
+                A: serde::de::MapAccess<'de>,
+            {
+                match key {
+                    $($key => Some(map.next_value::<Located<$ty>>().map(|l| {
+                        Located::at(ProbeSpec::$variant(l.value), l.line, l.column)
+                    })),)*
+                    _ => None,
+                }
+            }
+
+            /// JSON Schemas of each kind's spec, by key, for `rattle schema`.
+            pub(crate) fn kind_schemas(
+                generator: &mut schemars::SchemaGenerator,
+            ) -> Vec<(&'static str, schemars::Schema)> {
+                vec![$(($key, generator.subschema_for::<$ty>()),)*]
+            }
+        }
+    };
+}
+
+// The registry: one line per probe kind.
+probe_kinds! {
+    "http" => Http(http::HttpProbe);
+    "kubernetes" => Kubernetes(kubernetes::KubernetesProbe);
+}
+
+/// One probe to run: an experiment entry resolved.
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
     /// Name in reports.
     pub name: String,
-    /// URL to GET.
-    pub url: http::Uri,
-    /// Expected status.
-    pub expect_status: u16,
     /// Interval between checks.
     pub interval: Duration,
-    /// Timeout of one check.
-    pub timeout: Duration,
-    /// A Kubernetes probe instead of HTTP (`url` is then unused).
-    pub kubernetes: Option<kubernetes::KubernetesProbe>,
+    /// The kind and its spec.
+    pub spec: ProbeSpec,
+}
+
+/// Do any of `probes` need a Kubernetes cluster?
+pub fn needs_cluster(probes: &[ProbeConfig]) -> bool {
+    probes.iter().any(|p| p.spec.probe().needs_cluster())
+}
+
+/// Indices of the `probes` whose results decide a fault's recovery when there is no load (see
+/// [`Probe::decides_recovery`] and [`probe_recovery`]).
+pub fn recovery_deciders(probes: &[ProbeConfig]) -> Vec<usize> {
+    probes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.spec.probe().decides_recovery().then_some(i))
+        .collect()
 }
 
 /// One check's result.
@@ -64,50 +280,23 @@ impl Probes {
     ) -> Self {
         let results = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = JoinSet::new();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client: Client<HttpConnector, Empty<Bytes>> =
-            Client::builder(TokioExecutor::new()).build(connector);
+        let env = Arc::new(ProbeEnv::new(kube_context));
         for (index, cfg) in probes.into_iter().enumerate() {
-            let results = results.clone();
+            let env = env.clone();
+            let sink = ResultSink {
+                probe: index,
+                results: results.clone(),
+            };
             let stop = stop.clone();
-            let client = client.clone();
-            if let Some(k) = cfg.kubernetes.clone() {
-                tasks.spawn(kubernetes::run(
-                    index,
-                    k,
-                    kube_context.clone(),
-                    cfg.interval,
-                    clock,
-                    results,
-                    stop,
-                ));
-                continue;
-            }
             tasks.spawn(async move {
-                let mut tick = tokio::time::interval(cfg.interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tick.tick() => {}
-                    }
-                    let t_us = clock.now_us();
-                    let error = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        e = check(&client, &cfg) => e,
-                    };
-                    let result = ProbeResult {
-                        probe: index,
-                        t_us,
-                        ok: error.is_none(),
-                        error,
-                    };
-                    results
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(result);
-                }
+                let ctx = ProbeRun {
+                    env: &env,
+                    interval: cfg.interval,
+                    clock,
+                    results: sink,
+                    stop,
+                };
+                cfg.spec.probe().run(ctx).await;
             });
         }
         Self { results, tasks }
@@ -125,28 +314,6 @@ impl Probes {
     pub async fn finish(mut self) -> Vec<ProbeResult> {
         while self.tasks.join_next().await.is_some() {}
         self.results()
-    }
-}
-
-async fn check(client: &Client<HttpConnector, Empty<Bytes>>, cfg: &ProbeConfig) -> Option<String> {
-    let req = match http::Request::get(cfg.url.clone()).body(Empty::new()) {
-        Ok(r) => r,
-        Err(e) => return Some(format!("bad request: {e}")),
-    };
-    let fut = async {
-        let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
-        let status = resp.status().as_u16();
-        resp.into_body()
-            .collect()
-            .await
-            .map_err(|e| error_chain(&e))?;
-        Ok::<u16, String>(status)
-    };
-    match tokio::time::timeout(cfg.timeout, fut).await {
-        Err(_) => Some(format!("timed out after {}ms", cfg.timeout.as_millis())),
-        Ok(Err(e)) => Some(e),
-        Ok(Ok(status)) if status == cfg.expect_status => None,
-        Ok(Ok(status)) => Some(format!("status {status}, expected {}", cfg.expect_status)),
     }
 }
 

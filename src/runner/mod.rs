@@ -519,10 +519,10 @@ fn pending_recoveries(s: &Shared, now_us: u64) -> usize {
         .count()
 }
 
-/// Without load, faults whose recovery the `kubernetes` probes have not decided yet.
+/// Without load, faults whose recovery the probes that decide it have not decided yet.
 fn pending_probe_recoveries(s: &Shared, now_us: u64) -> usize {
-    let kube_probes = kube_probe_indices(&s.plan);
-    if kube_probes.is_empty() {
+    let deciders = probe::recovery_deciders(&s.plan.probes);
+    if deciders.is_empty() {
         return 0;
     }
     let results = s.probe_results();
@@ -532,9 +532,9 @@ fn pending_probe_recoveries(s: &Shared, now_us: u64) -> usize {
         .zip(&s.plan.faults)
         .filter(|(st, pf)| {
             fault_span(&s.plan, pf, st, now_us).is_some_and(|span| {
-                probe::kubernetes::probe_recovery(
+                probe::probe_recovery(
                     &results,
-                    &kube_probes,
+                    &deciders,
                     span.injected_us,
                     span.from_us,
                     span.hold_us,
@@ -545,15 +545,6 @@ fn pending_probe_recoveries(s: &Shared, now_us: u64) -> usize {
             })
         })
         .count()
-}
-
-/// Indices of the plan's `kubernetes` probes.
-fn kube_probe_indices(plan: &Plan) -> Vec<usize> {
-    plan.probes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| p.kubernetes.as_ref().map(|_| i))
-        .collect()
 }
 
 fn fault_span(
@@ -681,16 +672,16 @@ fn analyse(
         .iter()
         .zip(&states)
         .map(|(pf, st)| {
-            let kube_probes = kube_probe_indices(plan);
+            let deciders = probe::recovery_deciders(&plan.probes);
             let recovery = if plan.load.is_some() {
                 fault_span(plan, pf, st, load_end_us)
                     .map(|span| analysis::fault_recovery(&sorted, plan.slo(), span))
-            } else if !kube_probes.is_empty() {
-                // No load: the kubernetes probe decides (the replacement's readiness).
+            } else if !deciders.is_empty() {
+                // No load: the probes that decide recovery do (the replacement's readiness).
                 fault_span(plan, pf, st, load_end_us).map(|span| {
-                    probe::kubernetes::probe_recovery(
+                    probe::probe_recovery(
                         probes,
-                        &kube_probes,
+                        &deciders,
                         span.injected_us,
                         span.from_us,
                         span.hold_us,

@@ -211,6 +211,75 @@ fn fault_kind_mistakes() {
     );
 }
 
+/// GOOD with one probe entry: its `http:` key is on line 13, column 7.
+fn with_probe(entry: &str) -> String {
+    GOOD.replace(
+        "  slo: { success_rate: \">= 99%\", p99: \"< 100ms\" }\n",
+        &format!(
+            "  slo: {{ success_rate: \">= 99%\", p99: \"< 100ms\" }}\n  probes:\n    - name: health\n      interval: 500ms\n{entry}"
+        ),
+    )
+}
+
+const HTTP_PROBE: &str = "      http: { url: \"http://127.0.0.1:18999/\" }\n";
+
+#[test]
+fn probe_entries_are_parsed_like_fault_entries() {
+    let (code, err) = validate(&with_probe(HTTP_PROBE));
+    assert_eq!(code, 0, "{err}");
+    rejects(
+        &with_probe(&HTTP_PROBE.replace("http: {", "htp: {")),
+        &[
+            "exp.yaml:13:7",
+            "unknown field `htp`",
+            "name, interval, http, kubernetes",
+        ],
+    );
+    rejects(
+        &with_probe(""),
+        &["missing the probe kind: add one of `http`, `kubernetes`"],
+    );
+    rejects(
+        &with_probe(&format!(
+            "{HTTP_PROBE}      kubernetes: {{ namespace: shop, deployment: web }}\n"
+        )),
+        &[
+            "exp.yaml:11:7",
+            "exactly one kind",
+            "both `http` and `kubernetes`",
+        ],
+    );
+    rejects(
+        &with_probe(&HTTP_PROBE.replace("http://", "https://")),
+        &[
+            "exp.yaml:13:",
+            "field `steady_state.probes[0].http`",
+            "`url`:",
+            "https is not supported",
+        ],
+    );
+    rejects(
+        &with_probe("      kubernetes: { namespace: shop }\n"),
+        &[
+            "exp.yaml:13:",
+            "field `steady_state.probes[0].kubernetes`",
+            "exactly one of `deployment`, `statefulset`, `labels`",
+        ],
+    );
+    rejects(
+        &with_probe(&HTTP_PROBE.replace("url:", "url: \"http://x/\", urls:")),
+        &["exp.yaml:13:", "unknown field `urls`"],
+    );
+    rejects(
+        &with_probe(HTTP_PROBE).replace("interval: 500ms", "interval: 0ms"),
+        &[
+            "exp.yaml:12:",
+            "field `steady_state.probes[0].interval`",
+            "above zero",
+        ],
+    );
+}
+
 #[test]
 fn duplicate_names_and_keys() {
     rejects(
@@ -330,6 +399,20 @@ fn schema_is_draft07_json_with_every_fault_kind() {
     for kind in rattle::fault::FAULT_KINDS {
         assert!(text.contains(kind), "schema lacks {kind}");
     }
+}
+
+#[test]
+fn schema_has_every_probe_kind() {
+    let out = rattle().arg("schema").output().expect("run");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("schema is JSON");
+    let titles: Vec<&str> = v["definitions"]["ProbeEntry"]["oneOf"]
+        .as_array()
+        .expect("ProbeEntry is one of the kinds")
+        .iter()
+        .filter_map(|k| k["title"].as_str())
+        .collect();
+    assert_eq!(titles, rattle::probe::PROBE_KINDS);
 }
 
 proptest! {
