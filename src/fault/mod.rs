@@ -22,6 +22,7 @@ use crate::experiment::Located;
 pub mod k8s;
 pub mod net;
 pub mod process;
+pub mod select;
 
 /// A boxed future, so that [`Fault`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -3,7 +3,7 @@
 //!
 //! Targets are local processes found by scanning `/proc`, picked by pid, pid file, executable
 //! name or a regex over the command line (all given selectors must match), then narrowed by the
-//! entry's [`Mode`] through the seeded [`crate::plan::select::choose`]. Both kinds share one
+//! entry's [`Mode`] through the seeded [`crate::fault::select::choose`]. Both kinds share one
 //! selector (`Selector`, a borrowed view of the fields they both list) rather than a nested
 //! struct, because `#[serde(flatten)]` would break `deny_unknown_fields` and error locations.
 //!
@@ -30,7 +30,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{BoxFuture, Fault, FaultEnv, FaultError, ResolveCtx, Result, RevertToken, Target};
 use crate::experiment::Mode;
-use crate::plan::select;
+use super::select;
 
 /// The `kind` of the targets this module resolves.
 pub const TARGET_KIND: &str = "process";

@@ -20,8 +20,6 @@ use crate::fault::{FaultEnv, FaultError, FaultSpec, ResolveCtx, Target};
 use crate::load::LoadConfig;
 use crate::probe::ProbeConfig;
 
-pub mod select;
-
 /// Errors of building a plan from a valid experiment.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {

@@ -4,7 +4,7 @@
 //! `pod-network-delay` in their own files.
 //!
 //! Every kind selects its objects the same way ([`Selector`]: namespaces, label selector, field
-//! selector, names, then the seeded [`crate::plan::select::choose`] by mode), so the blast radius
+//! selector, names, then the seeded [`crate::fault::select::choose`] by mode), so the blast radius
 //! rules live in one place: protected namespaces (`kube-system` and the rest of
 //! [`protected_namespaces`]) are refused unless the entry lists them in `allow_namespaces`, and
 //! are skipped silently when no namespace is named (all namespaces). The selector fields are
@@ -23,10 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, KubeScope, ResolveCtx, Result, RevertToken,
-    Target,
+    Target, select,
 };
 use crate::experiment::{HumanDuration, Mode};
-use crate::plan::select;
 
 /// Namespaces refused unless an entry allows them, when `RATTLE_PROTECTED_NAMESPACES` does not
 /// say otherwise.

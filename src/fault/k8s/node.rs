@@ -22,7 +22,7 @@ use crate::fault::{
     BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, KubeScope, ResolveCtx, Result, RevertToken,
     Target,
 };
-use crate::plan::select;
+use crate::fault::select;
 
 const KIND: &str = "node-drain";
 
