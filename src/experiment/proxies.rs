@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::located::Located;
 use super::spec::Experiment;
+use crate::fault::Locality;
 
 /// One fault proxy the run starts.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -71,7 +72,7 @@ pub(super) fn check(e: &Experiment) -> Vec<(u64, u64, String, String)> {
         }
     }
     for (i, f) in e.faults.iter().enumerate() {
-        if let Some((proxy, mode)) = crate::fault::net::proxy_of(&f.spec) {
+        if let Locality::Proxy { name: proxy, mode } = f.spec.fault().locality() {
             let msg = match e.proxies.iter().find(|p| p.name.as_str() == proxy) {
                 None => format!("no proxy named {proxy:?} under `proxies:`"),
                 Some(p) if p.mode != mode => format!(

@@ -28,9 +28,11 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{BoxFuture, Fault, FaultEnv, FaultError, ResolveCtx, Result, RevertToken, Target};
+use super::{
+    BoxFuture, Fault, FaultEnv, FaultError, Locality, ResolveCtx, Result, RevertToken, Target,
+    select,
+};
 use crate::experiment::Mode;
-use super::select;
 
 /// The `kind` of the targets this module resolves.
 pub const TARGET_KIND: &str = "process";
@@ -158,6 +160,10 @@ impl Fault for KillSpec {
         false
     }
 
+    fn locality(&self) -> Locality<'_> {
+        Locality::Local
+    }
+
     fn validate(&self) -> std::result::Result<(), String> {
         self.selector().validate()?;
         let sig = self
@@ -207,6 +213,10 @@ impl Fault for PauseSpec {
     }
     fn needs_duration(&self) -> bool {
         true
+    }
+
+    fn locality(&self) -> Locality<'_> {
+        Locality::Local
     }
 
     fn validate(&self) -> std::result::Result<(), String> {

@@ -22,8 +22,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, KubeScope, ResolveCtx, Result, RevertToken,
-    Target, select,
+    BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, KubeScope, Locality, ResolveCtx, Result,
+    RevertToken, Target, select,
 };
 use crate::experiment::{HumanDuration, Mode};
 
@@ -377,6 +377,10 @@ impl Fault for PodKillSpec {
         false
     }
 
+    fn locality(&self) -> Locality<'_> {
+        Locality::Cluster
+    }
+
     fn kube_access(&self) -> Vec<KubeAccess> {
         access(
             &self.selector(),
@@ -560,6 +564,10 @@ impl Fault for ScaleSpec {
         true
     }
 
+    fn locality(&self) -> Locality<'_> {
+        Locality::Cluster
+    }
+
     fn kube_access(&self) -> Vec<KubeAccess> {
         let (objects, scale) = match self.kind {
             WorkloadKind::Deployment => ("deployments", "deployments/scale"),
@@ -658,6 +666,10 @@ impl Fault for RestartSpec {
 
     fn needs_duration(&self) -> bool {
         false
+    }
+
+    fn locality(&self) -> Locality<'_> {
+        Locality::Cluster
     }
 
     fn kube_access(&self) -> Vec<KubeAccess> {
