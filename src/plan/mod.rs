@@ -159,7 +159,7 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
         Some(l) => {
             let h = &l.http;
             window = h.window.get();
-            let url = crate::experiment::parse::load_url(&h.url)
+            let url = crate::experiment::url::load_url(&h.url)
                 .map_err(|m| invalid("load.http.url", m))?;
             let method = http::Method::from_bytes(h.method.as_bytes())
                 .map_err(|e| invalid("load.http.method", e.to_string()))?;
