@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::diagnostic::Diagnostic;
 use super::located::Located;
-use super::parse::Diagnostic;
 use super::values::{DurationThreshold, PercentThreshold};
 
 /// Thresholds CI fails on. Every gate given must hold, else the run fails (exit 1). A gate whose

@@ -1,19 +1,29 @@
-//! The experiment file as written: serde structs ([`spec`]), value types like `250ms` and
-//! `200/s` ([`values`]), parsing with locations ([`parse`]) and semantic checks ([`validate`]).
-//! Nothing is resolved here (which processes, which seed): that is `plan`.
+//! The experiment file as written. Nothing is resolved here (which processes, which seed): that
+//! is `plan`.
+//!
+//! Loading is [`load`] (`load.rs`): [`parse`] reads the text (syntax and shape, with
+//! locations), then `validate` checks its meaning; both report [`Diagnostic`]s (`diagnostic.rs`).
+//! The file's types are in [`spec`], with their own files for the sections that carry their own
+//! checks ([`gates`], [`proxies`], [`stop`]) and for fault entries (`entry.rs`), which are read
+//! by kind key; value types like `250ms` and `200/s` are in [`values`], URLs in [`url`]. Each
+//! file imports only files below it.
 
+mod diagnostic;
 mod entry;
 pub mod gates;
+mod load;
 mod located;
 pub mod parse;
 pub mod proxies;
 pub mod spec;
 pub mod stop;
+pub mod url;
 mod validate;
 pub mod values;
 
+pub use diagnostic::{Diagnostic, ExperimentError};
+pub use load::{load, parse_str};
 pub use located::Located;
-pub use parse::{Diagnostic, ExperimentError, load, parse_str};
 pub use spec::*;
 pub use stop::{StopWhen, Sustained};
 pub use values::{

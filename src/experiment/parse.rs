@@ -1,118 +1,15 @@
-//! Reading an experiment file: syntax (serde-saphyr, with budgets against alias bombs and deep
-//! nesting), shape (serde, unknown fields are errors), then meaning ([`validate`]). Every
-//! problem becomes a [`Diagnostic`] naming file, line, column and the field path, so a user can
-//! go straight to the place. JSON files are read by the same parser (JSON is YAML 1.2 flow
-//! syntax), so they get the same locations.
+//! Reading input files (experiments, game days): syntax (serde-saphyr, with budgets against
+//! alias bombs and deep nesting) and shape (serde, unknown fields are errors), every problem a
+//! [`Diagnostic`] naming line, column and field path, so a user can go straight to the place.
+//! JSON files are read by the same parser (JSON is YAML 1.2 flow syntax), so they get the same
+//! locations. Meaning is checked above this, by `validate` (see [`super::load`]).
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::spec::Experiment;
-use super::validate::validate;
+use super::diagnostic::{Diagnostic, ExperimentError};
 
 /// Largest experiment file accepted (1 MiB): far above any real experiment, far below trouble.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
-
-/// One problem in an experiment file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    /// 1-based line; 0 when unknown.
-    pub line: u64,
-    /// 1-based column; 0 when unknown.
-    pub column: u64,
-    /// The field path, like `faults[1].at`; empty for the whole document.
-    pub field: String,
-    /// What is wrong, and where useful, what would be right.
-    pub message: String,
-    /// The source lines around the place, with a caret, when available.
-    pub snippet: Option<String>,
-}
-
-/// Errors of loading an experiment.
-#[derive(Debug, thiserror::Error)]
-pub enum ExperimentError {
-    /// The file could not be read.
-    #[error("{}: cannot read: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is larger than [`MAX_FILE_BYTES`].
-    #[error("{}: file is {size} bytes; input files are limited to 1 MiB", path.display())]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-        /// Its size.
-        size: u64,
-    },
-    /// The file was read but is not a valid experiment.
-    #[error("{}", render(path, diagnostics))]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// Every problem found (at least one).
-        diagnostics: Vec<Diagnostic>,
-    },
-}
-
-fn render(path: &Path, diagnostics: &[Diagnostic]) -> String {
-    let mut out = String::new();
-    for (i, d) in diagnostics.iter().enumerate() {
-        if i > 0 {
-            out.push_str("\nerror: ");
-        }
-        out.push_str(&d.display_for(path).to_string());
-    }
-    out
-}
-
-impl Diagnostic {
-    /// `file:line:column: field `x.y`: message`, then the snippet if any.
-    pub fn display_for<'a>(&'a self, path: &'a Path) -> impl fmt::Display + 'a {
-        DiagDisplay { d: self, path }
-    }
-}
-
-struct DiagDisplay<'a> {
-    d: &'a Diagnostic,
-    path: &'a Path,
-}
-
-impl fmt::Display for DiagDisplay<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = self.d;
-        write!(f, "{}", self.path.display())?;
-        if d.line > 0 {
-            write!(f, ":{}:{}", d.line, d.column)?;
-        }
-        if d.field.is_empty() {
-            write!(f, ": {}", d.message)?;
-        } else {
-            write!(f, ": field `{}`: {}", d.field, d.message)?;
-        }
-        if let Some(snippet) = &d.snippet {
-            write!(f, "\n{snippet}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Parses a load URL: http:// or https:// (TLS through rustls), with a host.
-pub fn load_url(url: &str) -> Result<http::Uri, String> {
-    super::validate::check_http_url_impl(url, true)
-}
-
-/// Reads, parses and validates the experiment file at `path`.
-pub fn load(path: &Path) -> Result<Experiment, ExperimentError> {
-    let text = read_text(path)?;
-    parse_str(&text).map_err(|diagnostics| ExperimentError::Invalid {
-        path: path.to_path_buf(),
-        diagnostics,
-    })
-}
 
 /// Reads an input file (experiment, game day) as UTF-8 text, refusing files above 1 MiB.
 pub fn read_text(path: &Path) -> Result<String, ExperimentError> {
@@ -145,13 +42,6 @@ pub fn read_text(path: &Path) -> Result<String, ExperimentError> {
     })
 }
 
-/// Parses and validates an experiment from text.
-pub fn parse_str(text: &str) -> Result<Experiment, Vec<Diagnostic>> {
-    let experiment = parse_shape(text).map_err(|d| vec![d])?;
-    validate(&experiment)?;
-    Ok(experiment)
-}
-
 fn options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     // An experiment is small: refuse anything that looks like an attack long before it costs.
@@ -165,11 +55,6 @@ fn options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
     options
-}
-
-/// Syntax and shape only.
-fn parse_shape(text: &str) -> Result<Experiment, Diagnostic> {
-    parse_yaml(text)
 }
 
 /// Syntax and shape of any input file format (experiment, game day): serde-saphyr with the

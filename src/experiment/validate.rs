@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
+use super::diagnostic::Diagnostic;
 use super::located::Located;
-use super::parse::Diagnostic;
 use super::spec::{Experiment, HttpLoad};
 use super::values::HumanDuration;
 
@@ -194,15 +194,10 @@ pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
         }
     }
 
-    for (line, column, field, message) in super::proxies::check(e) {
-        c.0.push(Diagnostic {
-            line,
-            column,
-            field,
-            message,
-            snippet: None,
-        });
-    }
+    c.0.extend(super::proxies::check(
+        &e.proxies,
+        e.faults.iter().map(|f| &f.spec),
+    ));
 
     let fault_names: Vec<&str> = e.faults.iter().map(|f| f.name.as_str()).collect();
     c.0.extend(super::gates::validate(
@@ -216,7 +211,7 @@ pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
 }
 
 fn check_load(c: &mut Collector, h: &HttpLoad) {
-    if let Err(msg) = super::parse::load_url(&h.url) {
+    if let Err(msg) = super::url::load_url(&h.url) {
         c.at(&h.url, "load.http.url", msg);
     }
     if http::Method::from_bytes(h.method.as_bytes()).is_err() {
@@ -263,34 +258,4 @@ fn check_load(c: &mut Collector, h: &HttpLoad) {
             format!("{bad} is not an HTTP status code"),
         );
     }
-}
-
-/// An http:// URL with a host.
-pub(super) fn check_http_url_impl(url: &str, https: bool) -> Result<http::Uri, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") if https => {}
-        Some("https") => {
-            return Err(format!(
-                "{url:?}: https is not supported here yet; use http://"
-            ));
-        }
-        _ => {
-            return Err(format!(
-                "{url:?}: expected an {} URL",
-                if https {
-                    "http:// or https://"
-                } else {
-                    "http://"
-                }
-            ));
-        }
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{url:?}: the URL has no host"));
-    }
-    Ok(uri)
 }

@@ -4,7 +4,10 @@
 //! experiment file), how it resolves targets, how it injects, and how it reverts. Kinds are
 //! registered in one list, [`fault_kinds!`] below; that list generates the [`FaultSpec`] enum
 //! (which the experiment parser reads by key, e.g. `process-kill:`), the JSON Schema entries and
-//! the dispatch to [`Fault`] and to [`revert`].
+//! the dispatch to [`Fault`] and to [`revert`]. Each kind also declares what the rest of rattle
+//! needs to know about it: where it acts ([`Fault::locality`]: local processes, a cluster, a
+//! named proxy) and the Kubernetes access it needs ([`Fault::kube_access`]), so no code outside
+//! this module lists kinds or reads their names.
 //!
 //! A fault computes its serializable [`RevertToken`] before injecting; the runner, not the
 //! fault, journals it, then injects, and later calls [`revert`] with it. Revert must be idempotent: reverting twice, or reverting what
@@ -22,6 +25,7 @@ use crate::experiment::Located;
 pub mod k8s;
 pub mod net;
 pub mod process;
+pub mod select;
 
 /// A boxed future, so that [`Fault`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -223,6 +227,11 @@ pub trait Fault: Send + Sync + fmt::Debug {
     /// Does this kind need a `duration` (it holds a state that must be reverted at the end)?
     fn needs_duration(&self) -> bool;
 
+    /// Where this fault acts. Required, with no default, so that a new kind says it: checks
+    /// elsewhere (a proxy fault names a proxy of the right mode, a CronJob warns about local
+    /// faults) read it instead of listing kinds or reading their names.
+    fn locality(&self) -> Locality<'_>;
+
     /// Checks what can be checked without touching anything (regexes compile, files named
     /// exist, values are in range). Messages name the field; the caller adds the location.
     fn validate(&self) -> std::result::Result<(), String> {
@@ -234,6 +243,22 @@ pub trait Fault: Send + Sync + fmt::Debug {
     fn kube_access(&self) -> Vec<KubeAccess> {
         Vec::new()
     }
+}
+
+/// Where a fault acts: what a run must provide for it, and where its effect lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locality<'a> {
+    /// The machine rattle runs on (its processes): inside an emitted CronJob, the job's own pod.
+    Local,
+    /// A Kubernetes cluster, through its API; what it needs there is [`Fault::kube_access`].
+    Cluster,
+    /// One of the run's fault proxies (`proxies:` of the experiment).
+    Proxy {
+        /// The proxy's name, as the entry gives it.
+        name: &'a str,
+        /// The mode the proxy must be in for this kind.
+        mode: crate::proxy::Mode,
+    },
 }
 
 /// One permission on the Kubernetes API: verbs on a resource of an API group, in some

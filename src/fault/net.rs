@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{
-    BoxFuture, Fault, FaultEnv, FaultError, FaultSpec, ResolveCtx, Result, RevertToken, Target,
+    BoxFuture, Fault, FaultEnv, FaultError, Locality, ResolveCtx, Result, RevertToken, Target,
 };
 use crate::experiment::values::HumanDuration;
-use crate::proxy::{ActiveToxic, ProxyError, Stream};
+use crate::proxy::{ActiveToxic, Mode, ProxyError, Stream};
 
 /// The `kind` of the targets this module resolves.
 pub const TARGET_KIND: &str = "proxy";
@@ -191,21 +191,6 @@ fn one_f64() -> f64 {
     1.0
 }
 
-/// The proxy a `net-*` or `http-*` fault names and the proxy mode it needs, for validation
-/// against `proxies:`.
-pub fn proxy_of(spec: &FaultSpec) -> Option<(&str, crate::proxy::Mode)> {
-    use crate::proxy::Mode;
-    match spec {
-        FaultSpec::NetLatency(s) => Some((&s.proxy, Mode::Tcp)),
-        FaultSpec::NetBandwidth(s) => Some((&s.proxy, Mode::Tcp)),
-        FaultSpec::NetReset(s) => Some((&s.proxy, Mode::Tcp)),
-        FaultSpec::NetBlackhole(s) => Some((&s.proxy, Mode::Tcp)),
-        FaultSpec::HttpAbort(s) => Some((&s.proxy, Mode::Http)),
-        FaultSpec::HttpDelay(s) => Some((&s.proxy, Mode::Http)),
-        _ => None,
-    }
-}
-
 /// What a fault adds to its proxy.
 enum Change {
     Toxic(ActiveToxic),
@@ -222,6 +207,7 @@ fn share_ok(share: f64) -> std::result::Result<(), String> {
 
 impl AsToxic for HttpAbortSpec {
     const KIND: &'static str = "http-abort";
+    const MODE: Mode = Mode::Http;
     fn proxy(&self) -> &str {
         &self.proxy
     }
@@ -246,6 +232,7 @@ impl AsToxic for HttpAbortSpec {
 
 impl AsToxic for HttpDelaySpec {
     const KIND: &'static str = "http-delay";
+    const MODE: Mode = Mode::Http;
     fn proxy(&self) -> &str {
         &self.proxy
     }
@@ -262,9 +249,10 @@ impl AsToxic for HttpDelaySpec {
     }
 }
 
-/// What the kinds share: the proxy, and the toxic to add.
+/// What the kinds share: the proxy and the mode it must be in, and the toxic to add.
 trait AsToxic {
     const KIND: &'static str;
+    const MODE: Mode;
     fn proxy(&self) -> &str;
     /// What to add, named `name`; an error names the bad field.
     fn change(&self, name: String) -> std::result::Result<Change, String>;
@@ -282,6 +270,7 @@ macro_rules! tcp_kind {
     ($ty:ty, $key:literal) => {
         impl AsToxic for $ty {
             const KIND: &'static str = $key;
+            const MODE: Mode = Mode::Tcp;
             fn proxy(&self) -> &str {
                 &self.proxy
             }
@@ -430,6 +419,13 @@ impl<T: AsToxic + Send + Sync + std::fmt::Debug> Fault for T {
 
     fn needs_duration(&self) -> bool {
         true
+    }
+
+    fn locality(&self) -> Locality<'_> {
+        Locality::Proxy {
+            name: self.proxy(),
+            mode: T::MODE,
+        }
     }
 
     fn validate(&self) -> std::result::Result<(), String> {

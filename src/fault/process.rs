@@ -3,7 +3,7 @@
 //!
 //! Targets are local processes found by scanning `/proc`, picked by pid, pid file, executable
 //! name or a regex over the command line (all given selectors must match), then narrowed by the
-//! entry's [`Mode`] through the seeded [`crate::plan::select::choose`]. Both kinds share one
+//! entry's [`Mode`] through the seeded [`crate::fault::select::choose`]. Both kinds share one
 //! selector (`Selector`, a borrowed view of the fields they both list) rather than a nested
 //! struct, because `#[serde(flatten)]` would break `deny_unknown_fields` and error locations.
 //!
@@ -28,9 +28,11 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{BoxFuture, Fault, FaultEnv, FaultError, ResolveCtx, Result, RevertToken, Target};
+use super::{
+    BoxFuture, Fault, FaultEnv, FaultError, Locality, ResolveCtx, Result, RevertToken, Target,
+    select,
+};
 use crate::experiment::Mode;
-use crate::plan::select;
 
 /// The `kind` of the targets this module resolves.
 pub const TARGET_KIND: &str = "process";
@@ -158,6 +160,10 @@ impl Fault for KillSpec {
         false
     }
 
+    fn locality(&self) -> Locality<'_> {
+        Locality::Local
+    }
+
     fn validate(&self) -> std::result::Result<(), String> {
         self.selector().validate()?;
         let sig = self
@@ -207,6 +213,10 @@ impl Fault for PauseSpec {
     }
     fn needs_duration(&self) -> bool {
         true
+    }
+
+    fn locality(&self) -> Locality<'_> {
+        Locality::Local
     }
 
     fn validate(&self) -> std::result::Result<(), String> {

@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::GameDay;
-use crate::fault::{KubeAccess, KubeScope};
+use crate::fault::{KubeAccess, KubeScope, Locality};
 
 /// Where the ConfigMap is mounted in the job's pod.
 pub const CONFIG_DIR: &str = "/etc/rattle";
@@ -232,8 +232,8 @@ pub fn warnings(gd: &GameDay) -> Vec<String> {
             .experiment
             .faults
             .iter()
+            .filter(|f| f.spec.fault().locality() == Locality::Local)
             .map(|f| f.spec.kind())
-            .filter(|k| k.starts_with("process-"))
             .collect();
         if !local.is_empty() && e.experiment.setup.as_ref().is_none_or(|s| s.demo.is_none()) {
             out.push(format!(

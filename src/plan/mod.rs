@@ -21,8 +21,6 @@ use crate::load::LoadConfig;
 use crate::probe::ProbeConfig;
 pub use crate::redact::{is_secret_header, redact_url};
 
-pub mod select;
-
 /// Errors of building a plan from a valid experiment.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -133,7 +131,7 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
         Some(l) => {
             let h = &l.http;
             window = h.window.get();
-            let url = crate::experiment::parse::load_url(&h.url)
+            let url = crate::experiment::url::load_url(&h.url)
                 .map_err(|m| invalid("load.http.url", m))?;
             let method = http::Method::from_bytes(h.method.as_bytes())
                 .map_err(|e| invalid("load.http.method", e.to_string()))?;

@@ -50,22 +50,7 @@ pub(crate) fn client() -> Client {
 
 /// Parses a probe URL: http:// with a host (the probe client has no TLS yet).
 pub fn probe_url(url: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "{url:?}: https is not supported here yet; use http://"
-            ));
-        }
-        _ => return Err(format!("{url:?}: expected an http:// URL")),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{url:?}: the URL has no host"));
-    }
-    Ok(uri)
+    crate::experiment::url::http_url(url, false)
 }
 
 impl Probe for HttpProbe {

@@ -6,6 +6,7 @@ mod experiment;
 mod fake_k8s;
 mod gameday;
 mod k8s;
+mod kinds;
 mod load;
 mod load_cli;
 mod process;

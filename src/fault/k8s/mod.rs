@@ -4,7 +4,7 @@
 //! `pod-network-delay` in their own files.
 //!
 //! Every kind selects its objects the same way ([`Selector`]: namespaces, label selector, field
-//! selector, names, then the seeded [`crate::plan::select::choose`] by mode), so the blast radius
+//! selector, names, then the seeded [`crate::fault::select::choose`] by mode), so the blast radius
 //! rules live in one place: protected namespaces (`kube-system` and the rest of
 //! [`protected_namespaces`]) are refused unless the entry lists them in `allow_namespaces`, and
 //! are skipped silently when no namespace is named (all namespaces). The selector fields are
@@ -22,11 +22,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, KubeScope, ResolveCtx, Result, RevertToken,
-    Target,
+    BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, KubeScope, Locality, ResolveCtx, Result,
+    RevertToken, Target, select,
 };
 use crate::experiment::{HumanDuration, Mode};
-use crate::plan::select;
 
 /// Namespaces refused unless an entry allows them, when `RATTLE_PROTECTED_NAMESPACES` does not
 /// say otherwise.
@@ -378,6 +377,10 @@ impl Fault for PodKillSpec {
         false
     }
 
+    fn locality(&self) -> Locality<'_> {
+        Locality::Cluster
+    }
+
     fn kube_access(&self) -> Vec<KubeAccess> {
         access(
             &self.selector(),
@@ -561,6 +564,10 @@ impl Fault for ScaleSpec {
         true
     }
 
+    fn locality(&self) -> Locality<'_> {
+        Locality::Cluster
+    }
+
     fn kube_access(&self) -> Vec<KubeAccess> {
         let (objects, scale) = match self.kind {
             WorkloadKind::Deployment => ("deployments", "deployments/scale"),
@@ -659,6 +666,10 @@ impl Fault for RestartSpec {
 
     fn needs_duration(&self) -> bool {
         false
+    }
+
+    fn locality(&self) -> Locality<'_> {
+        Locality::Cluster
     }
 
     fn kube_access(&self) -> Vec<KubeAccess> {

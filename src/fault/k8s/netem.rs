@@ -15,7 +15,8 @@ use serde_json::json;
 use super::{Selector, is_not_found, kube_err, split_id, target};
 use crate::experiment::{HumanDuration, Mode, Percent};
 use crate::fault::{
-    BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, ResolveCtx, Result, RevertToken, Target,
+    BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, Locality, ResolveCtx, Result, RevertToken,
+    Target,
 };
 
 const KIND: &str = "pod-network-delay";
@@ -170,6 +171,10 @@ impl Fault for PodNetemSpec {
 
     fn needs_duration(&self) -> bool {
         true
+    }
+
+    fn locality(&self) -> Locality<'_> {
+        Locality::Cluster
     }
 
     fn kube_access(&self) -> Vec<KubeAccess> {

@@ -19,10 +19,9 @@ use serde_json::json;
 use super::{is_not_found, kube_err};
 use crate::experiment::{HumanDuration, Mode};
 use crate::fault::{
-    BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, KubeScope, ResolveCtx, Result, RevertToken,
-    Target,
+    BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, KubeScope, Locality, ResolveCtx, Result,
+    RevertToken, Target, select,
 };
-use crate::plan::select;
 
 const KIND: &str = "node-drain";
 
@@ -251,6 +250,10 @@ impl Fault for NodeDrainSpec {
 
     fn needs_duration(&self) -> bool {
         true
+    }
+
+    fn locality(&self) -> Locality<'_> {
+        Locality::Cluster
     }
 
     fn kube_access(&self) -> Vec<KubeAccess> {

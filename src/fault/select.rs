@@ -1,11 +1,13 @@
 //! Seeded selection of targets by [`Mode`]: which of the matching candidates a fault acts on.
 //!
-//! Generic over the candidate type so that processes today and Kubernetes pods later go through
-//! the same rules, and the blast radius of every fault kind is bounded in one place. Choices are
-//! random but reproducible: the caller sorts the candidates by a stable key (pid, namespace/name)
-//! and passes the fault's seeded generator, so the same candidates and the same `--seed` give
-//! the same picks. Picks are returned in candidate order, not in draw order, so a plan reads the
-//! same way as the candidate list it came from.
+//! Generic over the candidate type so that processes, pods, workloads and nodes go through the
+//! same rules, and the blast radius of every fault kind is bounded in one place. It lives with
+//! the fault kinds because they alone call it, when a fault fires (its targets do not exist
+//! before then); the plan only carries each fault's seed. Choices are random but reproducible:
+//! the caller sorts the candidates by a stable key (pid, namespace/name) and passes the fault's
+//! seeded generator, so the same candidates and the same `--seed` give the same picks. Picks are
+//! returned in candidate order, not in draw order, so a plan reads the same way as the candidate
+//! list it came from.
 
 use rand::RngExt;
 use rand::rngs::StdRng;
