@@ -8,8 +8,13 @@
 //! record of a run ([`SCHEMA_VERSION`]); other tools rely on its keys: add, never rename or
 //! reorder; a new key has a serde default so that older reports still read.
 //!
-//! Every other format renders from a [`Report`] alone (so `rattle report` can render an old
-//! run again): `summary.md` ([`markdown`]), `junit.xml` ([`junit`]), `report.html` ([`html`]).
+//! Every format renders from a [`Report`] alone (so `rattle report` can render an old run
+//! again) behind one trait, [`Renderer`]: its `--format` name, its file in a run's directory,
+//! the label `rattle run` prints, a help line and `render`. One table, [`FORMATS`], lists them
+//! (`json`, `markdown`, `html`, `junit`) and drives [`write()`], `rattle report --format` and its
+//! help, the files printed after a run, and the file names a game day's index links to. A new
+//! format is one file here implementing [`Renderer`], its `mod` line and one line in
+//! [`FORMATS`].
 //!
 //! Beside them: the gates are judged from the report ([`gates`], [`judge`]), the score too
 //! ([`score`]), the checks every format lists ([`checks`]), and two reports can be compared
@@ -19,6 +24,7 @@ mod chart;
 pub mod compare;
 pub mod gates;
 pub mod html;
+pub mod json;
 pub mod junit;
 pub mod markdown;
 mod model;
@@ -133,24 +139,54 @@ pub fn rfc3339_ms(unix_ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The files a run writes, in this order.
-pub const FILES: [&str; 4] = ["report.json", "summary.md", "junit.xml", "report.html"];
+/// One output format of a report: the `--format` value `rattle report` takes, the file a run
+/// writes it to, and how it renders. Every format renders from [`Report`] alone, so an old
+/// run's report.json can be rendered again. A new format is one file implementing this trait
+/// and one line in [`FORMATS`].
+pub trait Renderer: Sync {
+    /// The `--format` value, e.g. `markdown`.
+    fn name(&self) -> &'static str;
+    /// The file's name in a run's directory, e.g. `summary.md`.
+    fn file(&self) -> &'static str;
+    /// The word `rattle run` prints before the file's path when the run ends, e.g. `summary`.
+    fn label(&self) -> &'static str;
+    /// One line for `rattle report --help`.
+    fn help(&self) -> &'static str;
+    /// Renders the report in this format.
+    fn render(&self, report: &Report) -> Result<String, ReportError>;
+}
 
-/// Writes report.json, summary.md, junit.xml and report.html into `dir` (created if needed).
-/// Returns the files.
+impl std::fmt::Debug for dyn Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Every report format, in the order a run writes their files and `rattle run` lists them.
+/// Drives [`write()`], `rattle report --format` and its help, the file list printed after a run
+/// and the links of a game day's index.
+pub static FORMATS: &[&dyn Renderer] = &[
+    &json::Json,         // report.json
+    &markdown::Markdown, // summary.md
+    &html::Html,         // report.html
+    &junit::Junit,       // junit.xml
+];
+
+/// The format whose `--format` value is `name`.
+pub fn format(name: &str) -> Option<&'static dyn Renderer> {
+    FORMATS.iter().copied().find(|f| f.name() == name)
+}
+
+/// Writes every format of [`FORMATS`] into `dir` (created if needed). Returns the files.
 pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
         path: dir.to_path_buf(),
         source,
     })?;
     let mut files = Vec::new();
-    for (name, format) in
-        FILES
-            .iter()
-            .zip([Format::Json, Format::Markdown, Format::Junit, Format::Html])
-    {
-        let path = dir.join(name);
-        let content = render(report, format)?;
+    for format in FORMATS {
+        let path = dir.join(format.file());
+        let content = format.render(report)?;
         std::fs::write(&path, content).map_err(|source| ReportError::Write {
             path: path.clone(),
             source,
@@ -158,29 +194,6 @@ pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
         files.push(path);
     }
     Ok(files)
-}
-
-/// An output format of a report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// report.json.
-    Json,
-    /// summary.md.
-    Markdown,
-    /// junit.xml.
-    Junit,
-    /// report.html.
-    Html,
-}
-
-/// Renders a report in one format.
-pub fn render(report: &Report, format: Format) -> Result<String, ReportError> {
-    Ok(match format {
-        Format::Json => serde_json::to_string_pretty(report)? + "\n",
-        Format::Markdown => markdown(report),
-        Format::Junit => junit::junit(report)?,
-        Format::Html => html::html(report)?,
-    })
 }
 
 /// Reads a report.json written by this or an older rattle of the same format version. An
