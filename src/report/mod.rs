@@ -22,7 +22,6 @@
 
 mod chart;
 pub mod compare;
-pub mod csv;
 pub mod gates;
 pub mod html;
 pub mod json;
@@ -171,7 +170,6 @@ pub static FORMATS: &[&dyn Renderer] = &[
     &markdown::Markdown, // summary.md
     &html::Html,         // report.html
     &junit::Junit,       // junit.xml
-    &csv::Csv,           // windows.csv
 ];
 
 /// The format whose `--format` value is `name`.
