@@ -19,8 +19,6 @@
 //! - *Failed requests* and *availability* of a fault count the requests completing from its
 //!   injection to R + hold (to the end of observation when it did not recover).
 
-use serde::{Deserialize, Serialize};
-
 use crate::experiment::{Cmp, DurationThreshold, Slo};
 use crate::metrics::{Outcome, Record};
 
@@ -39,7 +37,7 @@ pub fn percentile_sorted(sorted: &[u64], q: f64) -> Option<u64> {
 }
 
 /// The result of checking the SLO over a set of requests.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SloCheck {
     /// Did every threshold hold? False when there was no request to judge by.
     pub held: bool,
@@ -221,7 +219,7 @@ impl<'a> Running<'a> {
 }
 
 /// The figures of one fault.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Recovery {
     /// From injection to the first bad request; null when none was seen.
     pub time_to_impact_ms: Option<f64>,
@@ -356,7 +354,7 @@ pub struct PhaseSpans {
 }
 
 /// Figures of the requests completing in one span.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SpanStats {
     /// Span start, ms since run start.
     pub from_ms: f64,

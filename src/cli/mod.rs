@@ -334,10 +334,9 @@ fn print_outcome(o: &runner::RunOutcome) {
             .map(|v| format!("{v:.2}ms"))
             .unwrap_or_else(|| "–".into()),
     );
-    crate::outln!("  report: {}", o.report_dir.join("report.json").display());
-    crate::outln!("  summary: {}", o.report_dir.join("summary.md").display());
-    crate::outln!("  html: {}", o.report_dir.join("report.html").display());
-    crate::outln!("  junit: {}", o.report_dir.join("junit.xml").display());
+    for f in crate::report::FORMATS {
+        crate::outln!("  {}: {}", f.label(), o.report_dir.join(f.file()).display());
+    }
     if let Some(s) = &r.score {
         crate::outln!("  resilience score: {}/100", s.value);
     }

@@ -3,23 +3,29 @@
 //! files; a report of an unknown schema version, or a file that is not a report, is exit 2.
 
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use clap::ValueEnum;
+use clap::builder::PossibleValue;
 
 use crate::outcome::Outcome;
-use crate::report::{self, Format, compare};
+use crate::report::{self, Renderer, compare};
 
-/// Output format of `rattle report`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum FormatArg {
-    /// report.html: one self-contained page with charts.
-    Html,
-    /// summary.md: tables for a CI step summary or a pull-request comment.
-    Markdown,
-    /// junit.xml: every hypothesis check and gate as a test case.
-    Junit,
-    /// report.json, re-serialized (with the score filled in for older reports).
-    Json,
+/// Output format of `rattle report`: one entry of [`report::FORMATS`], whose names and help
+/// lines are clap's possible values.
+#[derive(Debug, Clone, Copy)]
+pub struct FormatArg(pub &'static dyn Renderer);
+
+impl ValueEnum for FormatArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        static VARIANTS: LazyLock<Vec<FormatArg>> =
+            LazyLock::new(|| report::FORMATS.iter().map(|f| FormatArg(*f)).collect());
+        &VARIANTS
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.0.name()).help(self.0.help()))
+    }
 }
 
 /// `rattle report`.
@@ -64,13 +70,7 @@ pub fn report_cmd(args: ReportArgs) -> anyhow::Result<Outcome> {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
-    let format = match args.format {
-        FormatArg::Html => Format::Html,
-        FormatArg::Markdown => Format::Markdown,
-        FormatArg::Junit => Format::Junit,
-        FormatArg::Json => Format::Json,
-    };
-    let text = report::render(&r, format)?;
+    let text = args.format.0.render(&r)?;
     match &args.out {
         Some(path) => {
             if let Err(e) = std::fs::write(path, text) {

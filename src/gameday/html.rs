@@ -5,8 +5,14 @@ use minijinja::value::Serde;
 use minijinja::{Environment, context};
 
 use super::run::{ExperimentStatus, GameDayReport};
+use crate::report::{Renderer, html::Html, json::Json, markdown::Markdown};
 
 const TEMPLATE: &str = include_str!("templates/index.html.j2");
+
+/// The files of an experiment's report directory each row links to, with the link's text: the
+/// page, the summary and the complete record. Their names come from the report formats.
+const LINKS: [(&dyn Renderer, &str); 3] =
+    [(&Html, "report"), (&Markdown, "summary"), (&Json, "json")];
 
 /// Renders index.html; a template error (a bug) yields a plain page saying so.
 pub fn render(r: &GameDayReport) -> String {
@@ -35,11 +41,16 @@ pub fn render(r: &GameDayReport) -> String {
             })
         })
         .collect();
+    let links: Vec<serde_json::Value> = LINKS
+        .iter()
+        .map(|(f, text)| serde_json::json!({ "file": f.file(), "text": text }))
+        .collect();
     let mut env = Environment::new();
     let rendered = env.add_template("index.html", TEMPLATE).and_then(|()| {
         env.get_template("index.html")?.render(context! {
             r => Serde(r),
             rows => Serde(&rows),
+            links => Serde(&links),
             verdict_upper => r.verdict.as_str().to_uppercase(),
         })
     });

@@ -598,6 +598,7 @@ pub fn markdown(r: &GameDayReport) -> String {
         "\n| # | experiment | verdict | exit | score | failed requests | slowest recovery | report | reason |\n\
          | ---: | --- | --- | ---: | ---: | ---: | ---: | --- | --- |\n",
     );
+    use crate::report::{Renderer as _, markdown::Markdown};
     for (i, e) in r.experiments.iter().enumerate() {
         let verdict = match e.status {
             ExperimentStatus::Skipped => "skipped".to_string(),
@@ -614,7 +615,7 @@ pub fn markdown(r: &GameDayReport) -> String {
             fmt_ms(e.max_recovery_ms),
             e.report_dir
                 .as_ref()
-                .map_or("–".into(), |d| format!("[{d}]({d}/summary.md)")),
+                .map_or("–".into(), |d| format!("[{d}]({d}/{})", Markdown.file())),
             e.reason.replace('|', "\\|").replace('\n', " "),
         ));
     }
@@ -638,6 +639,7 @@ pub fn markdown(r: &GameDayReport) -> String {
 
 /// The webhook's JSON body: a Slack-compatible `text`, then the figures for machines.
 pub fn webhook_body(r: &GameDayReport, dir: &Path) -> serde_json::Value {
+    use crate::report::{Renderer as _, html::Html, json::Json};
     let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p).display().to_string();
     let mut text = format!(
         "rattle game day *{}*: {} — {}",
@@ -671,8 +673,8 @@ pub fn webhook_body(r: &GameDayReport, dir: &Path) -> serde_json::Value {
             "exit_code": e.exit_code,
             "reason": e.reason,
             "score": e.score,
-            "report": e.report_dir.as_ref().map(|d| abs(dir.join(d).join("report.json"))),
-            "report_html": e.report_dir.as_ref().map(|d| abs(dir.join(d).join("report.html"))),
+            "report": e.report_dir.as_ref().map(|d| abs(dir.join(d).join(Json.file()))),
+            "report_html": e.report_dir.as_ref().map(|d| abs(dir.join(d).join(Html.file()))),
         })).collect::<Vec<_>>(),
     })
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use serde::{Deserialize, Serialize};
 
 use crate::demo::DemoConfig;
 use crate::experiment::{Experiment, Slo};
@@ -222,8 +221,8 @@ pub fn describe_slo(slo: &Slo) -> String {
     parts.join(", ")
 }
 
-/// The plan as recorded in report.json.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The plan as recorded in report.json (see `report::PlanReport`).
+#[derive(Debug, Clone)]
 pub struct PlanSummary {
     /// Seed.
     pub seed: u64,

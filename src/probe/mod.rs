@@ -333,7 +333,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Summary of probe results over a span of time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProbeSummary {
     /// Probe name.
     pub name: String,

@@ -9,7 +9,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Report, SpanStats};
+use super::{PhaseStats, Report};
 use crate::experiment::gates::{FaultGates, Gates, PercentileGates};
 use crate::experiment::{Cmp, DurationThreshold, PercentThreshold};
 
@@ -365,7 +365,7 @@ fn latency_gates(
     out: &mut Vec<GateResult>,
     phase: &str,
     gates: &PercentileGates,
-    stats: Option<&SpanStats>,
+    stats: Option<&PhaseStats>,
     has_phases: bool,
 ) {
     for (q, t) in gates.iter() {
@@ -394,7 +394,6 @@ fn latency_gates(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::SpanStats;
     use crate::report::Phases;
 
     fn fixture() -> Report {
@@ -413,8 +412,8 @@ mod tests {
             .unwrap_or_else(|d| panic!("{d:?}"))
     }
 
-    fn stats(p99: f64, error_rate: f64) -> SpanStats {
-        SpanStats {
+    fn stats(p99: f64, error_rate: f64) -> PhaseStats {
+        PhaseStats {
             from_ms: 0.0,
             to_ms: 1.0,
             requests: 100,

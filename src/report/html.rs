@@ -12,9 +12,31 @@ use minijinja::{Environment, Value, context};
 use serde::Serialize;
 
 use super::chart::{self, Band, Marker, Series};
-use super::{CheckStatus, Report, ReportError, Verdict, checks, fmt_ms, fmt_pct};
+use super::{CheckStatus, Renderer, Report, ReportError, Verdict, checks, fmt_ms, fmt_pct};
 
 const TEMPLATE: &str = include_str!("templates/report.html.j2");
+
+/// report.html.
+#[derive(Debug, Clone, Copy)]
+pub struct Html;
+
+impl Renderer for Html {
+    fn name(&self) -> &'static str {
+        "html"
+    }
+    fn file(&self) -> &'static str {
+        "report.html"
+    }
+    fn label(&self) -> &'static str {
+        "html"
+    }
+    fn help(&self) -> &'static str {
+        "report.html: one self-contained page with charts"
+    }
+    fn render(&self, report: &Report) -> Result<String, ReportError> {
+        html(report)
+    }
+}
 
 #[derive(Serialize)]
 struct Row {

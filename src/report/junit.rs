@@ -8,7 +8,29 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Property, TestCase, TestCaseStatus, TestSuite};
 
-use super::{CheckStatus, Report, ReportError, checks};
+use super::{CheckStatus, Renderer, Report, ReportError, checks};
+
+/// junit.xml.
+#[derive(Debug, Clone, Copy)]
+pub struct Junit;
+
+impl Renderer for Junit {
+    fn name(&self) -> &'static str {
+        "junit"
+    }
+    fn file(&self) -> &'static str {
+        "junit.xml"
+    }
+    fn label(&self) -> &'static str {
+        "junit"
+    }
+    fn help(&self) -> &'static str {
+        "junit.xml: every hypothesis check and gate as a test case"
+    }
+    fn render(&self, report: &Report) -> Result<String, ReportError> {
+        junit(report)
+    }
+}
 
 /// Renders junit.xml.
 pub fn junit(r: &Report) -> Result<String, ReportError> {

@@ -4,7 +4,29 @@
 
 use std::fmt::Write as _;
 
-use super::{CheckStatus, Report, Verdict, fmt_ms, fmt_pct};
+use super::{CheckStatus, Renderer, Report, ReportError, Verdict, fmt_ms, fmt_pct};
+
+/// summary.md.
+#[derive(Debug, Clone, Copy)]
+pub struct Markdown;
+
+impl Renderer for Markdown {
+    fn name(&self) -> &'static str {
+        "markdown"
+    }
+    fn file(&self) -> &'static str {
+        "summary.md"
+    }
+    fn label(&self) -> &'static str {
+        "summary"
+    }
+    fn help(&self) -> &'static str {
+        "summary.md: tables for a CI step summary or a pull-request comment"
+    }
+    fn render(&self, report: &Report) -> Result<String, ReportError> {
+        Ok(markdown(report))
+    }
+}
 
 /// The word for a status in tables.
 pub(crate) fn status_word(s: CheckStatus) -> &'static str {

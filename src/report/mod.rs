@@ -1,34 +1,47 @@
-//! Reports. `report.json` is the complete, versioned record of a run ([`Report`]); every other
-//! format renders from it (so `rattle report` can re-render an old run): `summary.md`
-//! ([`markdown`]), `junit.xml` ([`junit`]), `report.html` ([`html`]). Gates are judged from it
-//! ([`gates`]), the score too ([`score`]), and two of them can be compared ([`compare`]).
-//! The keys of [`Report`] are relied upon by other tools: add, never rename; a new key has a
-//! serde default so that older reports still read.
+//! Reports: a model and its renderers.
+//!
+//! The model (`model.rs`, re-exported here) is report.json's own types, [`Report`] and its
+//! parts. The runner converts its figures into them (`From<&internal>`: a fault's target,
+//! `analysis`'s recovery, SLO and phase figures, the probes' summaries, the plan), so that no
+//! other module's type is part of the file, and the JSON Schema (`rattle schema --report`,
+//! [`json_schema`]) is derived from the model itself. report.json is the complete, versioned
+//! record of a run ([`SCHEMA_VERSION`]); other tools rely on its keys: add, never rename or
+//! reorder; a new key has a serde default so that older reports still read.
+//!
+//! Every format renders from a [`Report`] alone (so `rattle report` can render an old run
+//! again) behind one trait, [`Renderer`]: its `--format` name, its file in a run's directory,
+//! the label `rattle run` prints, a help line and `render`. One table, [`FORMATS`], lists them
+//! (`json`, `markdown`, `html`, `junit`) and drives [`write()`], `rattle report --format` and its
+//! help, the files printed after a run, and the file names a game day's index links to. A new
+//! format is one file here implementing [`Renderer`], its `mod` line and one line in
+//! [`FORMATS`].
+//!
+//! Beside them: the gates are judged from the report ([`gates`], [`judge`]), the score too
+//! ([`score`]), the checks every format lists ([`checks`]), and two reports can be compared
+//! ([`compare`]).
 
 mod chart;
 pub mod compare;
 pub mod gates;
 pub mod html;
+pub mod json;
 pub mod junit;
 pub mod markdown;
-mod schema;
+mod model;
 pub mod score;
 
 pub use gates::{CheckStatus, GateResult};
 pub use markdown::markdown;
+pub use model::{
+    EventKind, ExperimentRef, FaultReport, PhaseStats, Phases, PlanReport, ProbeReport,
+    RecoveryReport, Report, SloCheckReport, SloReport, SteadyCheck, SteadyState, StopReport,
+    TargetReport, TimelineEvent, Totals, WindowReport,
+};
 pub use score::Score;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
-use crate::analysis::{Recovery, SloCheck, SpanStats};
-use crate::fault::Target;
 use crate::outcome::Outcome;
-use crate::plan::PlanSummary;
-use crate::probe::ProbeSummary;
 
 /// Version of the report.json format.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -86,247 +99,6 @@ pub enum ReportError {
 
 pub use crate::outcome::Verdict;
 
-/// The experiment's identity.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct ExperimentRef {
-    /// Name.
-    pub name: String,
-    /// Path of the file as given.
-    pub file: String,
-    /// Description.
-    pub description: Option<String>,
-}
-
-/// One fault as it happened.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct FaultReport {
-    /// Name.
-    pub name: String,
-    /// Kind key.
-    pub kind: String,
-    /// What it acted on.
-    #[schemars(with = "Vec<schema::TargetSchema>")]
-    pub targets: Vec<Target>,
-    /// Injection, ms since run start; null if it never fired.
-    pub injected_at_ms: Option<f64>,
-    /// Revert, ms since run start; null for instantaneous faults or if never reverted.
-    pub reverted_at_ms: Option<f64>,
-    /// What went wrong while resolving, injecting or reverting.
-    pub error: Option<String>,
-    /// Impact and recovery figures; null if it never fired.
-    #[schemars(with = "Option<schema::RecoverySchema>")]
-    pub recovery: Option<RecoveryReport>,
-}
-
-/// Recovery figures of a fault (see `analysis` for the definitions).
-pub type RecoveryReport = Recovery;
-
-/// One window of the load.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct WindowReport {
-    /// Window start, ms since run start.
-    pub t_ms: u64,
-    /// Requests sent that completed in the window.
-    pub sent: u64,
-    /// Of them, successful.
-    pub ok: u64,
-    /// Failed, missed included.
-    pub failed: u64,
-    /// Not sent on time (in-flight cap).
-    pub missed: u64,
-    /// Latency percentiles (ms), from intended start.
-    pub p50_ms: Option<f64>,
-    /// 90th percentile.
-    pub p90_ms: Option<f64>,
-    /// 99th percentile.
-    pub p99_ms: Option<f64>,
-    /// Maximum.
-    pub max_ms: Option<f64>,
-    /// Failures by class.
-    pub errors: BTreeMap<String, u64>,
-}
-
-/// Whole-run figures.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-pub struct Totals {
-    /// Requests, missed included.
-    pub requests: u64,
-    /// Sent.
-    pub sent: u64,
-    /// Successful.
-    pub ok: u64,
-    /// Failed, missed included.
-    pub failed: u64,
-    /// Not sent on time.
-    pub missed: u64,
-    /// ok / requests.
-    pub availability: Option<f64>,
-    /// Achieved rate of requests sent per second of load.
-    pub rate_per_sec: Option<f64>,
-    /// Latency percentiles (ms).
-    pub p50_ms: Option<f64>,
-    /// 90th.
-    pub p90_ms: Option<f64>,
-    /// 99th.
-    pub p99_ms: Option<f64>,
-    /// 99.9th.
-    pub p999_ms: Option<f64>,
-    /// Maximum.
-    pub max_ms: Option<f64>,
-    /// Failures by class.
-    pub errors: BTreeMap<String, u64>,
-}
-
-/// A steady-state check: the SLO over the load's requests in a span, and the probes.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct SteadyCheck {
-    /// Did the hypothesis hold (SLO and every probe)?
-    pub held: bool,
-    /// Span start, ms since run start.
-    pub from_ms: u64,
-    /// Span end.
-    pub to_ms: u64,
-    /// The SLO check; null without load.
-    #[schemars(with = "Option<schema::SloCheckSchema>")]
-    pub slo: Option<SloCheck>,
-    /// Probe results in the span.
-    #[schemars(with = "Vec<schema::ProbeSummarySchema>")]
-    pub probes: Vec<ProbeSummary>,
-}
-
-impl SteadyCheck {
-    /// Every reason the check did not hold: SLO violations, then failing probes.
-    pub fn problems(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .slo
-            .as_ref()
-            .map(|s| s.violations.clone())
-            .unwrap_or_default();
-        for p in self.probes.iter().filter(|p| p.failed > 0) {
-            out.push(format!(
-                "probe {} failed {} of {} checks{}",
-                p.name,
-                p.failed,
-                p.failed + p.passed,
-                p.last_error
-                    .as_ref()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            ));
-        }
-        out
-    }
-}
-
-/// Before and after.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-pub struct SteadyState {
-    /// Over the baseline, before any fault.
-    pub before: Option<SteadyCheck>,
-    /// Over the last hold period of the run.
-    pub after: Option<SteadyCheck>,
-}
-
-/// One event of the run's timeline.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct TimelineEvent {
-    /// ms since run start.
-    pub t_ms: f64,
-    /// What happened.
-    pub event: EventKind,
-    /// Details, for people.
-    pub detail: String,
-}
-
-/// What a timeline event is: a closed set, so that a program reading `report.json` can match
-/// on it (the same word starts the event's line in the run's log).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    /// The run entered a phase; the detail names it.
-    Phase,
-    /// The steady state held over the baseline.
-    Baseline,
-    /// A fault was injected; the detail names it, its kind and its targets.
-    Inject,
-    /// A fault was reverted; the detail names it.
-    Revert,
-    /// The run stops early (a signal or a stop condition), or what became of such a stop.
-    Stop,
-    /// Something went wrong that changes no outcome (a journal entry left behind after a
-    /// successful revert: `rattle recover` reverts it again, harmlessly).
-    Warning,
-    /// A fault could not be resolved, injected or reverted; the run panicked; the demo service
-    /// did not stop.
-    Error,
-}
-
-impl EventKind {
-    /// The word used in reports and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Phase => "phase",
-            EventKind::Baseline => "baseline",
-            EventKind::Inject => "inject",
-            EventKind::Revert => "revert",
-            EventKind::Stop => "stop",
-            EventKind::Warning => "warning",
-            EventKind::Error => "error",
-        }
-    }
-}
-
-/// The complete record of a run.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct Report {
-    /// Format version.
-    pub schema_version: u32,
-    /// rattle's version.
-    pub rattle_version: String,
-    /// Which experiment.
-    pub experiment: ExperimentRef,
-    /// The run's seed.
-    pub seed: u64,
-    /// Start of load, RFC 3339 UTC with ms.
-    pub started_at: String,
-    /// Start of load, ms since the Unix epoch.
-    pub started_at_unix_ms: i64,
-    /// How long load ran (ms).
-    pub duration_ms: u64,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// Why, in a sentence.
-    pub reason: String,
-    /// The process's exit code.
-    pub exit_code: i32,
-    /// The resolved plan.
-    #[schemars(with = "Option<schema::PlanSummarySchema>")]
-    pub plan: Option<PlanSummary>,
-    /// Faults in firing order.
-    pub faults: Vec<FaultReport>,
-    /// Windows of the load.
-    pub windows: Vec<WindowReport>,
-    /// Whole-run figures.
-    pub totals: Totals,
-    /// Steady-state checks.
-    pub steady_state: SteadyState,
-    /// What happened when.
-    pub timeline: Vec<TimelineEvent>,
-    /// The stop condition that ended the run, if one did.
-    #[serde(default)]
-    pub stop: Option<StopReport>,
-    /// Latency and errors per phase (baseline, fault, recovery); null without load or in
-    /// reports older than this key.
-    #[serde(default)]
-    pub phases: Option<Phases>,
-    /// Every gate of the experiment, judged.
-    #[serde(default)]
-    pub gates: Vec<GateResult>,
-    /// The resilience score (see the README); null in reports older than this key.
-    #[serde(default)]
-    pub score: Option<Score>,
-}
-
 impl Report {
     /// How the run ended, from its exit code (the verdict follows from it). A report whose
     /// code rattle never writes reads as its verdict's closest outcome.
@@ -346,31 +118,6 @@ impl Report {
     }
 }
 
-/// Figures per phase of the run. `baseline`: warm-up end to the first injection; `fault`: first
-/// injection until the last fault has recovered and held; `recovery`: from there to the end.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-pub struct Phases {
-    /// Before any fault; null when empty.
-    pub baseline: Option<SpanStats>,
-    /// While faults acted and until they recovered; null without faults.
-    pub fault: Option<SpanStats>,
-    /// After the last fault recovered; null when empty.
-    pub recovery: Option<SpanStats>,
-}
-
-/// A `stop_when` condition that ended the run.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct StopReport {
-    /// The condition and the value that crossed it.
-    pub condition: String,
-    /// When it held long enough (ms since run start).
-    pub triggered_at_ms: f64,
-    /// When every active fault was reverted (ms since run start).
-    pub reverted_at_ms: f64,
-    /// From the condition to the last revert (ms).
-    pub time_to_revert_ms: f64,
-}
-
 /// A report directory name: `<name>-<UTC timestamp>`.
 pub fn dir_name(name: &str, started_at_unix_ms: i64) -> String {
     let ts = jiff::Timestamp::from_millisecond(started_at_unix_ms)
@@ -386,24 +133,54 @@ pub fn rfc3339_ms(unix_ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The files a run writes, in this order.
-pub const FILES: [&str; 4] = ["report.json", "summary.md", "junit.xml", "report.html"];
+/// One output format of a report: the `--format` value `rattle report` takes, the file a run
+/// writes it to, and how it renders. Every format renders from [`Report`] alone, so an old
+/// run's report.json can be rendered again. A new format is one file implementing this trait
+/// and one line in [`FORMATS`].
+pub trait Renderer: Sync {
+    /// The `--format` value, e.g. `markdown`.
+    fn name(&self) -> &'static str;
+    /// The file's name in a run's directory, e.g. `summary.md`.
+    fn file(&self) -> &'static str;
+    /// The word `rattle run` prints before the file's path when the run ends, e.g. `summary`.
+    fn label(&self) -> &'static str;
+    /// One line for `rattle report --help`.
+    fn help(&self) -> &'static str;
+    /// Renders the report in this format.
+    fn render(&self, report: &Report) -> Result<String, ReportError>;
+}
 
-/// Writes report.json, summary.md, junit.xml and report.html into `dir` (created if needed).
-/// Returns the files.
+impl std::fmt::Debug for dyn Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Every report format, in the order a run writes their files and `rattle run` lists them.
+/// Drives [`write()`], `rattle report --format` and its help, the file list printed after a run
+/// and the links of a game day's index.
+pub static FORMATS: &[&dyn Renderer] = &[
+    &json::Json,         // report.json
+    &markdown::Markdown, // summary.md
+    &html::Html,         // report.html
+    &junit::Junit,       // junit.xml
+];
+
+/// The format whose `--format` value is `name`.
+pub fn format(name: &str) -> Option<&'static dyn Renderer> {
+    FORMATS.iter().copied().find(|f| f.name() == name)
+}
+
+/// Writes every format of [`FORMATS`] into `dir` (created if needed). Returns the files.
 pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
         path: dir.to_path_buf(),
         source,
     })?;
     let mut files = Vec::new();
-    for (name, format) in
-        FILES
-            .iter()
-            .zip([Format::Json, Format::Markdown, Format::Junit, Format::Html])
-    {
-        let path = dir.join(name);
-        let content = render(report, format)?;
+    for format in FORMATS {
+        let path = dir.join(format.file());
+        let content = format.render(report)?;
         std::fs::write(&path, content).map_err(|source| ReportError::Write {
             path: path.clone(),
             source,
@@ -411,29 +188,6 @@ pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
         files.push(path);
     }
     Ok(files)
-}
-
-/// An output format of a report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// report.json.
-    Json,
-    /// summary.md.
-    Markdown,
-    /// junit.xml.
-    Junit,
-    /// report.html.
-    Html,
-}
-
-/// Renders a report in one format.
-pub fn render(report: &Report, format: Format) -> Result<String, ReportError> {
-    Ok(match format {
-        Format::Json => serde_json::to_string_pretty(report)? + "\n",
-        Format::Markdown => markdown(report),
-        Format::Junit => junit::junit(report)?,
-        Format::Html => html::html(report)?,
-    })
 }
 
 /// Reads a report.json written by this or an older rattle of the same format version. An

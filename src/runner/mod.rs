@@ -592,8 +592,8 @@ fn steady_check(
         held,
         from_ms: from_us / 1000,
         to_ms: to_us / 1000,
-        slo,
-        probes,
+        slo: slo.as_ref().map(Into::into),
+        probes: probes.iter().map(Into::into).collect(),
     }
 }
 
@@ -704,11 +704,11 @@ fn analyse(
             report::FaultReport {
                 name: pf.name.clone(),
                 kind: pf.spec.kind().to_string(),
-                targets: st.targets.clone(),
+                targets: st.targets.iter().map(Into::into).collect(),
                 injected_at_ms: st.injected_us.map(analysis::us_to_ms),
                 reverted_at_ms: st.reverted_us.map(analysis::us_to_ms),
                 error: st.error.clone(),
-                recovery,
+                recovery: recovery.as_ref().map(Into::into),
             }
         })
         .collect();
@@ -797,7 +797,7 @@ fn analyse(
         verdict: outcome.verdict(),
         reason,
         exit_code: outcome.exit_code(),
-        plan: Some(plan.summary()),
+        plan: Some((&plan.summary()).into()),
         faults,
         windows: window_reports(&s.recording),
         totals: totals(&s.recording, load_end_us),
@@ -810,8 +810,9 @@ fn analyse(
     };
     if plan.load.is_some() {
         let spans = report::phase_spans(&report);
-        let stats =
-            |span: Option<(u64, u64)>| span.map(|(a, b)| analysis::span_stats(&sorted, a, b));
+        let stats = |span: Option<(u64, u64)>| {
+            span.map(|(a, b)| (&analysis::span_stats(&sorted, a, b)).into())
+        };
         report.phases = Some(report::Phases {
             baseline: stats(spans.baseline),
             fault: stats(spans.fault),

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rattle::report::{self, Format, Report};
+use rattle::report::junit::Junit;
+use rattle::report::markdown::Markdown;
+use rattle::report::{self, Renderer, Report};
 use serde_json::Value;
 
 use crate::support::{rattle, repo, write};
@@ -86,13 +88,13 @@ fn a_missed_gate_fails_the_verdict_with_the_measured_value() {
 fn summary_md_snapshot() {
     insta::assert_snapshot!(
         "summary_md",
-        redact(&report::render(&judged(), Format::Markdown).expect("markdown"))
+        redact(&Markdown.render(&judged()).expect("markdown"))
     );
 }
 
 #[test]
 fn junit_xml_snapshot() {
-    let xml = report::render(&judged(), Format::Junit).expect("junit");
+    let xml = Junit.render(&judged()).expect("junit");
     // Every hypothesis check and every gate is a test case.
     assert_eq!(xml.matches("<testcase ").count(), 3 + 7, "{xml}");
     insta::assert_snapshot!("junit_xml", redact(&xml));
@@ -280,7 +282,7 @@ fn a_real_run_with_a_missed_gate_exits_1_and_writes_every_format() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (code, out, log) = gated_run(dir.path());
     assert_eq!(code, 1, "{log}");
-    for f in report::FILES {
+    for f in report::FORMATS.iter().map(|f| f.file()) {
         assert!(out.join(f).is_file(), "{f} missing\n{log}");
     }
     let json: Value = serde_json::from_str(

@@ -1,0 +1,507 @@
+//! The report model: every type of report.json, owned here, so that the file's shape is
+//! decided in one place. Other modules keep their own types (a fault's [`Target`], the
+//! figures of `analysis`, a probe's summary, the plan); the wire counterparts at the end of
+//! this file convert from them (`From<&internal>`), and the JSON Schema of `rattle schema
+//! --report` is derived from these types themselves, so the schema cannot drift from the file.
+//!
+//! Compatibility rules, because other tools read report.json: keys are added, never renamed or
+//! reordered (serde writes fields in declaration order); a new key has a serde default so that
+//! older reports still read. The verdict word, [`Verdict`], comes from the ground-floor
+//! [`crate::outcome`] module: it is derived from a run's `Outcome`, with the exit code.
+//!
+//! [`Target`]: crate::fault::Target
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{GateResult, Score, Verdict};
+use crate::{analysis, experiment, fault, plan, probe};
+
+/// The complete record of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Report {
+    /// Format version.
+    pub schema_version: u32,
+    /// rattle's version.
+    pub rattle_version: String,
+    /// Which experiment.
+    pub experiment: ExperimentRef,
+    /// The run's seed.
+    pub seed: u64,
+    /// Start of load, RFC 3339 UTC with ms.
+    pub started_at: String,
+    /// Start of load, ms since the Unix epoch.
+    pub started_at_unix_ms: i64,
+    /// How long load ran (ms).
+    pub duration_ms: u64,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// The process's exit code.
+    pub exit_code: i32,
+    /// The resolved plan.
+    pub plan: Option<PlanReport>,
+    /// Faults in firing order.
+    pub faults: Vec<FaultReport>,
+    /// Windows of the load.
+    pub windows: Vec<WindowReport>,
+    /// Whole-run figures.
+    pub totals: Totals,
+    /// Steady-state checks.
+    pub steady_state: SteadyState,
+    /// What happened when.
+    pub timeline: Vec<TimelineEvent>,
+    /// The stop condition that ended the run, if one did.
+    #[serde(default)]
+    pub stop: Option<StopReport>,
+    /// Latency and errors per phase (baseline, fault, recovery); null without load or in
+    /// reports older than this key.
+    #[serde(default)]
+    pub phases: Option<Phases>,
+    /// Every gate of the experiment, judged.
+    #[serde(default)]
+    pub gates: Vec<GateResult>,
+    /// The resilience score (see the README); null in reports older than this key.
+    #[serde(default)]
+    pub score: Option<Score>,
+}
+
+/// The experiment's identity.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ExperimentRef {
+    /// Name.
+    pub name: String,
+    /// Path of the file as given.
+    pub file: String,
+    /// Description.
+    pub description: Option<String>,
+}
+
+/// One fault as it happened.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct FaultReport {
+    /// Name.
+    pub name: String,
+    /// Kind key.
+    pub kind: String,
+    /// What it acted on.
+    pub targets: Vec<TargetReport>,
+    /// Injection, ms since run start; null if it never fired.
+    pub injected_at_ms: Option<f64>,
+    /// Revert, ms since run start; null for instantaneous faults or if never reverted.
+    pub reverted_at_ms: Option<f64>,
+    /// What went wrong while resolving, injecting or reverting.
+    pub error: Option<String>,
+    /// Impact and recovery figures; null if it never fired.
+    pub recovery: Option<RecoveryReport>,
+}
+
+/// One window of the load.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct WindowReport {
+    /// Window start, ms since run start.
+    pub t_ms: u64,
+    /// Requests sent that completed in the window.
+    pub sent: u64,
+    /// Of them, successful.
+    pub ok: u64,
+    /// Failed, missed included.
+    pub failed: u64,
+    /// Not sent on time (in-flight cap).
+    pub missed: u64,
+    /// Latency percentiles (ms), from intended start.
+    pub p50_ms: Option<f64>,
+    /// 90th percentile.
+    pub p90_ms: Option<f64>,
+    /// 99th percentile.
+    pub p99_ms: Option<f64>,
+    /// Maximum.
+    pub max_ms: Option<f64>,
+    /// Failures by class.
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Whole-run figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Totals {
+    /// Requests, missed included.
+    pub requests: u64,
+    /// Sent.
+    pub sent: u64,
+    /// Successful.
+    pub ok: u64,
+    /// Failed, missed included.
+    pub failed: u64,
+    /// Not sent on time.
+    pub missed: u64,
+    /// ok / requests.
+    pub availability: Option<f64>,
+    /// Achieved rate of requests sent per second of load.
+    pub rate_per_sec: Option<f64>,
+    /// Latency percentiles (ms).
+    pub p50_ms: Option<f64>,
+    /// 90th.
+    pub p90_ms: Option<f64>,
+    /// 99th.
+    pub p99_ms: Option<f64>,
+    /// 99.9th.
+    pub p999_ms: Option<f64>,
+    /// Maximum.
+    pub max_ms: Option<f64>,
+    /// Failures by class.
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// A steady-state check: the SLO over the load's requests in a span, and the probes.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SteadyCheck {
+    /// Did the hypothesis hold (SLO and every probe)?
+    pub held: bool,
+    /// Span start, ms since run start.
+    pub from_ms: u64,
+    /// Span end.
+    pub to_ms: u64,
+    /// The SLO check; null without load.
+    pub slo: Option<SloCheckReport>,
+    /// Probe results in the span.
+    pub probes: Vec<ProbeReport>,
+}
+
+impl SteadyCheck {
+    /// Every reason the check did not hold: SLO violations, then failing probes.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .slo
+            .as_ref()
+            .map(|s| s.violations.clone())
+            .unwrap_or_default();
+        for p in self.probes.iter().filter(|p| p.failed > 0) {
+            out.push(format!(
+                "probe {} failed {} of {} checks{}",
+                p.name,
+                p.failed,
+                p.failed + p.passed,
+                p.last_error
+                    .as_ref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        }
+        out
+    }
+}
+
+/// Before and after.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct SteadyState {
+    /// Over the baseline, before any fault.
+    pub before: Option<SteadyCheck>,
+    /// Over the last hold period of the run.
+    pub after: Option<SteadyCheck>,
+}
+
+/// One event of the run's timeline.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TimelineEvent {
+    /// ms since run start.
+    pub t_ms: f64,
+    /// What happened.
+    pub event: EventKind,
+    /// Details, for people.
+    pub detail: String,
+}
+
+/// What a timeline event is: a closed set, so that a program reading `report.json` can match
+/// on it (the same word starts the event's line in the run's log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// The run entered a phase; the detail names it.
+    Phase,
+    /// The steady state held over the baseline.
+    Baseline,
+    /// A fault was injected; the detail names it, its kind and its targets.
+    Inject,
+    /// A fault was reverted; the detail names it.
+    Revert,
+    /// The run stops early (a signal or a stop condition), or what became of such a stop.
+    Stop,
+    /// Something went wrong that changes no outcome (a journal entry left behind after a
+    /// successful revert: `rattle recover` reverts it again, harmlessly).
+    Warning,
+    /// A fault could not be resolved, injected or reverted; the run panicked; the demo service
+    /// did not stop.
+    Error,
+}
+
+impl EventKind {
+    /// The word used in reports and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Phase => "phase",
+            EventKind::Baseline => "baseline",
+            EventKind::Inject => "inject",
+            EventKind::Revert => "revert",
+            EventKind::Stop => "stop",
+            EventKind::Warning => "warning",
+            EventKind::Error => "error",
+        }
+    }
+}
+
+/// Figures per phase of the run. `baseline`: warm-up end to the first injection; `fault`: first
+/// injection until the last fault has recovered and held; `recovery`: from there to the end.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Phases {
+    /// Before any fault; null when empty.
+    pub baseline: Option<PhaseStats>,
+    /// While faults acted and until they recovered; null without faults.
+    pub fault: Option<PhaseStats>,
+    /// After the last fault recovered; null when empty.
+    pub recovery: Option<PhaseStats>,
+}
+
+/// A `stop_when` condition that ended the run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StopReport {
+    /// The condition and the value that crossed it.
+    pub condition: String,
+    /// When it held long enough (ms since run start).
+    pub triggered_at_ms: f64,
+    /// When every active fault was reverted (ms since run start).
+    pub reverted_at_ms: f64,
+    /// From the condition to the last revert (ms).
+    pub time_to_revert_ms: f64,
+}
+
+// Wire counterparts of other modules' types. Field names, order and types are those the
+// internal types were serialized with when report.json borrowed them: keep them so.
+
+/// One concrete thing a fault acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TargetReport {
+    /// What kind of thing: `process`, `pod`, `deployment`, `node`, `proxy`.
+    pub kind: String,
+    /// Its identity: a pid, `namespace/name`, a proxy name.
+    pub id: String,
+    /// A human description (a process's command line).
+    pub description: String,
+}
+
+impl std::fmt::Display for TargetReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} ({})", self.kind, self.id, self.description)
+    }
+}
+
+impl From<&fault::Target> for TargetReport {
+    fn from(t: &fault::Target) -> Self {
+        Self {
+            kind: t.kind.clone(),
+            id: t.id.clone(),
+            description: t.description.clone(),
+        }
+    }
+}
+
+/// Impact and recovery figures of a fault (definitions in the README and in `analysis`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RecoveryReport {
+    /// From injection to the first bad request; null when none was seen.
+    pub time_to_impact_ms: Option<f64>,
+    /// From the fault's end (injection, for instantaneous faults) to the recovery instant;
+    /// null when it did not recover (see `reason`).
+    pub time_to_recover_ms: Option<f64>,
+    /// The recovery instant, ms since run start.
+    pub recovered_at_ms: Option<f64>,
+    /// Why a figure is null.
+    pub reason: Option<String>,
+    /// Requests counted for this fault (injection to recovery + hold).
+    pub requests: u64,
+    /// Of them, failed (missed included).
+    pub failed_requests: u64,
+    /// ok / requests over the same span.
+    pub availability: Option<f64>,
+}
+
+impl From<&analysis::Recovery> for RecoveryReport {
+    fn from(r: &analysis::Recovery) -> Self {
+        Self {
+            time_to_impact_ms: r.time_to_impact_ms,
+            time_to_recover_ms: r.time_to_recover_ms,
+            recovered_at_ms: r.recovered_at_ms,
+            reason: r.reason.clone(),
+            requests: r.requests,
+            failed_requests: r.failed_requests,
+            availability: r.availability,
+        }
+    }
+}
+
+/// The SLO checked over the requests of a span.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SloCheckReport {
+    /// Did every threshold hold? False when there was no request to judge by.
+    pub held: bool,
+    /// Requests judged (missed included).
+    pub requests: u64,
+    /// Successful requests.
+    pub ok: u64,
+    /// ok / requests.
+    pub success_rate: Option<f64>,
+    /// Median latency (ms) of the requests sent.
+    pub p50_ms: Option<f64>,
+    /// 90th percentile (ms).
+    pub p90_ms: Option<f64>,
+    /// 99th percentile (ms).
+    pub p99_ms: Option<f64>,
+    /// Maximum (ms).
+    pub max_ms: Option<f64>,
+    /// Each threshold that did not hold, as "p99 312.4ms, expected < 200ms".
+    pub violations: Vec<String>,
+}
+
+impl From<&analysis::SloCheck> for SloCheckReport {
+    fn from(c: &analysis::SloCheck) -> Self {
+        Self {
+            held: c.held,
+            requests: c.requests,
+            ok: c.ok,
+            success_rate: c.success_rate,
+            p50_ms: c.p50_ms,
+            p90_ms: c.p90_ms,
+            p99_ms: c.p99_ms,
+            max_ms: c.max_ms,
+            violations: c.violations.clone(),
+        }
+    }
+}
+
+/// One probe's results over a span.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProbeReport {
+    /// Probe name.
+    pub name: String,
+    /// Checks that passed.
+    pub passed: u64,
+    /// Checks that failed.
+    pub failed: u64,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+}
+
+impl From<&probe::ProbeSummary> for ProbeReport {
+    fn from(p: &probe::ProbeSummary) -> Self {
+        Self {
+            name: p.name.clone(),
+            passed: p.passed,
+            failed: p.failed,
+            last_error: p.last_error.clone(),
+        }
+    }
+}
+
+/// Figures of the requests completing in one phase of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PhaseStats {
+    /// Span start, ms since run start.
+    pub from_ms: f64,
+    /// Span end, ms since run start.
+    pub to_ms: f64,
+    /// Requests completing in the span (missed included).
+    pub requests: u64,
+    /// Of them, failed (missed included).
+    pub failed: u64,
+    /// failed / requests; null without requests.
+    pub error_rate: Option<f64>,
+    /// Latency percentiles (ms) of the requests sent, from their intended start.
+    pub p50_ms: Option<f64>,
+    /// 90th percentile (ms).
+    pub p90_ms: Option<f64>,
+    /// 99th percentile (ms).
+    pub p99_ms: Option<f64>,
+    /// Maximum (ms).
+    pub max_ms: Option<f64>,
+}
+
+impl From<&analysis::SpanStats> for PhaseStats {
+    fn from(s: &analysis::SpanStats) -> Self {
+        Self {
+            from_ms: s.from_ms,
+            to_ms: s.to_ms,
+            requests: s.requests,
+            failed: s.failed,
+            error_rate: s.error_rate,
+            p50_ms: s.p50_ms,
+            p90_ms: s.p90_ms,
+            p99_ms: s.p99_ms,
+            max_ms: s.max_ms,
+        }
+    }
+}
+
+/// The resolved plan, as run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct PlanReport {
+    /// Seed.
+    pub seed: u64,
+    /// Run length (ms).
+    pub duration_ms: u64,
+    /// Warm-up (ms).
+    pub warmup_ms: u64,
+    /// Hold period (ms).
+    pub hold_ms: u64,
+    /// The load as written in the experiment, with secret header values and URL credentials
+    /// redacted; null without load.
+    pub load: Option<serde_json::Value>,
+    /// The SLO.
+    pub slo: SloReport,
+    /// Faults in firing order: `name`, `kind`, `at_ms`, `duration_ms` and the kind's `spec` as
+    /// written (keys in alphabetical order).
+    pub faults: Vec<serde_json::Value>,
+}
+
+impl From<&plan::PlanSummary> for PlanReport {
+    fn from(p: &plan::PlanSummary) -> Self {
+        Self {
+            seed: p.seed,
+            duration_ms: p.duration_ms,
+            warmup_ms: p.warmup_ms,
+            hold_ms: p.hold_ms,
+            load: p.load.clone(),
+            slo: SloReport::from(&p.slo),
+            faults: p.faults.clone(),
+        }
+    }
+}
+
+/// The SLO of the hypothesis, each threshold as the experiment file reads (`">= 99.5%"`,
+/// `"< 200ms"`); null when not set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SloReport {
+    /// Share of successful requests.
+    pub success_rate: Option<String>,
+    /// Median latency.
+    pub p50: Option<String>,
+    /// 90th percentile latency.
+    pub p90: Option<String>,
+    /// 99th percentile latency.
+    pub p99: Option<String>,
+    /// Maximum latency.
+    pub max: Option<String>,
+}
+
+impl From<&experiment::Slo> for SloReport {
+    fn from(s: &experiment::Slo) -> Self {
+        Self {
+            success_rate: s.success_rate.map(|t| t.to_string()),
+            p50: s.p50.map(|t| t.to_string()),
+            p90: s.p90.map(|t| t.to_string()),
+            p99: s.p99.map(|t| t.to_string()),
+            max: s.max.map(|t| t.to_string()),
+        }
+    }
+}
