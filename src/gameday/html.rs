@@ -4,7 +4,7 @@
 use minijinja::value::Serde;
 use minijinja::{Environment, context};
 
-use super::run::{ExperimentStatus, GameDayReport};
+use super::index::{ExperimentStatus, GameDayReport};
 use crate::report::{Renderer, html::Html, json::Json, markdown::Markdown};
 
 const TEMPLATE: &str = include_str!("templates/index.html.j2");

@@ -8,6 +8,7 @@
 
 pub mod emit;
 mod html;
+pub mod index;
 pub mod notify;
 pub mod run;
 pub mod schedule;
