@@ -18,6 +18,10 @@
 //!   *Time to recover* is R minus the fault's end (its injection for instantaneous faults).
 //! - *Failed requests* and *availability* of a fault count the requests completing from its
 //!   injection to R + hold (to the end of observation when it did not recover).
+//! - The SLO's latency thresholds judge the *successful* requests' latency: what users who were
+//!   served waited for. Failures already count against the success rate, and a failure that is
+//!   fast (a refused connection) would otherwise pull the percentiles down during an outage.
+//!   Figures of all sent requests, and of the failed ones apart, are kept beside them.
 
 use crate::experiment::{Cmp, DurationThreshold, Slo};
 use crate::metrics::{Outcome, Record};
@@ -47,7 +51,8 @@ pub struct SloCheck {
     pub ok: u64,
     /// ok / requests.
     pub success_rate: Option<f64>,
-    /// Latency percentiles (ms) of the requests sent.
+    /// Latency percentiles (ms) of the successful requests: what the SLO's latency thresholds
+    /// judge.
     pub p50_ms: Option<f64>,
     /// 90th percentile (ms).
     pub p90_ms: Option<f64>,
@@ -59,7 +64,8 @@ pub struct SloCheck {
     pub violations: Vec<String>,
 }
 
-/// Checks the SLO over `records` (any order). An empty SLO means "no request fails".
+/// Checks the SLO over `records` (any order). An empty SLO means "no request fails". Latency
+/// thresholds judge the successful requests (see the module's definitions).
 pub fn check_slo<'a>(records: impl IntoIterator<Item = &'a Record>, slo: &Slo) -> SloCheck {
     let mut requests = 0u64;
     let mut ok = 0u64;
@@ -68,8 +74,6 @@ pub fn check_slo<'a>(records: impl IntoIterator<Item = &'a Record>, slo: &Slo) -
         requests += 1;
         if r.outcome.is_ok() {
             ok += 1;
-        }
-        if r.outcome != Outcome::Missed {
             latencies.push(r.latency_us());
         }
     }
@@ -152,7 +156,6 @@ struct Running<'a> {
     slo: &'a Slo,
     thresholds: Vec<(f64, DurationThreshold, u64, u64)>, // q, threshold, count_lt, count_le
     requests: u64,
-    sent: u64,
     ok: u64,
 }
 
@@ -166,7 +169,6 @@ impl<'a> Running<'a> {
             slo,
             thresholds,
             requests: 0,
-            sent: 0,
             ok: 0,
         }
     }
@@ -175,10 +177,8 @@ impl<'a> Running<'a> {
     fn add(&mut self, r: &Record) -> bool {
         self.requests += 1;
         if r.outcome.is_ok() {
+            // Latency thresholds judge the successful requests only.
             self.ok += 1;
-        }
-        if r.outcome != Outcome::Missed {
-            self.sent += 1;
             let lat = r.latency_us();
             for (_, t, lt, le) in &mut self.thresholds {
                 let limit = t.limit.as_micros();
@@ -202,12 +202,12 @@ impl<'a> Running<'a> {
         if !rate_ok {
             return false;
         }
-        if self.sent == 0 {
+        if self.ok == 0 {
             return true;
         }
         // Nearest-rank percentile p at rank k = ceil(q*n): p < L iff at least k values are < L.
         self.thresholds.iter().all(|(q, t, lt, le)| {
-            let k = ((q * self.sent as f64).ceil() as u64).clamp(1, self.sent);
+            let k = ((q * self.ok as f64).ceil() as u64).clamp(1, self.ok);
             match t.cmp {
                 Cmp::Lt => *lt >= k,
                 Cmp::Le => *le >= k,
@@ -366,7 +366,8 @@ pub struct SpanStats {
     pub failed: u64,
     /// failed / requests; null without requests.
     pub error_rate: Option<f64>,
-    /// Latency percentiles (ms) of the requests sent, from their intended start.
+    /// Latency percentiles (ms) of every request sent, successes and failures mixed, from
+    /// their intended start.
     pub p50_ms: Option<f64>,
     /// 90th percentile (ms).
     pub p90_ms: Option<f64>,
@@ -374,6 +375,40 @@ pub struct SpanStats {
     pub p99_ms: Option<f64>,
     /// Maximum (ms).
     pub max_ms: Option<f64>,
+    /// Latency of the successful requests.
+    pub ok_latency: LatencyStats,
+    /// Latency of the failed requests that were sent (a timeout at its timeout).
+    pub failed_latency: LatencyStats,
+}
+
+/// Latency percentiles of a set of requests (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LatencyStats {
+    /// Requests with a latency (sent ones).
+    pub count: u64,
+    /// Median.
+    pub p50_ms: Option<f64>,
+    /// 90th percentile.
+    pub p90_ms: Option<f64>,
+    /// 99th percentile.
+    pub p99_ms: Option<f64>,
+    /// Maximum.
+    pub max_ms: Option<f64>,
+}
+
+impl LatencyStats {
+    /// The percentiles of `latencies` (µs, any order).
+    pub fn of(mut latencies: Vec<u64>) -> Self {
+        latencies.sort_unstable();
+        let pct = |q: f64| percentile_sorted(&latencies, q).map(us_to_ms);
+        Self {
+            count: latencies.len() as u64,
+            p50_ms: pct(0.5),
+            p90_ms: pct(0.9),
+            p99_ms: pct(0.99),
+            max_ms: pct(1.0),
+        }
+    }
 }
 
 /// Figures of the requests completing in `[from_us, to_us)`, from records sorted by `done_us`.
@@ -390,6 +425,12 @@ pub fn span_stats(sorted: &[Record], from_us: u64, to_us: u64) -> SpanStats {
     lat.sort_unstable();
     let pct = |q: f64| percentile_sorted(&lat, q).map(us_to_ms);
     let requests = span.len() as u64;
+    let latencies = |ok: bool| {
+        span.iter()
+            .filter(|r| r.outcome != Outcome::Missed && r.outcome.is_ok() == ok)
+            .map(Record::latency_us)
+            .collect::<Vec<u64>>()
+    };
     SpanStats {
         from_ms: us_to_ms(from_us),
         to_ms: us_to_ms(to_us),
@@ -400,6 +441,8 @@ pub fn span_stats(sorted: &[Record], from_us: u64, to_us: u64) -> SpanStats {
         p90_ms: pct(0.9),
         p99_ms: pct(0.99),
         max_ms: pct(1.0),
+        ok_latency: LatencyStats::of(latencies(true)),
+        failed_latency: LatencyStats::of(latencies(false)),
     }
 }
 

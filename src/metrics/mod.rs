@@ -217,8 +217,52 @@ pub struct Window {
     pub start_us: u64,
     /// Outcome counts of requests that completed in this window.
     pub counts: OutcomeCounts,
-    /// Latency percentiles of the requests that completed in this window.
+    /// Latency percentiles of every request sent that completed in this window, successes and
+    /// failures mixed (as wrk and oha report them).
     pub latency: LatencySummary,
+    /// Latency percentiles of the successful requests only: what users who were served
+    /// waited for. A fast failure (a refused connection) never pulls these down.
+    pub ok_latency: LatencySummary,
+    /// Latency percentiles of the failed requests that were sent (a timeout counts at its
+    /// timeout; missed requests, never sent, have no latency).
+    pub failed_latency: LatencySummary,
+}
+
+/// Latency histograms kept apart by how requests ended: every sent request, the successful
+/// ones, the failed ones.
+struct Latencies {
+    all: Histogram<u64>,
+    ok: Histogram<u64>,
+    failed: Histogram<u64>,
+}
+
+impl Latencies {
+    fn new() -> Self {
+        Self {
+            all: new_histogram(),
+            ok: new_histogram(),
+            failed: new_histogram(),
+        }
+    }
+
+    /// Records a request that was sent (not `Missed`).
+    fn record(&mut self, outcome: Outcome, latency_us: u64) {
+        let v = latency_us.max(1);
+        self.all.saturating_record(v);
+        if outcome.is_ok() {
+            self.ok.saturating_record(v);
+        } else {
+            self.failed.saturating_record(v);
+        }
+    }
+
+    fn summaries(&self) -> [LatencySummary; 3] {
+        [
+            LatencySummary::of(&self.all),
+            LatencySummary::of(&self.ok),
+            LatencySummary::of(&self.failed),
+        ]
+    }
 }
 
 /// Windows this far behind the newest one keep their histogram; older ones keep only their
@@ -230,15 +274,27 @@ const OPEN_WINDOWS: usize = 3;
 
 struct WindowState {
     counts: OutcomeCounts,
-    histogram: Option<Histogram<u64>>,
-    summary: LatencySummary,
+    histograms: Option<Box<Latencies>>,
+    /// All, ok, failed: kept once the histograms are freed.
+    summaries: [LatencySummary; 3],
 }
 
 impl WindowState {
-    fn summary(&self) -> LatencySummary {
-        match &self.histogram {
-            Some(h) => LatencySummary::of(h),
-            None => self.summary,
+    fn summaries(&self) -> [LatencySummary; 3] {
+        match &self.histograms {
+            Some(h) => h.summaries(),
+            None => self.summaries,
+        }
+    }
+
+    fn window(&self, start_us: u64) -> Window {
+        let [latency, ok_latency, failed_latency] = self.summaries();
+        Window {
+            start_us,
+            counts: self.counts,
+            latency,
+            ok_latency,
+            failed_latency,
         }
     }
 }
@@ -251,7 +307,7 @@ struct Inner {
     /// Windows below this index are closed (summary only).
     closed: usize,
     total: OutcomeCounts,
-    total_latency: Histogram<u64>,
+    total_latency: Latencies,
 }
 
 /// Thread-safe sink of request records: per-request log (optional), per-window counts and
@@ -277,7 +333,7 @@ impl Recording {
                 windows: Vec::new(),
                 closed: 0,
                 total: OutcomeCounts::default(),
-                total_latency: new_histogram(),
+                total_latency: Latencies::new(),
             })),
         }
     }
@@ -327,11 +383,7 @@ impl Recording {
         g.windows
             .iter()
             .enumerate()
-            .map(|(i, w)| Window {
-                start_us: i as u64 * g.window_us,
-                counts: w.counts,
-                latency: w.summary(),
-            })
+            .map(|(i, w)| w.window(i as u64 * g.window_us))
             .collect()
     }
 
@@ -339,11 +391,9 @@ impl Recording {
     pub fn window_at(&self, t_us: u64) -> Option<Window> {
         let g = self.lock();
         let idx = usize::try_from(t_us / g.window_us).ok()?;
-        g.windows.get(idx).map(|w| Window {
-            start_us: idx as u64 * g.window_us,
-            counts: w.counts,
-            latency: w.summary(),
-        })
+        g.windows
+            .get(idx)
+            .map(|w| w.window(idx as u64 * g.window_us))
     }
 
     /// Whole-run counts.
@@ -351,9 +401,15 @@ impl Recording {
         self.lock().total
     }
 
-    /// Whole-run latency histogram.
+    /// Whole-run latency histogram of every request sent.
     pub fn total_latency(&self) -> Histogram<u64> {
-        self.lock().total_latency.clone()
+        self.lock().total_latency.all.clone()
+    }
+
+    /// Whole-run latency histograms of the successful and of the failed requests sent.
+    pub fn total_latency_by_outcome(&self) -> (Histogram<u64>, Histogram<u64>) {
+        let g = self.lock();
+        (g.total_latency.ok.clone(), g.total_latency.failed.clone())
     }
 }
 
@@ -364,31 +420,30 @@ impl Inner {
             while self.windows.len() <= idx {
                 self.windows.push(WindowState {
                     counts: OutcomeCounts::default(),
-                    histogram: Some(new_histogram()),
-                    summary: LatencySummary::default(),
+                    histograms: Some(Box::new(Latencies::new())),
+                    summaries: [LatencySummary::default(); 3],
                 });
             }
             // Close the windows that fell behind: keep their summary, free their histogram.
             let close_below = self.windows.len().saturating_sub(OPEN_WINDOWS);
             while self.closed < close_below {
                 let w = &mut self.windows[self.closed];
-                if let Some(h) = w.histogram.take() {
-                    w.summary = LatencySummary::of(&h);
+                if let Some(h) = w.histograms.take() {
+                    w.summaries = h.summaries();
                 }
                 self.closed += 1;
             }
             let w = &mut self.windows[idx];
             w.counts.add(rec.outcome);
             if rec.outcome != Outcome::Missed
-                && let Some(h) = &mut w.histogram
+                && let Some(h) = &mut w.histograms
             {
-                h.saturating_record(rec.latency_us().max(1));
+                h.record(rec.outcome, rec.latency_us());
             }
         }
         self.total.add(rec.outcome);
         if rec.outcome != Outcome::Missed {
-            self.total_latency
-                .saturating_record(rec.latency_us().max(1));
+            self.total_latency.record(rec.outcome, rec.latency_us());
         }
         if self.keep_records {
             self.records.push(rec);
@@ -420,8 +475,37 @@ mod tests {
         assert_eq!(w[0].latency.p50_us, Some(100));
         assert_eq!(w[9].latency.max_us, Some(1000));
         let g = r.lock();
-        assert!(g.windows[..7].iter().all(|w| w.histogram.is_none()));
-        assert!(g.windows[7..].iter().all(|w| w.histogram.is_some()));
+        assert!(g.windows[..7].iter().all(|w| w.histograms.is_none()));
+        assert!(g.windows[7..].iter().all(|w| w.histograms.is_some()));
+    }
+
+    /// Issue #23: refusals answered in a millisecond never pull the successes' percentiles
+    /// down, in a window or over the run, and stay visible as failures.
+    #[test]
+    fn fast_failures_stay_out_of_the_success_latency() {
+        let r = Recording::new(Duration::from_secs(1), false);
+        for k in 0..1000u64 {
+            let t = k * 1000;
+            let (done, outcome) = if k % 2 == 0 {
+                (t + 40_000, Outcome::Ok)
+            } else {
+                (t + 1_000, Outcome::Refused)
+            };
+            r.push(Record {
+                intended_us: t,
+                done_us: done,
+                outcome,
+            });
+        }
+        let w = &r.windows()[0];
+        let ok50 = w.ok_latency.p50_us.expect("ok p50");
+        assert!((39_900..=40_100).contains(&ok50), "{ok50}");
+        assert_eq!(w.failed_latency.p99_us.map(|v| v / 100), Some(10));
+        // The mixed figure is what the issue saw: the median of all is a refusal's.
+        assert!(w.latency.p50_us.expect("p50") < 2_000);
+        let (ok, failed) = r.total_latency_by_outcome();
+        assert_eq!(ok.len() + failed.len(), r.total_latency().len());
+        assert!(ok.value_at_quantile(0.01) >= 39_900);
     }
 
     #[test]
@@ -448,6 +532,9 @@ mod tests {
         assert_eq!(w[2].counts.failed(), 2);
         assert_eq!(w[2].counts.sent(), 1);
         assert_eq!(w[2].latency.count, 1);
+        assert_eq!(w[2].failed_latency.count, 1);
+        assert_eq!(w[2].ok_latency.count, 0);
+        assert_eq!(w[0].ok_latency.p50_us, Some(500));
         assert_eq!(r.totals().total(), 3);
         assert_eq!(r.records().len(), 3);
     }

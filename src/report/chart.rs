@@ -13,6 +13,8 @@ pub struct Series<'a> {
     pub color: &'a str,
     /// Points (x in seconds, y); `None` leaves a gap.
     pub points: Vec<(f64, Option<f64>)>,
+    /// Drawn dashed (a secondary series, such as the failures' latency).
+    pub dashed: bool,
 }
 
 /// A shaded span (seconds) with a label.
@@ -150,12 +152,14 @@ pub fn render(
     );
     // Lines, split at gaps.
     for se in series {
+        // Each run keeps its data values too (`data-values="t:v ..."`), so what the chart
+        // shows can be read back from the page, not only seen.
         let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
         for &(px, py) in &se.points {
             match py {
                 Some(py) => {
                     if let Some(last) = runs.last_mut() {
-                        last.push((x(px), y(py)));
+                        last.push((px, py));
                     }
                 }
                 None => runs.push(Vec::new()),
@@ -164,14 +168,24 @@ pub fn render(
         for run in runs.iter().filter(|r| !r.is_empty()) {
             let pts = run
                 .iter()
-                .map(|(a, b)| format!("{a:.1},{b:.1}"))
+                .map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let values = run
+                .iter()
+                .map(|(a, b)| format!("{a:.3}:{b:.3}"))
                 .collect::<Vec<_>>()
                 .join(" ");
             let _ = write!(
                 s,
-                r#"<polyline class="series" data-series="{l}" fill="none" stroke="{c}" stroke-width="1.8" points="{pts}"/>"#,
+                r#"<polyline class="series" data-series="{l}" data-values="{values}" fill="none" stroke="{c}" stroke-width="1.8"{dash} points="{pts}"/>"#,
                 l = esc(se.label),
-                c = se.color
+                c = se.color,
+                dash = if se.dashed {
+                    r#" stroke-dasharray="5 4""#
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -227,6 +241,7 @@ mod tests {
                 label: "p99",
                 color: "#000",
                 points: vec![(0.0, Some(1.0)), (1.0, None), (2.0, Some(3.0))],
+                dashed: false,
             }],
             &[Band {
                 from: 2.0,

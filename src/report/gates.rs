@@ -261,7 +261,7 @@ pub fn evaluate(g: &Gates, r: &Report) -> Vec<GateResult> {
                 .or_else(|| {
                     phases
                         .and_then(|p| p.baseline.as_ref())
-                        .and_then(|b| b.p99_ms)
+                        .and_then(|b| b.success_latency().p99_ms)
                 });
             let end = r
                 .steady_state
@@ -369,12 +369,16 @@ fn latency_gates(
     has_phases: bool,
 ) {
     for (q, t) in gates.iter() {
-        let v = stats.and_then(|s| match q {
-            "p50" => s.p50_ms,
-            "p90" => s.p90_ms,
-            "p99" => s.p99_ms,
-            _ => s.max_ms,
-        });
+        // What users waited for: the successful requests' latency (failures count against
+        // the error-rate gates; a fast refusal must not make a phase look quick).
+        let v = stats
+            .map(PhaseStats::success_latency)
+            .and_then(|l| match q {
+                "p50" => l.p50_ms,
+                "p90" => l.p90_ms,
+                "p99" => l.p99_ms,
+                _ => l.max_ms,
+            });
         let why = if !has_phases {
             "the report has no per-phase figures".to_string()
         } else if stats.is_none() {
@@ -423,6 +427,8 @@ mod tests {
             p90_ms: Some(2.0),
             p99_ms: Some(p99),
             max_ms: Some(p99 * 2.0),
+            ok_latency: None,
+            failed_latency: None,
         }
     }
 

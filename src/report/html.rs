@@ -154,6 +154,7 @@ fn charts(r: &Report) -> (String, String) {
                     .filter(full_enough)
                     .map(|w| (mid(w.t_ms), Some(w.ok as f64 / covered(w.t_ms))))
                     .collect(),
+                dashed: false,
             },
             Series {
                 label: "errors/s",
@@ -164,26 +165,51 @@ fn charts(r: &Report) -> (String, String) {
                     .filter(full_enough)
                     .map(|w| (mid(w.t_ms), Some(w.failed as f64 / covered(w.t_ms))))
                     .collect(),
+                dashed: false,
             },
         ],
         &bands,
         &markers,
     );
+    // Successful requests' latency: what users who were served waited for. Failures are
+    // counted in the throughput chart; their latency is drawn apart (dashed), so an outage
+    // whose requests fail fast never reads as the service getting faster.
+    let ok = |w: &crate::report::WindowReport| w.success_latency();
     let latency = chart::render(
         "latency",
-        "Latency p50 and p99 over time",
+        "Latency of successful requests (p50, p99) over time; failed requests' p50 dashed",
         "ms",
         x_max,
         &[
             Series {
                 label: "p50",
                 color: "#1c7ed6",
-                points: r.windows.iter().map(|w| (mid(w.t_ms), w.p50_ms)).collect(),
+                points: r
+                    .windows
+                    .iter()
+                    .map(|w| (mid(w.t_ms), ok(w).p50_ms))
+                    .collect(),
+                dashed: false,
             },
             Series {
                 label: "p99",
                 color: "#e8590c",
-                points: r.windows.iter().map(|w| (mid(w.t_ms), w.p99_ms)).collect(),
+                points: r
+                    .windows
+                    .iter()
+                    .map(|w| (mid(w.t_ms), ok(w).p99_ms))
+                    .collect(),
+                dashed: false,
+            },
+            Series {
+                label: "failed p50",
+                color: "#c92a2a",
+                points: r
+                    .windows
+                    .iter()
+                    .map(|w| (mid(w.t_ms), w.failed_latency.and_then(|l| l.p50_ms)))
+                    .collect(),
+                dashed: true,
             },
         ],
         &bands,
@@ -294,10 +320,10 @@ fn phase_rows(r: &Report) -> Vec<Row> {
             format!("{:.1}–{:.1} s", s.from_ms / 1000.0, s.to_ms / 1000.0),
             s.requests.to_string(),
             fmt_pct(s.error_rate),
-            fmt_ms(s.p50_ms),
-            fmt_ms(s.p90_ms),
-            fmt_ms(s.p99_ms),
-            fmt_ms(s.max_ms),
+            fmt_ms(s.success_latency().p50_ms),
+            fmt_ms(s.success_latency().p90_ms),
+            fmt_ms(s.success_latency().p99_ms),
+            fmt_ms(s.success_latency().max_ms),
         ],
         class: "",
     })
@@ -328,6 +354,7 @@ pub fn html(r: &Report) -> Result<String, ReportError> {
         Verdict::Error => "error",
     };
     let t = &r.totals;
+    let tl = t.success_latency();
     let totals = vec![
         t.requests.to_string(),
         t.ok.to_string(),
@@ -335,10 +362,10 @@ pub fn html(r: &Report) -> Result<String, ReportError> {
         t.missed.to_string(),
         fmt_pct(t.availability),
         t.rate_per_sec.map_or("–".into(), |v| format!("{v:.1}/s")),
-        fmt_ms(t.p50_ms),
-        fmt_ms(t.p90_ms),
-        fmt_ms(t.p99_ms),
-        fmt_ms(t.max_ms),
+        fmt_ms(tl.p50_ms),
+        fmt_ms(tl.p90_ms),
+        fmt_ms(tl.p99_ms),
+        fmt_ms(tl.max_ms),
     ];
     let errors = t
         .errors

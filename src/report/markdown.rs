@@ -128,6 +128,7 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(s);
     }
     let t = &r.totals;
+    let tl = t.success_latency();
     let _ = writeln!(s, "## Load\n");
     let _ = writeln!(
         s,
@@ -145,11 +146,26 @@ pub fn markdown(r: &Report) -> String {
         t.rate_per_sec
             .map(|v| format!("{v:.1}/s"))
             .unwrap_or_else(|| "–".into()),
-        fmt_ms(t.p50_ms),
-        fmt_ms(t.p90_ms),
-        fmt_ms(t.p99_ms),
-        fmt_ms(t.max_ms)
+        fmt_ms(tl.p50_ms),
+        fmt_ms(tl.p90_ms),
+        fmt_ms(tl.p99_ms),
+        fmt_ms(tl.max_ms)
     );
+    if t.ok_latency.is_some() {
+        let _ = writeln!(
+            s,
+            "Latency: successful requests, from their intended start{}.\n",
+            t.failed_latency
+                .filter(|l| l.count > 0)
+                .map(|l| format!(
+                    "; the {} failed requests sent: p50 {}, p99 {}",
+                    l.count,
+                    fmt_ms(l.p50_ms),
+                    fmt_ms(l.p99_ms)
+                ))
+                .unwrap_or_default()
+        );
+    }
     if !t.errors.is_empty() {
         let errs = t
             .errors
@@ -179,10 +195,10 @@ pub fn markdown(r: &Report) -> String {
                     st.to_ms / 1000.0,
                     st.requests,
                     fmt_pct(st.error_rate),
-                    fmt_ms(st.p50_ms),
-                    fmt_ms(st.p90_ms),
-                    fmt_ms(st.p99_ms),
-                    fmt_ms(st.max_ms)
+                    fmt_ms(st.success_latency().p50_ms),
+                    fmt_ms(st.success_latency().p90_ms),
+                    fmt_ms(st.success_latency().p99_ms),
+                    fmt_ms(st.success_latency().max_ms)
                 );
             }
         }

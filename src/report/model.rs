@@ -112,7 +112,8 @@ pub struct WindowReport {
     pub failed: u64,
     /// Not sent on time (in-flight cap).
     pub missed: u64,
-    /// Latency percentiles (ms), from intended start.
+    /// Latency percentiles (ms), from intended start, of every request sent: successes and
+    /// failures mixed, as wrk and oha report them. See `ok_latency` for what users waited for.
     pub p50_ms: Option<f64>,
     /// 90th percentile.
     pub p90_ms: Option<f64>,
@@ -122,6 +123,14 @@ pub struct WindowReport {
     pub max_ms: Option<f64>,
     /// Failures by class.
     pub errors: BTreeMap<String, u64>,
+    /// Latency of the successful requests alone (what users who were served waited for; what
+    /// SLOs, gates and the HTML chart read). Absent in reports written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok_latency: Option<LatencyReport>,
+    /// Latency of the failed requests that were sent (a timeout counts at its timeout; missed
+    /// requests have none). Absent in reports written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_latency: Option<LatencyReport>,
 }
 
 /// Whole-run figures.
@@ -141,7 +150,7 @@ pub struct Totals {
     pub availability: Option<f64>,
     /// Achieved rate of requests sent per second of load.
     pub rate_per_sec: Option<f64>,
-    /// Latency percentiles (ms).
+    /// Latency percentiles (ms) of every request sent, successes and failures mixed.
     pub p50_ms: Option<f64>,
     /// 90th.
     pub p90_ms: Option<f64>,
@@ -153,6 +162,14 @@ pub struct Totals {
     pub max_ms: Option<f64>,
     /// Failures by class.
     pub errors: BTreeMap<String, u64>,
+    /// Latency of the successful requests alone (what users who were served waited for; what
+    /// SLOs, gates and the HTML chart read). Absent in reports written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok_latency: Option<LatencyReport>,
+    /// Latency of the failed requests that were sent (a timeout counts at its timeout; missed
+    /// requests have none). Absent in reports written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_latency: Option<LatencyReport>,
 }
 
 /// A steady-state check: the SLO over the load's requests in a span, and the probes.
@@ -352,7 +369,8 @@ pub struct SloCheckReport {
     pub ok: u64,
     /// ok / requests.
     pub success_rate: Option<f64>,
-    /// Median latency (ms) of the requests sent.
+    /// Median latency (ms) of the successful requests: what the SLO's latency thresholds judge
+    /// (reports written before `ok_latency` existed hold all sent requests' here).
     pub p50_ms: Option<f64>,
     /// 90th percentile (ms).
     pub p90_ms: Option<f64>,
@@ -417,7 +435,8 @@ pub struct PhaseStats {
     pub failed: u64,
     /// failed / requests; null without requests.
     pub error_rate: Option<f64>,
-    /// Latency percentiles (ms) of the requests sent, from their intended start.
+    /// Latency percentiles (ms) of every request sent, from their intended start: successes and
+    /// failures mixed. Latency gates read `ok_latency`.
     pub p50_ms: Option<f64>,
     /// 90th percentile (ms).
     pub p90_ms: Option<f64>,
@@ -425,6 +444,14 @@ pub struct PhaseStats {
     pub p99_ms: Option<f64>,
     /// Maximum (ms).
     pub max_ms: Option<f64>,
+    /// Latency of the successful requests alone (what users who were served waited for; what
+    /// SLOs, gates and the HTML chart read). Absent in reports written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok_latency: Option<LatencyReport>,
+    /// Latency of the failed requests that were sent (a timeout counts at its timeout; missed
+    /// requests have none). Absent in reports written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_latency: Option<LatencyReport>,
 }
 
 impl From<&analysis::SpanStats> for PhaseStats {
@@ -439,6 +466,113 @@ impl From<&analysis::SpanStats> for PhaseStats {
             p90_ms: s.p90_ms,
             p99_ms: s.p99_ms,
             max_ms: s.max_ms,
+            ok_latency: Some((&s.ok_latency).into()),
+            failed_latency: Some((&s.failed_latency).into()),
+        }
+    }
+}
+
+impl PhaseStats {
+    /// The latency users waited for: the successful requests' (the mixed figures of a report
+    /// written before `ok_latency` existed).
+    pub fn success_latency(&self) -> LatencyReport {
+        self.ok_latency.unwrap_or(LatencyReport {
+            count: self.requests,
+            p50_ms: self.p50_ms,
+            p90_ms: self.p90_ms,
+            p99_ms: self.p99_ms,
+            p999_ms: None,
+            max_ms: self.max_ms,
+        })
+    }
+}
+
+impl Totals {
+    /// The latency users waited for over the run: the successful requests' (the mixed figures
+    /// of a report written before `ok_latency` existed).
+    pub fn success_latency(&self) -> LatencyReport {
+        self.ok_latency.unwrap_or(LatencyReport {
+            count: self.sent,
+            p50_ms: self.p50_ms,
+            p90_ms: self.p90_ms,
+            p99_ms: self.p99_ms,
+            p999_ms: self.p999_ms,
+            max_ms: self.max_ms,
+        })
+    }
+}
+
+impl WindowReport {
+    /// The latency users waited for in this window: the successful requests' (the mixed
+    /// figures of a report written before `ok_latency` existed).
+    pub fn success_latency(&self) -> LatencyReport {
+        self.ok_latency.unwrap_or(LatencyReport {
+            count: self.sent,
+            p50_ms: self.p50_ms,
+            p90_ms: self.p90_ms,
+            p99_ms: self.p99_ms,
+            p999_ms: None,
+            max_ms: self.max_ms,
+        })
+    }
+}
+
+/// Latency percentiles (ms, from each request's intended start) of one class of requests:
+/// the successful ones, or the failed ones that were sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LatencyReport {
+    /// Requests counted.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: Option<f64>,
+    /// 90th percentile.
+    pub p90_ms: Option<f64>,
+    /// 99th percentile.
+    pub p99_ms: Option<f64>,
+    /// 99.9th percentile (whole-run figures only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p999_ms: Option<f64>,
+    /// Maximum.
+    pub max_ms: Option<f64>,
+}
+
+impl From<&analysis::LatencyStats> for LatencyReport {
+    fn from(s: &analysis::LatencyStats) -> Self {
+        Self {
+            count: s.count,
+            p50_ms: s.p50_ms,
+            p90_ms: s.p90_ms,
+            p99_ms: s.p99_ms,
+            p999_ms: None,
+            max_ms: s.max_ms,
+        }
+    }
+}
+
+impl From<&crate::metrics::LatencySummary> for LatencyReport {
+    fn from(s: &crate::metrics::LatencySummary) -> Self {
+        Self {
+            count: s.count,
+            p50_ms: s.p50_us.map(analysis::us_to_ms),
+            p90_ms: s.p90_us.map(analysis::us_to_ms),
+            p99_ms: s.p99_us.map(analysis::us_to_ms),
+            p999_ms: None,
+            max_ms: s.max_us.map(analysis::us_to_ms),
+        }
+    }
+}
+
+impl LatencyReport {
+    /// The figures of a whole-run histogram (µs), with the 99.9th percentile.
+    pub fn of_histogram(h: &hdrhistogram::Histogram<u64>) -> Self {
+        let q = |q: f64| (!h.is_empty()).then(|| analysis::us_to_ms(h.value_at_quantile(q)));
+        Self {
+            count: h.len(),
+            p50_ms: q(0.5),
+            p90_ms: q(0.9),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+            max_ms: (!h.is_empty()).then(|| analysis::us_to_ms(h.max())),
         }
     }
 }

@@ -621,6 +621,8 @@ fn window_reports(recording: &Recording) -> Vec<WindowReport> {
                 p99_ms: l.p99_us.map(analysis::us_to_ms),
                 max_ms: l.max_us.map(analysis::us_to_ms),
                 errors: errors_by_class(&w.counts),
+                ok_latency: Some((&w.ok_latency).into()),
+                failed_latency: Some((&w.failed_latency).into()),
             }
         })
         .collect()
@@ -637,6 +639,7 @@ fn errors_by_class(c: &crate::metrics::OutcomeCounts) -> std::collections::BTree
 fn totals(recording: &Recording, load_us: u64) -> Totals {
     let c = recording.totals();
     let h = recording.total_latency();
+    let (ok, failed) = recording.total_latency_by_outcome();
     let q = |q: f64| (!h.is_empty()).then(|| analysis::us_to_ms(h.value_at_quantile(q)));
     Totals {
         requests: c.total(),
@@ -653,6 +656,8 @@ fn totals(recording: &Recording, load_us: u64) -> Totals {
         p999_ms: q(0.999),
         max_ms: (!h.is_empty()).then(|| analysis::us_to_ms(h.max())),
         errors: errors_by_class(&c),
+        ok_latency: Some(report::LatencyReport::of_histogram(&ok)),
+        failed_latency: Some(report::LatencyReport::of_histogram(&failed)),
     }
 }
 

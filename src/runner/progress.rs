@@ -101,7 +101,8 @@ fn status_line(recording: &Recording, clock: RunClock, phase: Phase) -> String {
             } else {
                 0.0
             };
-            let p99 = match w.latency.p99_us {
+            // The successful requests' p99: what users who were served waited for.
+            let p99 = match w.ok_latency.p99_us {
                 None => "–".to_string(),
                 Some(v) => format!("{:.1}ms", v as f64 / 1000.0),
             };

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use crate::analysis::{percentile_sorted, us_to_ms};
 use crate::experiment::StopWhen;
-use crate::metrics::{Outcome, Record};
+use crate::metrics::Record;
 
 /// How often conditions are evaluated.
 const EVERY: Duration = Duration::from_millis(100);
@@ -93,9 +93,11 @@ pub(super) async fn watch(s: Arc<Shared>, stop: CancellationToken) -> Option<Tri
             }
         }
         if when.p50.is_some() || when.p99.is_some() {
+            // The successful requests' latency, as the SLO reads it: fast failures are the
+            // error-rate condition's to catch.
             let mut lat: Vec<u64> = recent
                 .iter()
-                .filter(|r| r.outcome != Outcome::Missed)
+                .filter(|r| r.outcome.is_ok())
                 .map(Record::latency_us)
                 .collect();
             lat.sort_unstable();
