@@ -348,8 +348,8 @@ async fn connection_close_and_refused_are_counted() {
     }
 
     // Nothing listening: refused, exit 1.
-    let (l, addr) = bind().await;
-    drop(l);
+    // A port outside the ephemeral range, which nothing else in the suite takes (issue #21).
+    let addr = SocketAddr::from(([127, 0, 0, 1], crate::support::free_port()));
     let url = format!("http://{addr}/");
     for extra in [&[][..], &["--rate", "50/s"][..]] {
         let mut args = vec![url.as_str(), "-c", "1", "-d", "1s", "--json"];

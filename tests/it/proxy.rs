@@ -19,6 +19,8 @@ use tokio::time::{Instant, timeout};
 /// Bound on any single test step.
 const STEP: Duration = Duration::from_secs(10);
 
+use crate::support::free_port;
+
 /// An echo server; returns its address.
 async fn echo() -> String {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -678,14 +680,6 @@ proptest! {
             Ok(())
         })?;
     }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// A child process killed (SIGKILL) and reaped when dropped.

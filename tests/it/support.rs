@@ -8,7 +8,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -43,12 +44,56 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A port that was free a moment ago.
+/// A port on 127.0.0.1 for a server that something else (a `rattle` child, a demo, a proxy)
+/// binds later, or for a "closed" port that nothing may answer on (issue #21).
+///
+/// Binding port 0 and dropping the listener hands out a port from the kernel's ephemeral
+/// range, where anything may take it before it is used: another test's demo workers (which
+/// bind port 0 too) or the source port of any outgoing connection; and a client whose source
+/// port happens to equal a "closed" destination port connects to itself. So ports come from
+/// a band outside `/proc/sys/net/ipv4/ip_local_port_range` instead, which the kernel never
+/// hands out by itself; each is unique within this test process (a counter, started at a
+/// random offset so that concurrent test processes rarely meet) and checked free by a bind
+/// before it is handed out.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let (low, high) = test_port_band();
+    let span = u32::from(high - low) + 1;
+    let next = NEXT.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        AtomicU32::new((random % u64::from(span)) as u32)
+    });
+    for _ in 0..span {
+        let port = low + (next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..={high}");
+}
+
+/// The band `free_port` draws from: below the kernel's ephemeral range when there is room
+/// (from 10000, clear of the well-known and most registered server ports), else above it.
+fn test_port_band() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let mut bounds = range
+        .iter()
+        .flat_map(|r| r.split_whitespace())
+        .filter_map(|n| n.parse::<u16>().ok());
+    let (eph_low, eph_high) = match (bounds.next(), bounds.next()) {
+        (Some(l), Some(h)) => (l, h),
+        // Linux's default.
+        _ => (32768, 60999),
+    };
+    if eph_low > 12000 {
+        (10000, eph_low - 1)
+    } else {
+        assert!(eph_high < 63000, "no room outside the ephemeral range {eph_low}-{eph_high}");
+        (eph_high + 1, 65535)
+    }
 }
 
 /// A child process killed (SIGKILL) and reaped when dropped.
