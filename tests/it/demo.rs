@@ -522,6 +522,9 @@ async fn standalone_serves_and_stops_cleanly_on_sigint() {
         kill(Pid::from_raw(sup as i32), Signal::SIGINT).expect("SIGINT");
         let status = demo.child.wait().await.expect("wait supervisor");
         assert!(status.success(), "exit status {status}");
+        // The listening line comes before the supervisor starts waiting for Ctrl-C; a SIGINT
+        // sent in between would kill it by the default action (issue #21).
+        crate::support::wait_for_handler(sup, Signal::SIGINT);
         // The supervisor reaped its workers before exiting.
         for pid in &demo.workers {
             assert!(!exists(*pid), "worker {pid} survived Ctrl-C");

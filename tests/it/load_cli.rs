@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -365,8 +366,30 @@ async fn connection_close_and_refused_are_counted() {
 
 #[tokio::test]
 async fn ctrl_c_stops_early_and_still_prints_results() {
-    let addr = plain_server(Duration::ZERO).await;
+    let (addr, answered) = counting_server().await;
     let child = tokio::process::Command::new(rattle_bin())
+/// Like `plain_server` with no delay, counting the requests it has answered.
+async fn counting_server() -> (SocketAddr, Arc<AtomicU64>) {
+    let (l, addr) = bind().await;
+    let answered = Arc::new(AtomicU64::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    handle(req, Duration::ZERO)
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, answered)
+}
+
         .args([
             "load",
             &format!("http://{addr}/"),
@@ -383,7 +406,21 @@ async fn ctrl_c_stops_early_and_still_prints_results() {
         .spawn()
         .unwrap_or_else(|e| panic!("spawn: {e}"));
     let pid = child.id().unwrap_or_else(|| panic!("no pid"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Not a fixed sleep (issue #21): Ctrl-C once requests have been answered and rattle
+    // catches SIGINT, which it starts doing only after the load has started; before that the
+    // default action would kill it with nothing printed.
+    let waited = tokio::time::Instant::now();
+    while answered.load(Ordering::SeqCst) < 10
+        || !crate::support::catches(pid, nix::sys::signal::Signal::SIGINT)
+        || !crate::support::catches(pid, nix::sys::signal::Signal::SIGTERM)
+    {
+        assert!(
+            waited.elapsed() < RUN_LIMIT,
+            "rattle load never got going: {} answered",
+            answered.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or_else(|e| panic!("{e}")));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)
         .unwrap_or_else(|e| panic!("kill: {e}"));

@@ -552,6 +552,7 @@ duration: 30s
             .collect::<Vec<_>>()
             .join("\n")
     });
+    crate::support::wait_for_handler(rattle_pid, nix::sys::signal::Signal::SIGINT);
     let status = child.wait().expect("wait");
     rattle_guard.0 = None;
     assert_eq!(

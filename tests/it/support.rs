@@ -203,9 +203,42 @@ pub fn wait_run(g: &mut Guard, limit: Duration) -> (i32, String, String) {
     }
 }
 
-/// Sends `sig` to the process of `g`.
+/// Sends `sig` to the process of `g`; a signal rattle handles (SIGINT, SIGTERM, ...) only once
+/// rattle has installed its handler, since before that the default action kills it with no
+/// report (a fixed sleep after the spawn is not enough on a busy machine: issue #21).
 pub fn signal(g: &Guard, sig: Signal) {
-    kill(Pid::from_raw(g.0.id() as i32), sig).expect("signal rattle");
+    let pid = g.0.id();
+    if !matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+        wait_for_handler(pid, sig);
+    }
+    kill(Pid::from_raw(pid as i32), sig).expect("signal rattle");
+}
+
+/// Does process `pid` catch `sig` (its bit in the `SigCgt` mask of /proc/PID/status)?
+pub fn catches(pid: u32, sig: Signal) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << (sig as i32 - 1)) != 0)
+}
+
+/// Waits (bounded, 20 s) until process `pid` has a handler for `sig`: rattle installs its
+/// SIGINT and SIGTERM handlers together when it starts waiting for them, so once both are
+/// caught a signal reaches the code that reverts and reports.
+pub fn wait_for_handler(pid: u32, sig: Signal) {
+    let start = Instant::now();
+    while !(catches(pid, sig) && catches(pid, Signal::SIGTERM)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "process {pid} never installed a handler for {sig:?} (state {:?})",
+            proc_state(pid)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The DOM of a local HTML file as headless Chromium renders it; `None` (with a notice) when
