@@ -179,12 +179,10 @@ async fn latency_includes_a_known_server_delay() {
         // request left no earlier than its intended start.
         let min = records.iter().map(|r| r.latency_us()).min().unwrap_or(0);
         assert!(min >= 50_000, "min latency {} ms", ms(min));
-        let p50 = run.recording.total_latency().value_at_quantile(0.5);
-        assert!(
-            (50_000..=75_000).contains(&p50),
-            "p50 latency {} ms, expected 50..=75 ms",
-            ms(p50)
-        );
+        // The upper bound is on the fastest request, not the median: latency counts from the
+        // intended start, so every request a busy machine sends late rightly counts in the
+        // median; the fastest shows what the measurement itself adds (issue #21).
+        assert!(min <= 75_000, "min latency {} ms, expected at most 75 ms", ms(min));
     })
     .await;
 }

@@ -184,14 +184,18 @@ fn check_report(r: &Value) {
     }
 }
 
-/// Latency of a server that waits `DELAY` is at least that, and not much more (generous upward:
-/// the machine may be busy).
+/// Latency of a server that waits `DELAY` is at least that (a busy machine only adds), and the
+/// measurement adds little to it. The upper bound is on the fastest request, not the median:
+/// every request a busy machine delays counts in the median (the open model rightly measures
+/// from the intended start), while one request from its best moment shows what rattle itself
+/// adds (issue #21).
 fn check_delay(r: &Value) {
-    let p50 = f(&r["latency_ms"], "p50");
+    let (min, p50) = (f(&r["latency_ms"], "min"), f(&r["latency_ms"], "p50"));
     let d = DELAY.as_secs_f64() * 1000.0;
+    assert!(p50 >= d, "p50 {p50} ms for a {d} ms server");
     assert!(
-        (d..=d + 30.0).contains(&p50),
-        "p50 {p50} ms for a {d} ms server"
+        (d * 0.99..=d + 30.0).contains(&min),
+        "min {min} ms for a {d} ms server"
     );
 }
 
@@ -364,10 +368,6 @@ async fn connection_close_and_refused_are_counted() {
     }
 }
 
-#[tokio::test]
-async fn ctrl_c_stops_early_and_still_prints_results() {
-    let (addr, answered) = counting_server().await;
-    let child = tokio::process::Command::new(rattle_bin())
 /// Like `plain_server` with no delay, counting the requests it has answered.
 async fn counting_server() -> (SocketAddr, Arc<AtomicU64>) {
     let (l, addr) = bind().await;
@@ -390,6 +390,10 @@ async fn counting_server() -> (SocketAddr, Arc<AtomicU64>) {
     (addr, answered)
 }
 
+#[tokio::test]
+async fn ctrl_c_stops_early_and_still_prints_results() {
+    let (addr, answered) = counting_server().await;
+    let child = tokio::process::Command::new(rattle_bin())
         .args([
             "load",
             &format!("http://{addr}/"),
