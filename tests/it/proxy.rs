@@ -434,9 +434,8 @@ async fn slicer_splits_and_spaces_data() {
     )
     .await
     .unwrap();
-    let mut s = TcpStream::connect(&addr).await.unwrap();
     let t = Instant::now();
-    let mut reads = 0;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
     let mut total = 0;
     let mut buf = [0u8; 1024];
     loop {
@@ -444,12 +443,18 @@ async fn slicer_splits_and_spaces_data() {
         if n == 0 {
             break;
         }
-        assert!(n <= 20, "a slice of {n} bytes");
-        reads += 1;
         total += n;
+        // Slice k leaves no earlier than k gaps after the connection started, so a reader
+        // never holds more than this, however late it reads. (Not "each read is one slice":
+        // a reader a busy machine holds up finds several slices waiting: issue #21.)
+        let gaps = (t.elapsed().as_micros() / 20_000) as usize;
+        assert!(
+            total <= 10 * (gaps + 1),
+            "{total} bytes after {:?}: faster than 10 bytes per 20 ms",
+            t.elapsed()
+        );
     }
     assert_eq!(total, 100);
-    assert!(reads >= 5, "{reads} reads");
     // Ten slices, nine gaps of 20 ms.
     assert!(
         t.elapsed() >= Duration::from_millis(170),
