@@ -182,7 +182,11 @@ async fn latency_includes_a_known_server_delay() {
         // The upper bound is on the fastest request, not the median: latency counts from the
         // intended start, so every request a busy machine sends late rightly counts in the
         // median; the fastest shows what the measurement itself adds (issue #21).
-        assert!(min <= 75_000, "min latency {} ms, expected at most 75 ms", ms(min));
+        assert!(
+            min <= 75_000,
+            "min latency {} ms, expected at most 75 ms",
+            ms(min)
+        );
     })
     .await;
 }

@@ -120,7 +120,10 @@ duration: 8s
     );
     let failed = f64_at(f, "/recovery/failed_requests");
     let fault_requests = f64_at(f, "/recovery/requests");
-    assert!(failed <= fault_requests, "{failed} failed of {fault_requests}");
+    assert!(
+        failed <= fault_requests,
+        "{failed} failed of {fault_requests}"
+    );
     assert!(
         failed <= f64_at(&r, "/totals/failed"),
         "a fault's failures are among the run's"
@@ -203,11 +206,17 @@ duration: 5s
         Duration::from_secs(60),
     );
     // Pass or fail depends on how many requests the dead worker took; the count does not.
-    assert!(code == 0 || code == 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        code == 0 || code == 1,
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     let r = read_report(&out);
     let f = &r["faults"][0];
     let failed = f64_at(f, "/recovery/failed_requests");
-    assert!(failed >= 1.0, "a kill with no health check to hide it cost nothing: {f:#}");
+    assert!(
+        failed >= 1.0,
+        "a kill with no health check to hide it cost nothing: {f:#}"
+    );
     assert!(
         f64_at(&r, "/totals/failed") >= failed,
         "the fault's failures are among the run's"

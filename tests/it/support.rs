@@ -91,7 +91,10 @@ fn test_port_band() -> (u16, u16) {
     if eph_low > 12000 {
         (10000, eph_low - 1)
     } else {
-        assert!(eph_high < 63000, "no room outside the ephemeral range {eph_low}-{eph_high}");
+        assert!(
+            eph_high < 63000,
+            "no room outside the ephemeral range {eph_low}-{eph_high}"
+        );
         (eph_high + 1, 65535)
     }
 }
