@@ -179,11 +179,13 @@ async fn latency_includes_a_known_server_delay() {
         // request left no earlier than its intended start.
         let min = records.iter().map(|r| r.latency_us()).min().unwrap_or(0);
         assert!(min >= 50_000, "min latency {} ms", ms(min));
-        let p50 = run.recording.total_latency().value_at_quantile(0.5);
+        // The upper bound is on the fastest request, not the median: latency counts from the
+        // intended start, so every request a busy machine sends late rightly counts in the
+        // median; the fastest shows what the measurement itself adds (issue #21).
         assert!(
-            (50_000..=75_000).contains(&p50),
-            "p50 latency {} ms, expected 50..=75 ms",
-            ms(p50)
+            min <= 75_000,
+            "min latency {} ms, expected at most 75 ms",
+            ms(min)
         );
     })
     .await;
@@ -201,8 +203,9 @@ async fn classes_against(addr: SocketAddr, timeout: Duration) -> OutcomeCounts {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_port_is_refused() {
     bounded(async {
-        let (l, addr) = listener().await;
-        drop(l);
+        // Not a port bound and dropped: that one is in the ephemeral range, where another
+        // test's server or this client's own source port may take it (issue #21).
+        let addr = SocketAddr::from(([127, 0, 0, 1], crate::support::free_port()));
         let t = classes_against(addr, Duration::from_secs(2)).await;
         assert_eq!(t.get(Outcome::Refused), t.total(), "{t:?}");
     })

@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -183,14 +184,18 @@ fn check_report(r: &Value) {
     }
 }
 
-/// Latency of a server that waits `DELAY` is at least that, and not much more (generous upward:
-/// the machine may be busy).
+/// Latency of a server that waits `DELAY` is at least that (a busy machine only adds), and the
+/// measurement adds little to it. The upper bound is on the fastest request, not the median:
+/// every request a busy machine delays counts in the median (the open model rightly measures
+/// from the intended start), while one request from its best moment shows what rattle itself
+/// adds (issue #21).
 fn check_delay(r: &Value) {
-    let p50 = f(&r["latency_ms"], "p50");
+    let (min, p50) = (f(&r["latency_ms"], "min"), f(&r["latency_ms"], "p50"));
     let d = DELAY.as_secs_f64() * 1000.0;
+    assert!(p50 >= d, "p50 {p50} ms for a {d} ms server");
     assert!(
-        (d..=d + 30.0).contains(&p50),
-        "p50 {p50} ms for a {d} ms server"
+        (d * 0.99..=d + 30.0).contains(&min),
+        "min {min} ms for a {d} ms server"
     );
 }
 
@@ -348,8 +353,8 @@ async fn connection_close_and_refused_are_counted() {
     }
 
     // Nothing listening: refused, exit 1.
-    let (l, addr) = bind().await;
-    drop(l);
+    // A port outside the ephemeral range, which nothing else in the suite takes (issue #21).
+    let addr = SocketAddr::from(([127, 0, 0, 1], crate::support::free_port()));
     let url = format!("http://{addr}/");
     for extra in [&[][..], &["--rate", "50/s"][..]] {
         let mut args = vec![url.as_str(), "-c", "1", "-d", "1s", "--json"];
@@ -363,9 +368,31 @@ async fn connection_close_and_refused_are_counted() {
     }
 }
 
+/// Like `plain_server` with no delay, counting the requests it has answered.
+async fn counting_server() -> (SocketAddr, Arc<AtomicU64>) {
+    let (l, addr) = bind().await;
+    let answered = Arc::new(AtomicU64::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    handle(req, Duration::ZERO)
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, answered)
+}
+
 #[tokio::test]
 async fn ctrl_c_stops_early_and_still_prints_results() {
-    let addr = plain_server(Duration::ZERO).await;
+    let (addr, answered) = counting_server().await;
     let child = tokio::process::Command::new(rattle_bin())
         .args([
             "load",
@@ -383,7 +410,21 @@ async fn ctrl_c_stops_early_and_still_prints_results() {
         .spawn()
         .unwrap_or_else(|e| panic!("spawn: {e}"));
     let pid = child.id().unwrap_or_else(|| panic!("no pid"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Not a fixed sleep (issue #21): Ctrl-C once requests have been answered and rattle
+    // catches SIGINT, which it starts doing only after the load has started; before that the
+    // default action would kill it with nothing printed.
+    let waited = tokio::time::Instant::now();
+    while answered.load(Ordering::SeqCst) < 10
+        || !crate::support::catches(pid, nix::sys::signal::Signal::SIGINT)
+        || !crate::support::catches(pid, nix::sys::signal::Signal::SIGTERM)
+    {
+        assert!(
+            waited.elapsed() < RUN_LIMIT,
+            "rattle load never got going: {} answered",
+            answered.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or_else(|e| panic!("{e}")));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)
         .unwrap_or_else(|e| panic!("kill: {e}"));

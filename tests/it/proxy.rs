@@ -3,7 +3,10 @@
 //! by the third-party `toxiproxy-python` client when installed), and a whole run via the binary.
 //!
 //! Timing checks are lower bounds plus generous upper tolerances: a loaded CI machine makes
-//! things slower, never faster.
+//! things slower, never faster. So a lower bound may hold every sample (or the median), but an
+//! upper bound holds the best of several samples: a busy machine delays any one round trip, or
+//! half of them, by as much as it likes, while the fastest shows what the proxy itself adds
+//! (issue #21).
 
 use std::time::Duration;
 
@@ -15,6 +18,8 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout};
+
+use crate::support::free_port;
 
 /// Bound on any single test step.
 const STEP: Duration = Duration::from_secs(10);
@@ -129,10 +134,11 @@ async fn latency_toxic_p50_within_tolerance_and_revert_restores_baseline() {
         pct(&with, 0.99)
     );
     assert!(pct(&with, 0.5) >= 100.0, "{with:?}");
-    assert!(pct(&with, 0.5) <= 100.0 + 40.0, "{with:?}");
+    // Sorted: `with[0]` is the fastest round trip.
+    assert!(with[0] <= 100.0 + 40.0, "{with:?}");
     reg.remove_toxic("lat", "l").await.unwrap();
     let after = rtts(&addr, 20).await;
-    assert!(pct(&after, 0.5) < 50.0, "{after:?}");
+    assert!(after[0] < 50.0, "{after:?}");
 }
 
 /// One round trip of a small message on `s`, in ms.
@@ -216,7 +222,7 @@ async fn latency_upstream_and_jitter_stay_in_range() {
     .unwrap();
     let v = rtts(&addr, 20).await;
     assert!(v[0] >= 40.0, "{v:?}");
-    assert!(pct(&v, 0.5) <= 80.0 + 40.0, "{v:?}");
+    assert!(v[0] <= 80.0 + 40.0, "{v:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +275,7 @@ async fn toxicity_zero_affects_no_connection() {
     .await
     .unwrap();
     let v = rtts(&addr, 5).await;
-    assert!(pct(&v, 0.5) < 400.0, "{v:?}");
+    assert!(v[0] < 400.0, "{v:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +303,9 @@ async fn bandwidth_limits_rate_and_lifts_on_revert() {
     eprintln!("bandwidth 200 KB/s: measured {rate:.1} KB/s over {secs:.3} s");
     assert_eq!(got.len(), size);
     assert!(rate <= 200.0 * 1.1, "{rate} KB/s");
-    assert!(rate >= 200.0 * 0.5, "{rate} KB/s");
+    // The toxic promises a ceiling; the floor only shows it is not far stricter than asked.
+    // It paces in 10 ms pieces and a busy machine wakes each one late, so the floor is wide.
+    assert!(rate >= 200.0 * 0.25, "{rate} KB/s");
 
     // Revert in the middle of a transfer: the rest arrives at full speed.
     reg.update_toxic(
@@ -346,7 +354,7 @@ async fn reset_peer_resets_the_connection() {
     let e = r.expect_err("a reset, not data or EOF");
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
     reg.remove_toxic("rst", "r").await.unwrap();
-    assert!(pct(&rtts(&addr, 3).await, 0.5) < 100.0);
+    assert!(rtts(&addr, 3).await[0] < 100.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,9 +434,8 @@ async fn slicer_splits_and_spaces_data() {
     )
     .await
     .unwrap();
-    let mut s = TcpStream::connect(&addr).await.unwrap();
     let t = Instant::now();
-    let mut reads = 0;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
     let mut total = 0;
     let mut buf = [0u8; 1024];
     loop {
@@ -436,12 +443,18 @@ async fn slicer_splits_and_spaces_data() {
         if n == 0 {
             break;
         }
-        assert!(n <= 20, "a slice of {n} bytes");
-        reads += 1;
         total += n;
+        // Slice k leaves no earlier than k gaps after the connection started, so a reader
+        // never holds more than this, however late it reads. (Not "each read is one slice":
+        // a reader a busy machine holds up finds several slices waiting: issue #21.)
+        let gaps = (t.elapsed().as_micros() / 20_000) as usize;
+        assert!(
+            total <= 10 * (gaps + 1),
+            "{total} bytes after {:?}: faster than 10 bytes per 20 ms",
+            t.elapsed()
+        );
     }
     assert_eq!(total, 100);
-    assert!(reads >= 5, "{reads} reads");
     // Ten slices, nine gaps of 20 ms.
     assert!(
         t.elapsed() >= Duration::from_millis(170),
@@ -680,14 +693,6 @@ proptest! {
     }
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// A child process killed (SIGKILL) and reaped when dropped.
 struct Guard(std::process::Child);
 
@@ -851,7 +856,8 @@ assert "latency_downstream" in proxy.toxics(), proxy.toxics()
 slow = rtt_ms(proxy.listen)
 assert slow >= 200, slow
 proxy.destroy_toxic("latency_downstream")
-after = rtt_ms(proxy.listen)
+# The best of five round trips: a busy machine may delay any one of them.
+after = min(rtt_ms(proxy.listen) for _ in range(5))
 assert after < 150, after
 print("python client: rtt base %.2f ms, with 200 ms latency %.2f ms, after removal %.2f ms" % (base, slow, after))
 proxy.disable()
@@ -861,7 +867,7 @@ try:
 except OSError:
     pass
 proxy.enable()
-assert rtt_ms(proxy.listen) < 150
+assert min(rtt_ms(proxy.listen) for _ in range(5)) < 150
 try:
     proxy.add_toxic(type="no_such_toxic")
     raise SystemExit("bad toxic accepted")
@@ -1105,13 +1111,15 @@ async fn http_delay_delays_each_request_and_lifts_at_once() {
         );
     }
     reg.remove_fault("hd", "d").await.unwrap();
-    let t = Instant::now();
-    assert_eq!(status(&mut c, "GET", "/", None).await, 200);
-    assert!(
-        t.elapsed() < Duration::from_millis(150),
-        "{:?}",
-        t.elapsed()
-    );
+    // The best of five: no request is held 150 ms any more, and one of them shows it even on
+    // a busy machine.
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert_eq!(status(&mut c, "GET", "/", None).await, 200);
+        best = best.min(t.elapsed());
+    }
+    assert!(best < Duration::from_millis(150), "{best:?}");
     // A long delay in progress ends when the rule goes.
     reg.add_rule(
         "hd",

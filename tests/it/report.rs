@@ -5,7 +5,6 @@
 //! `rattle compare` and their exit codes.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use rattle::report::markdown::Markdown;
 use rattle::report::{self, Renderer, Report};
 use serde_json::Value;
 
-use crate::support::{rattle, repo, write};
+use crate::support::{free_port, rattle, repo, write};
 
 fn fixture_path() -> PathBuf {
     repo().join("tests/it/fixtures/report-v1-old.json")
@@ -229,13 +228,6 @@ fn bounded(mut cmd: Command, limit: Duration) -> (i32, String, String) {
         out_t.join().unwrap_or_default(),
         err_t.join().unwrap_or_default(),
     )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// A short real run of the demo with gates, one of which cannot be met.

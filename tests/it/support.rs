@@ -8,7 +8,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -43,12 +44,59 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A port that was free a moment ago.
+/// A port on 127.0.0.1 for a server that something else (a `rattle` child, a demo, a proxy)
+/// binds later, or for a "closed" port that nothing may answer on (issue #21).
+///
+/// Binding port 0 and dropping the listener hands out a port from the kernel's ephemeral
+/// range, where anything may take it before it is used: another test's demo workers (which
+/// bind port 0 too) or the source port of any outgoing connection; and a client whose source
+/// port happens to equal a "closed" destination port connects to itself. So ports come from
+/// a band outside `/proc/sys/net/ipv4/ip_local_port_range` instead, which the kernel never
+/// hands out by itself; each is unique within this test process (a counter, started at a
+/// random offset so that concurrent test processes rarely meet) and checked free by a bind
+/// before it is handed out.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let (low, high) = test_port_band();
+    let span = u32::from(high - low) + 1;
+    let next = NEXT.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        AtomicU32::new((random % u64::from(span)) as u32)
+    });
+    for _ in 0..span {
+        let port = low + (next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..={high}");
+}
+
+/// The band `free_port` draws from: below the kernel's ephemeral range when there is room
+/// (from 10000, clear of the well-known and most registered server ports), else above it.
+fn test_port_band() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let mut bounds = range
+        .iter()
+        .flat_map(|r| r.split_whitespace())
+        .filter_map(|n| n.parse::<u16>().ok());
+    let (eph_low, eph_high) = match (bounds.next(), bounds.next()) {
+        (Some(l), Some(h)) => (l, h),
+        // Linux's default.
+        _ => (32768, 60999),
+    };
+    if eph_low > 12000 {
+        (10000, eph_low - 1)
+    } else {
+        assert!(
+            eph_high < 63000,
+            "no room outside the ephemeral range {eph_low}-{eph_high}"
+        );
+        (eph_high + 1, 65535)
+    }
 }
 
 /// A child process killed (SIGKILL) and reaped when dropped.
@@ -158,9 +206,42 @@ pub fn wait_run(g: &mut Guard, limit: Duration) -> (i32, String, String) {
     }
 }
 
-/// Sends `sig` to the process of `g`.
+/// Sends `sig` to the process of `g`; a signal rattle handles (SIGINT, SIGTERM, ...) only once
+/// rattle has installed its handler, since before that the default action kills it with no
+/// report (a fixed sleep after the spawn is not enough on a busy machine: issue #21).
 pub fn signal(g: &Guard, sig: Signal) {
-    kill(Pid::from_raw(g.0.id() as i32), sig).expect("signal rattle");
+    let pid = g.0.id();
+    if !matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+        wait_for_handler(pid, sig);
+    }
+    kill(Pid::from_raw(pid as i32), sig).expect("signal rattle");
+}
+
+/// Does process `pid` catch `sig` (its bit in the `SigCgt` mask of /proc/PID/status)?
+pub fn catches(pid: u32, sig: Signal) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << (sig as i32 - 1)) != 0)
+}
+
+/// Waits (bounded, 20 s) until process `pid` has a handler for `sig`: rattle installs its
+/// SIGINT and SIGTERM handlers together when it starts waiting for them, so once both are
+/// caught a signal reaches the code that reverts and reports.
+pub fn wait_for_handler(pid: u32, sig: Signal) {
+    let start = Instant::now();
+    while !(catches(pid, sig) && catches(pid, Signal::SIGTERM)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "process {pid} never installed a handler for {sig:?} (state {:?})",
+            proc_state(pid)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The DOM of a local HTML file as headless Chromium renders it; `None` (with a notice) when
