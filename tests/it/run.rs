@@ -449,6 +449,156 @@ duration: 4s
     assert!(p99 >= 40.0, "p99 {p99}");
 }
 
+/// An HTTP/1.1 server on 127.0.0.1 whose every other request (across connections) is answered
+/// `200` after `delay`, the others `503` at once: a known mix of slow successes and fast
+/// failures. Returns its port and a stop flag; each connection's thread ends with it.
+fn mixed_server(delay: Duration) -> (u16, Arc<AtomicBool>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicI32::new(0));
+    let stop2 = stop.clone();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        while !stop2.load(Ordering::SeqCst) {
+            let conn = match listener.accept() {
+                Ok((c, _)) => c,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+            };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut writer = match conn.try_clone() {
+                    Ok(w) => w,
+                    Err(_) => return,
+                };
+                let mut reader = BufReader::new(conn);
+                loop {
+                    // One request: its head up to the blank line (the load sends no body).
+                    let mut line = String::new();
+                    let mut got_any = false;
+                    loop {
+                        line.clear();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" && got_any => break,
+                            Ok(_) => got_any = true,
+                        }
+                    }
+                    let answer = if counter.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                        std::thread::sleep(delay);
+                        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    } else {
+                        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\nno"
+                    };
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, stop)
+}
+
+/// Issue #23: half the requests succeed after 40 ms, half fail at once. The successes' figures
+/// stay at the ground truth (40 ms, with the tolerance of the known-delay test), never pulled
+/// down by the fast failures, in every window, the phases and the run; the failures' figures
+/// are kept apart; the HTML chart plots the successes (checked in the rendered page).
+#[test]
+fn fast_failures_never_pull_the_success_latency_down() {
+    let (port, stop) = mixed_server(Duration::from_millis(40));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exp = write(
+        dir.path(),
+        "mix.yaml",
+        &format!(
+            r#"version: 1
+name: mix
+load:
+  http: {{ url: "http://127.0.0.1:{port}/", rate: 100/s }}
+steady_state:
+  warmup: 1s
+  hold: 1s
+  slo: {{ success_rate: ">= 40%", p50: ">= 40ms" }}
+duration: 4s
+"#
+        ),
+    );
+    let out = dir.path().join("out");
+    let (code, stdout, stderr) = run_bounded(
+        &[
+            "run",
+            exp.to_str().expect("utf8"),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--progress",
+            "quiet",
+        ],
+        Duration::from_secs(60),
+    );
+    stop.store(true, Ordering::SeqCst);
+    // The SLO judges the successes' p50: it holds (exit 0) however fast the failures were.
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let r = read_report(&out);
+    let ok_p50 = f64_at(&r, "/totals/ok_latency/p50_ms");
+    let failed_p50 = f64_at(&r, "/totals/failed_latency/p50_ms");
+    let mixed_p50 = f64_at(&r, "/totals/p50_ms");
+    eprintln!("mix: ok p50 {ok_p50} ms, failed p50 {failed_p50} ms, all p50 {mixed_p50} ms");
+    assert!(ok_p50 >= 40.0, "ok p50 {ok_p50}");
+    assert!(failed_p50 < ok_p50, "failed p50 {failed_p50} vs ok {ok_p50}");
+    let ok = f64_at(&r, "/totals/ok_latency/count");
+    let failed = f64_at(&r, "/totals/failed_latency/count");
+    assert_eq!(ok, f64_at(&r, "/totals/ok"));
+    assert_eq!(ok + failed, f64_at(&r, "/totals/sent"));
+    let windows = r["windows"].as_array().expect("windows");
+    let mut best = f64::INFINITY;
+    for w in windows {
+        if let Some(v) = w.pointer("/ok_latency/p50_ms").and_then(Value::as_f64) {
+            assert!(v >= 40.0, "a window's ok p50 {v} in {w:#}");
+            best = best.min(v);
+        }
+    }
+    assert!(best <= 75.0, "best window ok p50 {best}");
+    let baseline_ok = f64_at(&r, "/phases/baseline/ok_latency/p50_ms");
+    assert!(baseline_ok >= 40.0, "baseline ok p50 {baseline_ok}");
+    assert_eq!(r["steady_state"]["after"]["held"], true);
+    let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary.md");
+    assert!(summary.contains("Latency: successful requests"), "{summary}");
+
+    // The chart as a reader's browser shows it: the p50 line is the successes', the failures'
+    // p50 its own dashed line.
+    let Some(dom) = crate::support::chromium_dump_dom(&out.join("report.html")) else {
+        return;
+    };
+    let series = |name: &str| -> Vec<f64> {
+        let re = regex::Regex::new(&format!(
+            r#"data-chart="latency".*?data-series="{}" data-values="([^"]*)""#,
+            regex::escape(name)
+        ))
+        .expect("regex");
+        let caps = re.captures(&dom).unwrap_or_else(|| panic!("no {name} series in the page"));
+        caps[1]
+            .split_whitespace()
+            .filter_map(|p| p.split_once(':')?.1.parse().ok())
+            .collect()
+    };
+    let p50 = series("p50");
+    assert!(!p50.is_empty());
+    assert!(p50.iter().all(|v| *v >= 40.0), "chart p50 {p50:?}");
+    let failed_line = series("failed p50");
+    assert!(!failed_line.is_empty());
+    assert!(
+        failed_line.iter().zip(&p50).all(|(f, o)| f < o),
+        "failed {failed_line:?} vs ok {p50:?}"
+    );
+}
+
 #[test]
 fn unsteady_baseline_applies_no_fault_and_exits_1() {
     let dir = tempfile::tempdir().expect("tempdir");
