@@ -319,18 +319,20 @@ fn print_outcome(o: &runner::RunOutcome) {
         crate::outln!("  fault {} ({}): {figures}", f.name, f.kind);
     }
     let t = &r.totals;
+    // The successful requests' latency: what users who were served waited for (#23).
+    let l = t.success_latency();
     crate::outln!(
         "  load: {} requests, {} failed ({} missed), p50 {} p99 {} max {}",
         t.requests,
         t.failed,
         t.missed,
-        t.p50_ms
+        l.p50_ms
             .map(|v| format!("{v:.2}ms"))
             .unwrap_or_else(|| "–".into()),
-        t.p99_ms
+        l.p99_ms
             .map(|v| format!("{v:.2}ms"))
             .unwrap_or_else(|| "–".into()),
-        t.max_ms
+        l.max_ms
             .map(|v| format!("{v:.2}ms"))
             .unwrap_or_else(|| "–".into()),
     );

@@ -176,6 +176,18 @@ pub fn render(
                 .map(|(a, b)| format!("{a:.3}:{b:.3}"))
                 .collect::<Vec<_>>()
                 .join(" ");
+            if let [(a, b)] = run.as_slice() {
+                // A lone point (one window with failures, say) draws no line: a dot instead.
+                let _ = write!(
+                    s,
+                    r#"<circle class="series" data-series="{l}" data-values="{values}" cx="{:.1}" cy="{:.1}" r="3" fill="{c}"/>"#,
+                    x(*a),
+                    y(*b),
+                    l = esc(se.label),
+                    c = se.color,
+                );
+                continue;
+            }
             let _ = write!(
                 s,
                 r#"<polyline class="series" data-series="{l}" data-values="{values}" fill="none" stroke="{c}" stroke-width="1.8"{dash} points="{pts}"/>"#,
@@ -255,7 +267,10 @@ mod tests {
             }],
         );
         assert!(svg.contains("a&lt;b"));
-        assert_eq!(svg.matches("<polyline").count(), 2);
+        // Split at the gap into two runs of one point each: a lone point is drawn as a dot.
+        assert_eq!(svg.matches(r#"class="series""#).count(), 2);
+        assert_eq!(svg.matches("<circle").count(), 2);
+        assert!(svg.contains(r#"data-values="0.000:1.000""#));
         assert!(svg.contains("fault-window"));
     }
 }
