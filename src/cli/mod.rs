@@ -60,7 +60,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Revert the faults that killed runs left behind (read from the journal).
     Recover(recover::RecoverArgs),
-    /// Re-render an earlier run's report.json as HTML, Markdown, JUnit XML or JSON.
+    /// Re-render an earlier run's report.json in any report format (see --format).
     Report(report::ReportArgs),
     /// Compare two runs' figures; exit 1 when one regressed beyond its allowance.
     Compare(report::CompareArgs),
