@@ -961,3 +961,128 @@ fn issue19_h1_parser_bounds_a_head_that_never_ends() {
     let b = b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\nabc".to_vec();
     assert_eq!(h1_against(b, false), Ok(None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue19_oversized_heads_and_stalled_bodies_are_refused() {
+    let (addr, _reg) = api_in_process(api::Guard::default()).await;
+    let a = addr.clone();
+    let (big_head, stalled, big_body) = blocking(move || {
+        // A 128 KiB header: beyond the 64 KiB head cap.
+        let filler = "a".repeat(128 * 1024);
+        let big_head = exchange(
+            &a,
+            &request("GET", "/version", &a, &[("X-Filler", &filler)], ""),
+        );
+        // A body announced and never sent: 408 once the body timeout passes, not held.
+        let t = Instant::now();
+        let raw = format!(
+            "POST /proxies HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\
+             Content-Length: 100\r\n\r\n{{"
+        );
+        let stalled = (exchange(&a, raw.as_bytes()), t.elapsed());
+        // A body beyond 1 MiB.
+        let huge = format!(r#"{{"name":"{}"}}"#, "x".repeat(2 << 20));
+        let big_body = exchange(&a, &request("POST", "/proxies", &a, &[], &huge));
+        (big_head, stalled, big_body)
+    })
+    .await;
+    // hyper answers 431 to a head beyond its buffer, or closes.
+    assert!(
+        big_head.as_ref().is_none_or(|r| r.status == 431),
+        "{big_head:?}"
+    );
+    let (stalled, took) = stalled;
+    assert_eq!(stalled.as_ref().map(|r| r.status), Some(408), "{stalled:?}");
+    assert!(took < api::BODY_TIMEOUT + STEP, "{took:?}");
+    assert!(
+        big_body.as_ref().is_none_or(|r| r.status == 400),
+        "{big_body:?}"
+    );
+}
+
+#[test]
+fn issue19_stand_alone_rss_stays_bounded_under_the_issues_slicer() {
+    // An echo server on a thread of its own.
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up = echo.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for s in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = rattle()
+        .args(["proxy", "--api", &addr])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn rattle proxy");
+    let pid = child.id();
+    let _guard = Guard(child);
+    wait_up(&addr);
+    let before = rss_kib(pid);
+    let body = format!(r#"{{"name":"s","upstream":"{up}"}}"#);
+    let r = exchange(&addr, &request("POST", "/proxies", &addr, &[], &body)).expect("answer");
+    assert_eq!(r.status, 201, "{r:?}");
+    let listen = r.json()["listen"].as_str().unwrap_or_default().to_string();
+    let max = i64::MAX;
+    for (stream, toxic) in [
+        (
+            "downstream",
+            format!(
+                r#""type":"slicer","attributes":{{"average_size":{max},"size_variation":{}}}"#,
+                max - 1
+            ),
+        ),
+        (
+            "upstream",
+            format!(r#""type":"limit_data","attributes":{{"bytes":{max}}}"#),
+        ),
+    ] {
+        let body = format!(r#"{{"stream":"{stream}",{toxic}}}"#);
+        let r = exchange(
+            &addr,
+            &request("POST", "/proxies/s/toxics", &addr, &[], &body),
+        )
+        .expect("answer");
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    // 16 MiB through, on 4 connections.
+    let mut peak = 0;
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(&listen).expect("connect");
+        s.set_read_timeout(Some(STEP)).expect("timeout");
+        let mut r = s.try_clone().expect("clone");
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = 0usize;
+            while got < 4 << 20 {
+                match r.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            got
+        });
+        let chunk = vec![7u8; 64 * 1024];
+        for _ in 0..64 {
+            s.write_all(&chunk).expect("write");
+        }
+        assert_eq!(reader.join().expect("reader"), 4 << 20);
+        peak = peak.max(rss_kib(pid));
+    }
+    eprintln!(
+        "stand-alone proxy rss: {before} KiB idle, {peak} KiB peak after 16 MiB through the slicer"
+    );
+    assert!(peak < 100 * 1024, "rss {peak} KiB");
+}
