@@ -372,7 +372,11 @@ pub fn check<B>(req: &Request<B>, local: SocketAddr, guard: &Guard) -> Result<()
     if let Some(token) = &guard.token {
         let ok = h
             .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|v| {
+                // The scheme is case-insensitive (RFC 9110 §11.1).
+                let v = v.as_bytes();
+                (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| &v[7..])
+            })
             .is_some_and(|got| same_secret(got.trim_ascii(), token.as_bytes()));
         if !ok {
             return Err(ProxyError::Unauthorized);
