@@ -258,18 +258,24 @@ fn connector() -> HttpConnector {
 async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: CancellationToken) {
     // Dropping the set on return aborts every connection task, so stop really stops.
     let mut conns = JoinSet::new();
+    let mut backoff = crate::proxy::accept::Backoff::new();
     loop {
         let stream = tokio::select! {
             () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(_) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
+                    // Out of file descriptors and the like: pause, longer each time, rather
+                    // than spin (#19); reap meanwhile, since closing connections frees fds.
+                    while conns.try_join_next().is_some() {}
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = backoff.pause() => continue,
+                    }
                 }
             },
         };
+        backoff.reset();
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         conns.spawn(async move {
@@ -279,8 +285,11 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: Cancellatio
             });
             // A connection error (client went away, bad request) only ends that connection;
             // hyper answers malformed requests itself.
+            // A head that never completes is closed after a minute (#19), idle or not.
             let _ = http1::Builder::new()
                 .keep_alive(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(crate::proxy::http::HEAD_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });

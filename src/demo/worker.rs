@@ -38,16 +38,18 @@ pub async fn run_worker(port: u16, latency: Duration) -> Result<(), DemoError> {
         .await
         .map_err(|source| DemoError::Bind { addr, source })?;
     let pid = std::process::id();
+    let mut backoff = crate::proxy::accept::Backoff::new();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(_) => {
-                // Out of file descriptors and the like: pause rather than spin; the balancer
-                // sees refused or slow connections, which is a fair picture of such a worker.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Out of file descriptors and the like: pause rather than spin (#19); the
+                // balancer sees refused or slow connections, a fair picture of such a worker.
+                backoff.pause().await;
                 continue;
             }
         };
+        backoff.reset();
         // Small responses on keep-alive connections: Nagle would add delay for nothing.
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {

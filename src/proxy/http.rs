@@ -26,6 +26,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// Time a client of an HTTP-mode listener has to send a request head, counted from when the
+/// connection is ready for one (idle keep-alive included): then it is closed (#19). A minute,
+/// like common servers' idle limits, so well-behaved keep-alive pools never notice.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// What a matching rule does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HttpAction {
@@ -169,7 +174,10 @@ pub async fn serve(
 ) {
     let _ = client_sock.set_nodelay(true);
     let svc = service_fn(move |req| handle(req, upstream.clone(), rules.clone(), client.clone()));
-    let conn = http1::Builder::new().serve_connection(TokioIo::new(client_sock), svc);
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .serve_connection(TokioIo::new(client_sock), svc);
     tokio::select! {
         _ = conn => {}
         _ = cancel.cancelled() => {}

@@ -300,6 +300,12 @@ async fn sleep_precise(deadline: Instant) {
     }
 }
 
+/// `at + d`, saturating at a year from now rather than panicking on overflow (#19).
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365))
+}
+
 /// What applies to this connection and direction now.
 #[derive(Default)]
 struct Now {
@@ -353,9 +359,9 @@ impl Writer {
                 Effect::Bandwidth { rate } => n.bandwidth = Some(*rate),
                 Effect::SlowClose { delay } => n.slow_close = Some(*delay),
                 Effect::Timeout { timeout } => {
-                    n.timeout = Some((!timeout.is_zero()).then(|| seen + *timeout))
+                    n.timeout = Some((!timeout.is_zero()).then(|| later(seen, *timeout)))
                 }
-                Effect::ResetPeer { timeout } => n.reset = Some(seen + *timeout),
+                Effect::ResetPeer { timeout } => n.reset = Some(later(seen, *timeout)),
                 Effect::Slicer {
                     average_size,
                     size_variation,
@@ -420,7 +426,7 @@ impl Writer {
             };
             if let Some((lat, jit)) = n.latency {
                 let delay = (lat.as_secs_f64() + jit.as_secs_f64() * sample).max(0.0);
-                let deadline = arrival + Duration::from_secs_f64(delay);
+                let deadline = later(arrival, Duration::from_secs_f64(delay));
                 if deadline > Instant::now() {
                     pending = Some((data, arrival, sample));
                     tokio::select! {
@@ -455,7 +461,9 @@ impl Writer {
                 let size = if var == 0 {
                     avg
                 } else {
-                    rand::rng().random_range(avg - var..=avg + var)
+                    // Never an empty range, whatever the attributes (#19).
+                    let (lo, hi) = (avg.saturating_sub(var).max(1), avg.saturating_add(var));
+                    rand::rng().random_range(lo..=hi.max(lo))
                 }
                 .max(1) as usize;
                 if piece.len() > size {

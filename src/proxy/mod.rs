@@ -7,6 +7,7 @@
 //! over the same calls. Proxies live and die with the rattle process: nothing survives a crash,
 //! which is why a revert that finds no proxy counts as done.
 
+pub mod accept;
 pub mod api;
 pub mod http;
 pub mod link;
@@ -66,6 +67,29 @@ pub enum ProxyError {
     /// The request is malformed or a value is out of range.
     #[error("{0}")]
     Invalid(String),
+    /// The request was refused before routing: it looks like a browser's (cross-site) or
+    /// names a host other than this one.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The API requires a token (`--api-token-env`) and the request has not the right one.
+    #[error("unauthorized: this API requires `Authorization: Bearer <token>`")]
+    Unauthorized,
+    /// The path is known, the method is not one of its methods.
+    #[error("method {method} not allowed on {path} (allowed: {allow})")]
+    MethodNotAllowed {
+        /// The method asked for.
+        method: String,
+        /// The path asked for.
+        path: String,
+        /// The methods the path has, as in an `Allow` header.
+        allow: &'static str,
+    },
+    /// The body has a media type that is not JSON (what a browser's simple request sends).
+    #[error("unsupported content type {0:?}: send JSON (application/json)")]
+    UnsupportedMediaType(String),
+    /// The request (head or body) did not arrive in time, or is too large.
+    #[error("{0}")]
+    Timeout(String),
     /// The listen address could not be bound (in use, not local, no permission).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -84,6 +108,11 @@ impl ProxyError {
             ProxyError::NotFound(_) | ProxyError::ToxicNotFound(_) => 404,
             ProxyError::Exists(_) | ProxyError::ToxicExists(_) | ProxyError::Bind { .. } => 409,
             ProxyError::Invalid(_) => 400,
+            ProxyError::Unauthorized => 401,
+            ProxyError::Forbidden(_) => 403,
+            ProxyError::MethodNotAllowed { .. } => 405,
+            ProxyError::Timeout(_) => 408,
+            ProxyError::UnsupportedMediaType(_) => 415,
         }
     }
 }
@@ -180,13 +209,21 @@ async fn start(
     let pool = http::client();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
+        let mut backoff = accept::Backoff::new();
         loop {
             let accepted = tokio::select! {
                 _ = c.cancelled() => break,
                 a = listener.accept() => a,
                 Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             };
-            let Ok((client, _)) = accepted else { continue };
+            let Ok((client, _)) = accepted else {
+                // Out of file descriptors and the like: pause rather than spin (#19).
+                tokio::select! {
+                    _ = c.cancelled() => break,
+                    _ = backoff.pause() => continue,
+                }
+            };
+            backoff.reset();
             if mode == Mode::Http {
                 let (up, rules, hc, cc) = (up_arc.clone(), rules.clone(), pool.clone(), c.clone());
                 conns.spawn(http::serve(client, up, rules, hc, cc));

@@ -102,21 +102,33 @@ pub struct ActiveToxic {
     pub effect: Effect,
 }
 
-fn attr_u64(attrs: &Map<String, Value>, key: &str) -> Result<u64, String> {
-    match attrs.get(key) {
-        None | Some(Value::Null) => Ok(0),
+/// Largest duration attribute, in milliseconds: 365 days. Far beyond any useful fault, far
+/// below what `Instant` arithmetic can overflow on; a connection never sees a bigger one.
+pub const MAX_DURATION_MS: u64 = 365 * 24 * 3600 * 1000;
+/// Largest byte count or rate attribute: Toxiproxy's own range (a Go `int64`).
+pub const MAX_COUNT: u64 = i64::MAX as u64;
+
+/// An integer attribute within `0..=max`; absent or null is 0. Errors name the field.
+fn attr_u64(attrs: &Map<String, Value>, key: &str, max: u64) -> Result<u64, String> {
+    let n = match attrs.get(key) {
+        None | Some(Value::Null) => return Ok(0),
         Some(v) => {
             if let Some(n) = v.as_u64() {
-                Ok(n)
+                n
             } else if let Some(f) = v.as_f64().filter(|f| *f >= 0.0 && f.is_finite()) {
-                Ok(f as u64)
+                // Saturates above u64::MAX; the range check below then refuses it.
+                f as u64
             } else {
-                Err(format!(
+                return Err(format!(
                     "attribute `{key}` must be a non-negative number, got {v}"
-                ))
+                ));
             }
         }
+    };
+    if n > max {
+        return Err(format!("attribute `{key}` must be at most {max}, got {n}"));
     }
+    Ok(n)
 }
 
 fn ms(n: u64) -> Duration {
@@ -141,7 +153,10 @@ impl ActiveToxic {
         let a = attributes;
         let (effect, attrs) = match kind {
             "latency" => {
-                let (l, j) = (attr_u64(a, "latency")?, attr_u64(a, "jitter")?);
+                let (l, j) = (
+                    attr_u64(a, "latency", MAX_DURATION_MS)?,
+                    attr_u64(a, "jitter", MAX_DURATION_MS)?,
+                );
                 (
                     Effect::Latency {
                         latency: ms(l),
@@ -151,19 +166,19 @@ impl ActiveToxic {
                 )
             }
             "bandwidth" => {
-                let rate = attr_u64(a, "rate")?;
+                let rate = attr_u64(a, "rate", MAX_COUNT)?;
                 (Effect::Bandwidth { rate }, json!({ "rate": rate }))
             }
             "slow_close" => {
-                let d = attr_u64(a, "delay")?;
+                let d = attr_u64(a, "delay", MAX_DURATION_MS)?;
                 (Effect::SlowClose { delay: ms(d) }, json!({ "delay": d }))
             }
             "timeout" => {
-                let t = attr_u64(a, "timeout")?;
+                let t = attr_u64(a, "timeout", MAX_DURATION_MS)?;
                 (Effect::Timeout { timeout: ms(t) }, json!({ "timeout": t }))
             }
             "reset_peer" => {
-                let t = attr_u64(a, "timeout")?;
+                let t = attr_u64(a, "timeout", MAX_DURATION_MS)?;
                 (
                     Effect::ResetPeer { timeout: ms(t) },
                     json!({ "timeout": t }),
@@ -171,9 +186,10 @@ impl ActiveToxic {
             }
             "slicer" => {
                 let (s, v, d) = (
-                    attr_u64(a, "average_size")?,
-                    attr_u64(a, "size_variation")?,
-                    attr_u64(a, "delay")?,
+                    attr_u64(a, "average_size", MAX_COUNT)?,
+                    attr_u64(a, "size_variation", MAX_COUNT)?,
+                    // Microseconds, as in Toxiproxy.
+                    attr_u64(a, "delay", MAX_DURATION_MS.saturating_mul(1000))?,
                 );
                 if s == 0 {
                     return Err("attribute `average_size` must be at least 1".into());
@@ -191,7 +207,7 @@ impl ActiveToxic {
                 )
             }
             "limit_data" => {
-                let b = attr_u64(a, "bytes")?;
+                let b = attr_u64(a, "bytes", MAX_COUNT)?;
                 (Effect::LimitData { bytes: b }, json!({ "bytes": b }))
             }
             other => return Err(format!("unknown toxic type {other:?}")),
