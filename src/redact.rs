@@ -33,6 +33,16 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A URL as an error message may show it, also when it is too broken for [`redact_url`] to find
+/// its authority (`http//user:pw@host`): anything before its last `@` is hidden then.
+pub fn redact_url_loose(url: &str) -> String {
+    let r = redact_url(url);
+    if r.contains("://") || !r.contains('@') {
+        return r;
+    }
+    format!("<redacted>@{}", r.rsplit('@').next().unwrap_or_default())
+}
+
 /// Every URL in free text (an error message, a line of an input file) with its `user:password@`
 /// replaced by `<redacted>@`. The authority ends at the first `/`, `?`, `#`, whitespace, quote,
 /// or flow-syntax punctuation, so a URL inside YAML or JSON is found too.
@@ -196,6 +206,8 @@ mod tests {
         );
         assert_eq!(redact_url("http://h/x@y"), "http://h/x@y");
         assert_eq!(redact_url("nonsense"), "nonsense");
+        assert_eq!(redact_url_loose("http//u:p@h/x"), "<redacted>@h/x");
+        assert_eq!(redact_url_loose("http://h/x"), "http://h/x");
     }
 
     #[test]

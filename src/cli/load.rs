@@ -30,26 +30,64 @@ use crate::metrics::{Outcome, RunClock};
 pub struct Header(pub HeaderName, pub HeaderValue);
 
 fn parse_header(s: &str) -> Result<Header, String> {
+    // Never echo the argument: it is likely a credential (`Authorization: Bearer ...`).
     let (name, value) = s
         .split_once(':')
-        .ok_or_else(|| format!("invalid header {s:?}: expected \"Name: value\""))?;
+        .ok_or_else(|| "invalid header: expected \"Name: value\", found no colon".to_string())?;
     let name = HeaderName::from_bytes(name.trim().as_bytes())
         .map_err(|_| format!("invalid header name {:?}", name.trim()))?;
     let value = HeaderValue::from_str(value.trim())
-        .map_err(|_| format!("invalid value for header {name}"))?;
+        .map_err(|_| format!("invalid value for header {name} (value not shown)"))?;
     Ok(Header(name, value))
 }
 
 fn parse_url(s: &str) -> Result<Uri, String> {
-    let uri: Uri = s.parse().map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+    let uri: Uri = s
+        .parse()
+        .map_err(|e| format!("invalid URL {:?}: {e}", crate::redact::redact_url_loose(s)))?;
     match uri.scheme_str() {
         Some(sc) if sc.eq_ignore_ascii_case("http") || sc.eq_ignore_ascii_case("https") => {}
-        _ => return Err(format!("invalid URL {s:?}: expected http:// or https://")),
+        _ => {
+            return Err(format!(
+                "invalid URL {:?}: expected http:// or https://",
+                crate::redact::redact_url_loose(s)
+            ));
+        }
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("invalid URL {s:?}: no host"));
+        return Err(format!("invalid URL {:?}: no host", crate::redact::redact_url_loose(s)));
     }
     Ok(uri)
+}
+
+/// A clap value parser whose error never repeats the argument: clap's own
+/// "invalid value '<argument>'" would print a header's secret or a URL's password. The message
+/// of `parse` says what is wrong, showing only what may be shown.
+#[derive(Clone, Copy)]
+struct Quiet<T: Clone + Send + Sync + 'static>(fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Quiet<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let arg = arg.map_or_else(|| "argument".to_string(), ToString::to_string);
+        let fail = |msg: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{arg}': {msg}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let s = value
+            .to_str()
+            .ok_or_else(|| fail("not UTF-8".to_string()))?;
+        (self.0)(s).map_err(fail)
+    }
 }
 
 fn parse_method(s: &str) -> Result<Method, String> {
@@ -75,7 +113,7 @@ fn parse_positive_duration(s: &str) -> Result<HumanDuration, String> {
 )]
 pub struct LoadArgs {
     /// Target URL (http:// or https://).
-    #[arg(value_parser = parse_url)]
+    #[arg(value_parser = Quiet(parse_url))]
     pub url: Uri,
     /// Connections (closed model), or the cap on requests in flight (open model).
     #[arg(short = 'c', long, default_value_t = 50,
@@ -91,7 +129,7 @@ pub struct LoadArgs {
     #[arg(short = 'm', long, default_value = "GET", value_parser = parse_method)]
     pub method: Method,
     /// Request header, `"Name: value"` (repeatable).
-    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = parse_header)]
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = Quiet(parse_header))]
     pub headers: Vec<Header>,
     /// Request body.
     #[arg(long, conflicts_with = "body_file")]
