@@ -58,7 +58,8 @@ pub fn redact_urls_in(text: &str) -> Cow<'_, str> {
         out.push_str(before);
         let end = after
             .find(|c: char| {
-                c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\'' | ',' | '}' | ']' | '>')
+                c.is_whitespace()
+                    || matches!(c, '/' | '?' | '#' | '"' | '\'' | ',' | '}' | ']' | '>')
             })
             .unwrap_or(after.len());
         match after[..end].rfind('@') {
@@ -142,6 +143,8 @@ pub fn redact_line(line: &str) -> (Cow<'_, str>, bool) {
                     out.push_str(shown);
                 } else {
                     out.push_str(" <redacted>");
+                    // Flow style: keep the space before `,` or `}`.
+                    out.push_str(&shown[shown.trim_end().len()..]);
                     changed = true;
                 }
                 i += value_from + value_end;
@@ -181,8 +184,14 @@ mod tests {
     #[test]
     fn lines_lose_secret_values_and_url_credentials() {
         let r = |l: &str| redact_line(l).0.into_owned();
-        assert_eq!(r("    Authorization: Bearer s3cret"), "    Authorization: <redacted>");
-        assert_eq!(r("  - \"X-Api-Key\": \"k\", # x"), "  - \"X-Api-Key\": <redacted>");
+        assert_eq!(
+            r("    Authorization: Bearer s3cret"),
+            "    Authorization: <redacted>"
+        );
+        assert_eq!(
+            r("  - \"X-Api-Key\": \"k\", # x"),
+            "  - \"X-Api-Key\": <redacted>"
+        );
         assert_eq!(
             r("headers: { Authorization: \"Bearer s3cret\", Accept: x }"),
             "headers: { Authorization: <redacted>, Accept: x }"
@@ -191,11 +200,17 @@ mod tests {
             r("{\"url\": \"http://u:pw@h:1/x\", \"cookie\": \"a=b\"}"),
             "{\"url\": \"http://<redacted>@h:1/x\", \"cookie\": <redacted>}"
         );
-        assert_eq!(r("  url: https://u:p@h/x?a=b@c"), "  url: https://<redacted>@h/x?a=b@c");
+        assert_eq!(
+            r("  url: https://u:p@h/x?a=b@c"),
+            "  url: https://<redacted>@h/x?a=b@c"
+        );
         assert_eq!(r("name: author-token-free"), "name: author-token-free");
         assert_eq!(r("  rate: 200/s # token: x"), "  rate: 200/s # token: x");
         assert!(redact_line("  Authorization:").1);
-        assert!(matches!(redact_line("  accept: text/html").0, Cow::Borrowed(_)));
+        assert!(matches!(
+            redact_line("  accept: text/html").0,
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -117,7 +117,12 @@ mod tests {
 
     #[test]
     fn ordinary_text_is_borrowed_unchanged() {
-        for s in ["checkout-api", "kill one pod — 50%", "p99 < 250ms? no: ≥", "a.b_c[1]"] {
+        for s in [
+            "checkout-api",
+            "kill one pod — 50%",
+            "p99 < 250ms? no: ≥",
+            "a.b_c[1]",
+        ] {
             assert!(matches!(terminal(s), Cow::Borrowed(_)), "{s}");
             assert!(matches!(terminal_lines(s), Cow::Borrowed(_)), "{s}");
         }

@@ -55,7 +55,10 @@ fn parse_url(s: &str) -> Result<Uri, String> {
         }
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("invalid URL {:?}: no host", crate::redact::redact_url_loose(s)));
+        return Err(format!(
+            "invalid URL {:?}: no host",
+            crate::redact::redact_url_loose(s)
+        ));
     }
     Ok(uri)
 }
@@ -220,13 +223,19 @@ pub struct LoadReport {
     pub elapsed_s: f64,
     /// Stopped early by Ctrl-C.
     pub interrupted: bool,
-    /// Requests that completed (with a response or an error), missed ones excluded.
+    /// Every request counted: sent (completed with a response or an error) plus missed (never
+    /// sent), as in report.json's totals. `requests == ok + failed == sent + missed`.
     pub requests: u64,
+    /// Of `requests`, those sent.
+    pub sent: u64,
     /// Of `requests`, successes (2xx/3xx).
     pub ok: u64,
-    /// Of `requests`, failures (see `errors`).
+    /// Of `requests`, failures, missed included: the sum of `errors`.
     pub failed: u64,
-    /// `requests / elapsed_s`.
+    /// Of `failed`, never sent: no connection was free before their timeout ran out (open
+    /// model; always 0 in the closed model).
+    pub missed: u64,
+    /// Requests sent per second: `sent / elapsed_s`.
     pub requests_per_sec: f64,
     /// Latency percentiles; none when nothing completed.
     pub latency_ms: Option<LatencyMs>,
@@ -275,14 +284,26 @@ impl LoadReport {
                 ""
             },
         ));
-        line(
-            &mut s,
-            "requests",
+        // The figures add up as the errors line does: ok + failed = requests, and failed is
+        // the sum of the error classes, missed included.
+        let requests = if self.missed == 0 {
             format!(
                 "{} in {:.2} s, {:.1}/s (ok {}, failed {})",
                 self.requests, self.elapsed_s, self.requests_per_sec, self.ok, self.failed
-            ),
-        );
+            )
+        } else {
+            format!(
+                "{} in {:.2} s: {} sent, {:.1}/s, {} missed (ok {}, failed {} incl. the missed)",
+                self.requests,
+                self.elapsed_s,
+                self.sent,
+                self.requests_per_sec,
+                self.missed,
+                self.ok,
+                self.failed
+            )
+        };
+        line(&mut s, "requests", requests);
         match &self.latency_ms {
             Some(l) => line(
                 &mut s,
@@ -505,7 +526,8 @@ fn build_report(
 ) -> LoadReport {
     let elapsed_s = elapsed.as_secs_f64().max(1e-9);
     let counts = &stats.counts;
-    let requests = counts.sent();
+    let requests = counts.total();
+    let sent = counts.sent();
     let ok = counts.ok();
     let errors = Outcome::ALL
         .iter()
@@ -530,9 +552,11 @@ fn build_report(
         elapsed_s,
         interrupted,
         requests,
+        sent,
         ok,
-        failed: requests - ok,
-        requests_per_sec: requests as f64 / elapsed_s,
+        failed: counts.failed(),
+        missed: counts.get(Outcome::Missed),
+        requests_per_sec: sent as f64 / elapsed_s,
         latency_ms: LoadReport::latency(stats),
         status_codes: stats
             .statuses

@@ -91,7 +91,7 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Diagn
         let snippet = rendered
             .split_once('\n')
             .and_then(|(_, rest)| rest.split_once('\n'))
-            .map(|(_, snippet)| redact_snippet(snippet.trim_end()))
+            .map(|(_, snippet)| redact_snippet(snippet.trim_end(), text))
             .filter(|s| !s.is_empty());
         // `Located` reads through serde-saphyr's Spanned, whose synthesized map adds a `value`
         // segment to the path; no field of the format is named `value`.
@@ -158,43 +158,58 @@ fn is_empty_document(text: &str) -> bool {
     })
 }
 
-/// The snippet's source lines without secrets: header values whose name is secret and URL
-/// credentials ([`crate::redact::redact_line`]), a secret whose value continues on more indented
-/// lines included. A snippet line is `NN | source`; gutter-only lines (`   |  ^ ...`) carry
-/// the message, which is redacted like the message.
-fn redact_snippet(snippet: &str) -> String {
+/// The lines of `text` that show a secret, redacted (`None` for a line with nothing to hide):
+/// values of secret header names and URL credentials ([`crate::redact::redact_line`]), a
+/// secret whose value continues on more indented lines included.
+fn redacted_lines(text: &str) -> Vec<Option<String>> {
     let mut out = Vec::new();
     // The indentation of a secret key whose value continues on the next lines.
     let mut secret_block: Option<usize> = None;
-    for line in snippet.lines() {
-        let source_line = line
-            .split_once(" | ")
-            .filter(|(gutter, _)| {
-                let g = gutter.trim();
-                !g.is_empty() && g.chars().all(|c| c.is_ascii_digit())
-            });
-        let Some((gutter, source)) = source_line else {
-            // The caret line, a separator or a blank source line: no key of the file.
-            if secret_block.is_some() && !line.trim_end().ends_with('|') {
-                secret_block = None;
-            }
-            out.push(crate::redact::redact_urls_in(line).into_owned());
-            continue;
-        };
+    for source in text.lines() {
         let indent = source.len() - source.trim_start().len();
         if let Some(block) = secret_block {
-            if !source.trim().is_empty() && indent <= block {
-                secret_block = None;
-            } else if !source.trim().is_empty() {
-                out.push(format!("{gutter} | {}<redacted>", &source[..indent]));
+            if source.trim().is_empty() {
+                out.push(None);
                 continue;
             }
+            if indent > block {
+                out.push(Some(format!("{}<redacted>", &source[..indent])));
+                continue;
+            }
+            secret_block = None;
         }
         let (redacted, dangling) = crate::redact::redact_line(source);
         if dangling {
             secret_block = Some(indent);
         }
-        out.push(format!("{gutter} | {redacted}"));
+        out.push(match redacted {
+            std::borrow::Cow::Owned(r) => Some(r),
+            std::borrow::Cow::Borrowed(_) => None,
+        });
+    }
+    out
+}
+
+/// The snippet without secrets. A snippet line is `NN | source`, maybe cropped around the
+/// column; a line of the file that shows a secret is replaced whole by its redacted form
+/// ([`redacted_lines`]: from the whole file, so a key cropped away or a value on the lines
+/// below its key is still found). Other lines, the caret line with the message included, lose
+/// URL credentials only.
+fn redact_snippet(snippet: &str, text: &str) -> String {
+    let redacted = redacted_lines(text);
+    let mut out = Vec::new();
+    for line in snippet.lines() {
+        let numbered = line.split_once(" | ").and_then(|(gutter, _)| {
+            let n: usize = gutter.trim().parse().ok()?;
+            Some((gutter, n))
+        });
+        match numbered.and_then(|(gutter, n)| {
+            let r = redacted.get(n.checked_sub(1)?)?.as_ref()?;
+            Some(format!("{gutter} | {r}"))
+        }) {
+            Some(r) => out.push(r),
+            None => out.push(crate::redact::redact_urls_in(line).into_owned()),
+        }
     }
     out.join("\n").trim_end().to_string()
 }

@@ -429,9 +429,12 @@ pub fn markdown(r: &GameDayReport) -> String {
             e.score.map_or("–".into(), |c| c.to_string()),
             e.failed_requests.map_or("–".into(), |c| c.to_string()),
             fmt_ms(e.max_recovery_ms),
-            e.report_dir
-                .as_ref()
-                .map_or("–".into(), |d| format!("[{}]({}/{})", cell(d), cell(d), Markdown.file())),
+            e.report_dir.as_ref().map_or("–".into(), |d| format!(
+                "[{}]({}/{})",
+                cell(d),
+                cell(d),
+                Markdown.file()
+            )),
             cell(&e.reason),
         ));
     }
