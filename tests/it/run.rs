@@ -551,10 +551,7 @@ duration: 4s
     let mixed_p50 = f64_at(&r, "/totals/p50_ms");
     eprintln!("mix: ok p50 {ok_p50} ms, failed p50 {failed_p50} ms, all p50 {mixed_p50} ms");
     assert!(ok_p50 >= 40.0, "ok p50 {ok_p50}");
-    assert!(
-        failed_p50 < ok_p50,
-        "failed p50 {failed_p50} vs ok {ok_p50}"
-    );
+    assert!(failed_p50 < ok_p50, "failed p50 {failed_p50} vs ok {ok_p50}");
     let ok = f64_at(&r, "/totals/ok_latency/count");
     let failed = f64_at(&r, "/totals/failed_latency/count");
     assert_eq!(ok, f64_at(&r, "/totals/ok"));
@@ -572,10 +569,7 @@ duration: 4s
     assert!(baseline_ok >= 40.0, "baseline ok p50 {baseline_ok}");
     assert_eq!(r["steady_state"]["after"]["held"], true);
     let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary.md");
-    assert!(
-        summary.contains("Latency: successful requests"),
-        "{summary}"
-    );
+    assert!(summary.contains("Latency: successful requests"), "{summary}");
 
     // The chart as a reader's browser shows it: the p50 line is the successes', the failures'
     // p50 its own dashed line.
@@ -588,9 +582,7 @@ duration: 4s
             regex::escape(name)
         ))
         .expect("regex");
-        let caps = re
-            .captures(&dom)
-            .unwrap_or_else(|| panic!("no {name} series in the page"));
+        let caps = re.captures(&dom).unwrap_or_else(|| panic!("no {name} series in the page"));
         caps[1]
             .split_whitespace()
             .filter_map(|p| p.split_once(':')?.1.parse().ok())
