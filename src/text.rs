@@ -54,7 +54,7 @@ fn starts_entity(next: Option<char>) -> bool {
 }
 
 /// User-derived text safe in a Markdown table cell, heading or one-line paragraph: one line
-/// (controls spelt `U+000A`), `|`, backslash and backtick escaped, a leading `>` or `#` escaped
+/// (a line break or tab read as a space, other controls spelt like `U+001B`), `|`, backslash and backtick escaped, a leading `>` or `#` escaped
 /// (no blockquote, no heading), and `<` or `&` as an entity where they would open HTML or an
 /// entity. Prose like `expected < 500ms` or `A & B` is left as written.
 pub fn markdown_cell(s: &str) -> Cow<'_, str> {
@@ -83,6 +83,8 @@ pub fn markdown_cell(s: &str) -> Cow<'_, str> {
                 out.push('\\');
                 out.push(c);
             }
+            // A line break or tab: one line, read as a space (what a reader expects).
+            '\n' | '\r' | '\t' => out.push(' '),
             // A backslash escape would itself be read by Markdown: spell the code point.
             c => out.push_str(&format!("U+{:04X}", u32::from(c))),
         }
@@ -141,8 +143,8 @@ mod tests {
     #[test]
     fn markdown_cells_stay_one_inert_cell() {
         assert_eq!(
-            markdown_cell("a|b\n<img src=x onerror=alert(1)>&amp;"),
-            "a\\|bU+000A&lt;img src=x onerror=alert(1)>&amp;amp;"
+            markdown_cell("a|b\n<img src=x onerror=alert(1)>&amp;\t\x1b"),
+            "a\\|b &lt;img src=x onerror=alert(1)>&amp;amp;\x20U+001B"
         );
         assert_eq!(markdown_cell("> # x"), "\\> # x");
         for prose in ["expected < 500ms", "A & B", "p99 > 1ms", "kill-one"] {
