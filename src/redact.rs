@@ -213,6 +213,34 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// A secret header's value or a URL's password never survives, whatever the layout
+        /// (block, flow, quoted, list item) and whatever surrounds it.
+        #[test]
+        fn no_secret_survives_a_line(
+            name in "(Authorization|authorization|Cookie|X-Api-Key|x-auth-token|Proxy-Authorization)",
+            secret in "[A-Za-z0-9]{8,20}",
+            layout in 0usize..6,
+            indent in " {0,6}",
+            before in "[a-z_]{1,8}",
+            after in "[a-z_]{1,8}",
+        ) {
+            let secret = format!("S{secret}");
+            let line = match layout {
+                0 => format!("{indent}{name}: Bearer {secret}"),
+                1 => format!("{indent}\"{name}\": \"Bearer {secret}\","),
+                2 => format!("{indent}- {name}: '{secret}'"),
+                3 => format!("{indent}{before}: {{ {name}: \"{secret}\", {after}: 1 }}"),
+                4 => format!("{indent}{before}: {{ {after}: 1, '{name}': {secret}}}"),
+                _ => format!("{indent}{before}: \"https://{after}:{secret}@h:1/x\""),
+            };
+            let (out, _) = redact_line(&line);
+            proptest::prop_assert!(!out.contains(&secret), "{} -> {}", line, out);
+            proptest::prop_assert!(!redact_urls_in(&out).contains(&secret));
+        }
+    }
+
     #[test]
     fn urls_lose_their_credentials() {
         assert_eq!(
