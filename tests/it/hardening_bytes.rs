@@ -398,3 +398,81 @@ fn issue19_gameday_index_md_keeps_hostile_names_inert() {
     );
     assert_inert("index.html", &html);
 }
+
+/// Every file under `dir`, as text (lossy), with its path.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let bytes = std::fs::read(&p).expect("read");
+                out.push((p, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn issue19_a_real_run_keeps_secrets_out_of_its_output_and_reports_and_names_inert() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = crate::support::free_port();
+    let exp = write(
+        dir.path(),
+        "secret.yaml",
+        &format!(
+            r#"version: 1
+name: secret-run
+description: "retitle \e]0;pwned\a | <b>bold</b>"
+setup:
+  demo: {{ replicas: 2, port: {port}, restart_delay: 1s }}
+load:
+  http:
+    url: "http://admin:hunter2@127.0.0.1:{port}/"
+    rate: 50/s
+    headers: {{ Authorization: "Bearer s3cr3t-t0ken", X-Api-Key: "k3y-v4lue" }}
+steady_state:
+  warmup: 1s
+  hold: 1s
+faults:
+  - name: "kill|one\e[2J<i>"
+    at: 2s
+    process-kill: {{ match: "rattle demo worker .*--balancer-port {port}$", mode: one }}
+duration: 4s
+"#
+        ),
+    );
+    let out_dir = dir.path().join("out");
+    let mut cmd = rattle();
+    cmd.args(["run", "--progress", "plain", "--seed", "3", "--out"])
+        .arg(&out_dir)
+        .arg(&exp);
+    let (code, out, err) = run_bounded_cmd(cmd, Duration::from_secs(60));
+    assert!((0..=1).contains(&code), "exit {code}\n{out}\n{err}");
+    for (what, text) in [("stdout", &out), ("stderr", &err)] {
+        assert_no_secret(what, text);
+        assert_inert(what, text);
+    }
+    assert!(err.contains("kill|one\\u{1b}[2J<i>"), "{err}");
+    let files = files_under(&out_dir);
+    assert!(files.len() >= 3, "{files:?}");
+    for (path, text) in &files {
+        let what = path.display().to_string();
+        assert_no_secret(&what, text);
+        assert_inert(&what, text);
+    }
+    let (_, md) = files
+        .iter()
+        .find(|(p, _)| p.ends_with("summary.md"))
+        .expect("summary.md");
+    assert!(!md.contains("<i>") && !md.contains("<b>"), "{md}");
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| kill"))
+        .unwrap_or_else(|| panic!("no fault row in {md}"));
+    assert_eq!(row.replace("\\|", "").matches('|').count(), 9, "{row}");
+}
