@@ -14,6 +14,19 @@ fn is_unsafe(c: char) -> bool {
         || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// `\n`, `\r`, `\t`, else `\u001b`: visible, unambiguous, and a valid JSON escape for the same
+/// character, so escaping the whole of a JSON document printed to a terminal leaves it valid
+/// and equal (serde_json leaves DEL, C1 controls and bidi marks raw). Every character escaped
+/// here is below U+10000, so four hex digits always suffice.
+fn push_escape(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+    }
+}
+
 fn escape_where(s: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
     if !s.chars().any(&escape) {
         return Cow::Borrowed(s);
@@ -21,8 +34,7 @@ fn escape_where(s: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         if escape(c) {
-            // `\u{1b}`, `\n`, `\t`, `\u{202e}`: visible, unambiguous, and what Rust would write.
-            out.extend(c.escape_default());
+            push_escape(&mut out, c);
         } else {
             out.push(c);
         }
@@ -31,7 +43,7 @@ fn escape_where(s: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
 }
 
 /// One line of user-derived text (a name, a description, a reason, a command line), safe for a
-/// terminal: every control character, newlines included, is shown escaped (ESC as `\u{1b}`,
+/// terminal: every control character, newlines included, is shown escaped (ESC as `\u001b`,
 /// a newline as `\n`).
 pub fn terminal(s: &str) -> Cow<'_, str> {
     escape_where(s, is_unsafe)
@@ -133,11 +145,11 @@ mod tests {
 
     #[test]
     fn terminals_see_escapes_not_controls() {
-        assert_eq!(terminal("a\x1b]0;pwned\x07b"), "a\\u{1b}]0;pwned\\u{7}b");
+        assert_eq!(terminal("a\x1b]0;pwned\x07b"), "a\\u001b]0;pwned\\u0007b");
         assert_eq!(terminal("x\ny\rz"), "x\\ny\\rz");
-        assert_eq!(terminal("\u{9b}2J"), "\\u{9b}2J");
-        assert_eq!(terminal("evil\u{202e}txt"), "evil\\u{202e}txt");
-        assert_eq!(terminal_lines("a\nb\x1b[2J\tc"), "a\nb\\u{1b}[2J\tc");
+        assert_eq!(terminal("\u{9b}2J"), "\\u009b2J");
+        assert_eq!(terminal("evil\u{202e}txt"), "evil\\u202etxt");
+        assert_eq!(terminal_lines("a\nb\x1b[2J\tc"), "a\nb\\u001b[2J\tc");
     }
 
     #[test]

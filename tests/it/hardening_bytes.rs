@@ -106,8 +106,8 @@ fn issue19_a_dry_run_shows_no_secret_and_no_raw_control_byte() {
         assert_no_secret(what, text);
         assert_inert(what, text);
     }
-    assert!(out.contains("\\u{1b}]0;pwned\\u{7}"), "{out}");
-    assert!(out.contains("kill\\u{1b}[31m-one"), "{out}");
+    assert!(out.contains("\\u001b]0;pwned\\u0007"), "{out}");
+    assert!(out.contains("kill\\u001b[31m-one"), "{out}");
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn issue19_errors_quoting_user_text_reach_the_terminal_escaped() {
     );
     assert_eq!(code, 2, "{out}{err}");
     assert_inert("stderr", &err);
-    assert!(err.contains("\\u{1b}]0;pwned\\u{7}"), "{err}");
+    assert!(err.contains("\\u001b]0;pwned\\u0007"), "{err}");
 }
 
 fn rattle_load(args: &[&str]) -> (i32, String, String) {
@@ -457,7 +457,7 @@ duration: 4s
         assert_no_secret(what, text);
         assert_inert(what, text);
     }
-    assert!(err.contains("kill|one\\u{1b}[2J<i>"), "{err}");
+    assert!(err.contains("kill|one\\u001b[2J<i>"), "{err}");
     let files = files_under(&out_dir);
     assert!(files.len() >= 3, "{files:?}");
     for (path, text) in &files {
@@ -475,4 +475,25 @@ duration: 4s
         .find(|l| l.starts_with("| kill"))
         .unwrap_or_else(|| panic!("no fault row in {md}"));
     assert_eq!(row.replace("\\|", "").matches('|').count(), 9, "{row}");
+}
+
+#[test]
+fn issue19_json_on_a_terminal_stays_valid_and_equal_with_raw_c1_and_bidi_in_names() {
+    // serde_json leaves DEL, C1 controls and bidi marks raw; the terminal escaping turns them
+    // into JSON escapes of the same characters.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fixture = std::fs::read_to_string(repo().join("tests/it/fixtures/report-v1-old.json"))
+        .expect("fixture");
+    let mut v: Value = serde_json::from_str(&fixture).expect("fixture json");
+    let name = "csi\u{9b}2J del\u{7f} rlo\u{202e}txt esc\u{1b}";
+    v["experiment"]["name"] = Value::from(name);
+    let f = write(dir.path(), "report.json", &v.to_string());
+    let mut cmd = rattle();
+    cmd.arg("report").arg(&f).args(["--format", "json"]);
+    let (code, out, err) = run_bounded_cmd(cmd, LIMIT);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_inert("stdout", &out);
+    assert!(!out.contains('\u{202e}') && !out.contains('\u{7f}'), "{out:?}");
+    let back: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(back["experiment"]["name"], Value::from(name));
 }
