@@ -1,6 +1,7 @@
 //! What is never written to reports or logs: secret header values and the credentials of a
-//! URL. On the ground floor so that every writer (the plan, the probes, the reports) applies the
-//! same rules without importing one another.
+//! URL, whether in a parsed value, in free text (an error message) or in a line of an input file
+//! (a validation snippet). On the ground floor so that every writer (the plan, the probes, the
+//! reports, the error messages) applies the same rules without importing one another.
 
 use std::borrow::Cow;
 

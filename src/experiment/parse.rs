@@ -2,7 +2,9 @@
 //! alias bombs and deep nesting) and shape (serde, unknown fields are errors), every problem a
 //! [`Diagnostic`] naming line, column and field path, so a user can go straight to the place.
 //! JSON files are read by the same parser (JSON is YAML 1.2 flow syntax), so they get the same
-//! locations. Meaning is checked above this, by `validate` (see [`super::load`]).
+//! locations. Meaning is checked above this, by `validate` (see [`super::load`]). A snippet
+//! shows lines of the file, so it is redacted here, once, for every stage: secret header values
+//! and URL credentials never reach an error message (issue #19).
 
 use std::path::Path;
 
