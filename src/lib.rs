@@ -5,11 +5,14 @@
 
 /// `println!` that never panics: when stdout is closed (`rattle ... | head`), the output is
 /// lost and the command carries on (a run still reverts its faults and writes its reports).
+/// Control characters other than newline and tab are shown escaped ([`crate::text::terminal_lines`]):
+/// user-derived text never reaches a terminal raw.
 #[macro_export]
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = writeln!(std::io::stdout().lock(), "{}", $crate::text::terminal_lines(&text));
     }};
 }
 
@@ -18,8 +21,9 @@ macro_rules! outln {
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
+        let text = format!($($arg)*);
         let mut o = std::io::stdout().lock();
-        let _ = write!(o, $($arg)*);
+        let _ = write!(o, "{}", $crate::text::terminal_lines(&text));
         let _ = o.flush();
     }};
 }
@@ -29,7 +33,8 @@ macro_rules! out {
 macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = writeln!(std::io::stderr().lock(), "{}", $crate::text::terminal_lines(&text));
     }};
 }
 
@@ -50,3 +55,4 @@ pub mod proxy;
 pub mod redact;
 pub mod report;
 pub mod runner;
+pub mod text;

@@ -30,26 +30,67 @@ use crate::metrics::{Outcome, RunClock};
 pub struct Header(pub HeaderName, pub HeaderValue);
 
 fn parse_header(s: &str) -> Result<Header, String> {
+    // Never echo the argument: it is likely a credential (`Authorization: Bearer ...`).
     let (name, value) = s
         .split_once(':')
-        .ok_or_else(|| format!("invalid header {s:?}: expected \"Name: value\""))?;
+        .ok_or_else(|| "invalid header: expected \"Name: value\", found no colon".to_string())?;
     let name = HeaderName::from_bytes(name.trim().as_bytes())
         .map_err(|_| format!("invalid header name {:?}", name.trim()))?;
     let value = HeaderValue::from_str(value.trim())
-        .map_err(|_| format!("invalid value for header {name}"))?;
+        .map_err(|_| format!("invalid value for header {name} (value not shown)"))?;
     Ok(Header(name, value))
 }
 
 fn parse_url(s: &str) -> Result<Uri, String> {
-    let uri: Uri = s.parse().map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+    let uri: Uri = s
+        .parse()
+        .map_err(|e| format!("invalid URL {:?}: {e}", crate::redact::redact_url_loose(s)))?;
     match uri.scheme_str() {
         Some(sc) if sc.eq_ignore_ascii_case("http") || sc.eq_ignore_ascii_case("https") => {}
-        _ => return Err(format!("invalid URL {s:?}: expected http:// or https://")),
+        _ => {
+            return Err(format!(
+                "invalid URL {:?}: expected http:// or https://",
+                crate::redact::redact_url_loose(s)
+            ));
+        }
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("invalid URL {s:?}: no host"));
+        return Err(format!(
+            "invalid URL {:?}: no host",
+            crate::redact::redact_url_loose(s)
+        ));
     }
     Ok(uri)
+}
+
+/// A clap value parser whose error never repeats the argument: clap's own
+/// "invalid value '<argument>'" would print a header's secret or a URL's password. The message
+/// of `parse` says what is wrong, showing only what may be shown.
+#[derive(Clone, Copy)]
+struct Quiet<T: Clone + Send + Sync + 'static>(fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Quiet<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let arg = arg.map_or_else(|| "argument".to_string(), ToString::to_string);
+        let fail = |msg: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{arg}': {msg}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let s = value
+            .to_str()
+            .ok_or_else(|| fail("not UTF-8".to_string()))?;
+        (self.0)(s).map_err(fail)
+    }
 }
 
 fn parse_method(s: &str) -> Result<Method, String> {
@@ -75,7 +116,7 @@ fn parse_positive_duration(s: &str) -> Result<HumanDuration, String> {
 )]
 pub struct LoadArgs {
     /// Target URL (http:// or https://).
-    #[arg(value_parser = parse_url)]
+    #[arg(value_parser = Quiet(parse_url))]
     pub url: Uri,
     /// Connections (closed model), or the cap on requests in flight (open model).
     #[arg(short = 'c', long, default_value_t = 50,
@@ -91,7 +132,7 @@ pub struct LoadArgs {
     #[arg(short = 'm', long, default_value = "GET", value_parser = parse_method)]
     pub method: Method,
     /// Request header, `"Name: value"` (repeatable).
-    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = parse_header)]
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = Quiet(parse_header))]
     pub headers: Vec<Header>,
     /// Request body.
     #[arg(long, conflicts_with = "body_file")]
@@ -182,13 +223,19 @@ pub struct LoadReport {
     pub elapsed_s: f64,
     /// Stopped early by Ctrl-C.
     pub interrupted: bool,
-    /// Requests that completed (with a response or an error), missed ones excluded.
+    /// Every request counted: sent (completed with a response or an error) plus missed (never
+    /// sent), as in report.json's totals. `requests == ok + failed == sent + missed`.
     pub requests: u64,
+    /// Of `requests`, those sent.
+    pub sent: u64,
     /// Of `requests`, successes (2xx/3xx).
     pub ok: u64,
-    /// Of `requests`, failures (see `errors`).
+    /// Of `requests`, failures, missed included: the sum of `errors`.
     pub failed: u64,
-    /// `requests / elapsed_s`.
+    /// Of `failed`, never sent: no connection was free before their timeout ran out (open
+    /// model; always 0 in the closed model).
+    pub missed: u64,
+    /// Requests sent per second: `sent / elapsed_s`.
     pub requests_per_sec: f64,
     /// Latency percentiles; none when nothing completed.
     pub latency_ms: Option<LatencyMs>,
@@ -237,14 +284,26 @@ impl LoadReport {
                 ""
             },
         ));
-        line(
-            &mut s,
-            "requests",
+        // The figures add up as the errors line does: ok + failed = requests, and failed is
+        // the sum of the error classes, missed included.
+        let requests = if self.missed == 0 {
             format!(
                 "{} in {:.2} s, {:.1}/s (ok {}, failed {})",
                 self.requests, self.elapsed_s, self.requests_per_sec, self.ok, self.failed
-            ),
-        );
+            )
+        } else {
+            format!(
+                "{} in {:.2} s: {} sent, {:.1}/s, {} missed (ok {}, failed {} incl. the missed)",
+                self.requests,
+                self.elapsed_s,
+                self.sent,
+                self.requests_per_sec,
+                self.missed,
+                self.ok,
+                self.failed
+            )
+        };
+        line(&mut s, "requests", requests);
         match &self.latency_ms {
             Some(l) => line(
                 &mut s,
@@ -467,7 +526,8 @@ fn build_report(
 ) -> LoadReport {
     let elapsed_s = elapsed.as_secs_f64().max(1e-9);
     let counts = &stats.counts;
-    let requests = counts.sent();
+    let requests = counts.total();
+    let sent = counts.sent();
     let ok = counts.ok();
     let errors = Outcome::ALL
         .iter()
@@ -492,9 +552,11 @@ fn build_report(
         elapsed_s,
         interrupted,
         requests,
+        sent,
         ok,
-        failed: requests - ok,
-        requests_per_sec: requests as f64 / elapsed_s,
+        failed: counts.failed(),
+        missed: counts.get(Outcome::Missed),
+        requests_per_sec: sent as f64 / elapsed_s,
         latency_ms: LoadReport::latency(stats),
         status_codes: stats
             .statuses

@@ -271,7 +271,8 @@ fn confirm(targets: &[String]) -> anyhow::Result<bool> {
         "This experiment will act on targets this run did not start:"
     )?;
     for t in targets {
-        writeln!(err, "  {t}")?;
+        // A target's description may be a process command line: shown, never obeyed.
+        writeln!(err, "  {}", crate::text::terminal(t))?;
     }
     if !std::io::stdin().is_terminal() {
         writeln!(

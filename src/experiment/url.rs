@@ -8,9 +8,10 @@ pub fn load_url(url: &str) -> Result<http::Uri, String> {
 
 /// Parses an http:// URL with a host; https:// too when `https` (where the client has TLS).
 pub fn http_url(url: &str, https: bool) -> Result<http::Uri, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    // Messages show the URL without its credentials (they reach stderr and CI logs).
+    let uri: Result<http::Uri, _> = url.parse();
+    let url = crate::redact::redact_url_loose(url);
+    let uri: http::Uri = uri.map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") if https => {}

@@ -46,6 +46,7 @@ pub fn render(r: &GameDayReport) -> String {
         .map(|(f, text)| serde_json::json!({ "file": f.file(), "text": text }))
         .collect();
     let mut env = Environment::new();
+    env.set_formatter(crate::report::html::inert_formatter);
     let rendered = env.add_template("index.html", TEMPLATE).and_then(|()| {
         env.get_template("index.html")?.render(context! {
             r => Serde(r),

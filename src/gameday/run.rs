@@ -384,23 +384,31 @@ fn fmt_ms(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.1} ms"))
 }
 
-/// index.md.
+/// index.md. Every user-derived string goes through [`crate::text::markdown_cell`] (or
+/// `markdown_code` in a code span): names, reasons and errors cannot break the table or inject
+/// HTML.
 pub fn markdown(r: &GameDayReport) -> String {
+    use crate::text::{markdown_cell as cell, markdown_code as code};
     let mut s = format!(
         "# Game day {}: {}\n\n{}\n\n",
-        r.name,
+        cell(&r.name),
         r.verdict.as_str().to_uppercase(),
-        r.reason
+        cell(&r.reason)
     );
     if let Some(d) = &r.description {
-        s.push_str(&format!("{}\n\n", d.trim()));
+        // Lines kept (a description is prose), each made inert.
+        let d = d.trim().lines().map(cell).collect::<Vec<_>>().join("\n");
+        s.push_str(&format!("{d}\n\n"));
     }
     s.push_str(&format!(
         "- started: {}\n- finished: {}\n- exit code: {}\n- file: `{}`\n",
-        r.started_at, r.finished_at, r.exit_code, r.file
+        r.started_at,
+        r.finished_at,
+        r.exit_code,
+        code(&r.file)
     ));
     if let Some(w) = &r.window {
-        s.push_str(&format!("- allowed window: {w}\n"));
+        s.push_str(&format!("- allowed window: {}\n", cell(&w.to_string())));
     }
     s.push_str(
         "\n| # | experiment | verdict | exit | score | failed requests | slowest recovery | report | reason |\n\
@@ -415,16 +423,19 @@ pub fn markdown(r: &GameDayReport) -> String {
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             i + 1,
-            e.name,
+            cell(&e.name),
             verdict,
             e.exit_code.map_or("–".into(), |c| c.to_string()),
             e.score.map_or("–".into(), |c| c.to_string()),
             e.failed_requests.map_or("–".into(), |c| c.to_string()),
             fmt_ms(e.max_recovery_ms),
-            e.report_dir
-                .as_ref()
-                .map_or("–".into(), |d| format!("[{d}]({d}/{})", Markdown.file())),
-            e.reason.replace('|', "\\|").replace('\n', " "),
+            e.report_dir.as_ref().map_or("–".into(), |d| format!(
+                "[{}]({}/{})",
+                cell(d),
+                cell(d),
+                Markdown.file()
+            )),
+            cell(&e.reason),
         ));
     }
     if let Some(n) = &r.notification {
@@ -438,7 +449,7 @@ pub fn markdown(r: &GameDayReport) -> String {
             n.attempts,
             n.error
                 .as_ref()
-                .map(|e| format!(" ({e})"))
+                .map(|e| format!(" ({})", cell(e)))
                 .unwrap_or_default()
         ));
     }

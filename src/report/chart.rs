@@ -45,7 +45,9 @@ const TOP: f64 = 26.0;
 const BOTTOM: f64 = 34.0;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
+    // Control characters of a name shown escaped, as everywhere user text is shown.
+    crate::text::terminal_lines(s)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")

@@ -368,7 +368,10 @@ pub fn render(old: &Report, new: &Report, deltas: &[Delta]) -> String {
     let _ = writeln!(
         s,
         "# rattle compare: {} ({}) → {} ({})\n",
-        old.experiment.name, old.started_at, new.experiment.name, new.started_at
+        crate::text::markdown_cell(&old.experiment.name),
+        old.started_at,
+        crate::text::markdown_cell(&new.experiment.name),
+        new.started_at
     );
     let _ = writeln!(s, "| figure | old | new | change | allowed | result |");
     let _ = writeln!(s, "|---|---|---|---|---|---|");
@@ -389,7 +392,8 @@ pub fn render(old: &Report, new: &Report, deltas: &[Delta]) -> String {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} |",
-            d.name,
+            // Figure names carry fault names from the file.
+            crate::text::markdown_cell(&d.name),
             show(d.old),
             show(d.new),
             change,

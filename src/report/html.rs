@@ -338,9 +338,27 @@ fn without_nulls(mut v: serde_json::Value) -> serde_json::Value {
     v
 }
 
+/// minijinja's HTML escaping, with the control characters of user-derived strings shown
+/// escaped ([`crate::text::terminal_lines`]): a name cannot put an ESC into a file someone may
+/// `cat`. Values marked safe (rendered JSON) pass as they are; ordinary text is unchanged.
+pub fn inert_formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &mut minijinja::State<'_, '_>,
+    value: &Value,
+) -> Result<(), minijinja::Error> {
+    if !value.is_safe()
+        && let Some(s) = value.as_str()
+        && let std::borrow::Cow::Owned(clean) = crate::text::terminal_lines(s)
+    {
+        return minijinja::escape_formatter(out, state, &Value::from(clean));
+    }
+    minijinja::escape_formatter(out, state, value)
+}
+
 /// Renders report.html.
 pub fn html(r: &Report) -> Result<String, ReportError> {
     let mut env = Environment::new();
+    env.set_formatter(inert_formatter);
     env.add_template("report.html", TEMPLATE)
         .map_err(|e| ReportError::Html(e.to_string()))?;
     let tmpl = env

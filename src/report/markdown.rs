@@ -1,8 +1,13 @@
 //! summary.md: the verdict, the score, the gates, the faults, the load, latency by phase and
 //! the steady-state checks, as short tables. Sized for a CI step summary or a pull-request
-//! comment: everything a reviewer needs to see why a pipeline failed, nothing more.
+//! comment: everything a reviewer needs to see why a pipeline failed, nothing more. Every
+//! user-derived string (names, reasons, targets, errors, notes) goes through
+//! [`crate::text::markdown_cell`] or, inside a code span, [`crate::text::markdown_code`]: a name
+//! cannot break a table or inject HTML into the rendered summary.
 
 use std::fmt::Write as _;
+
+use crate::text::{markdown_cell as cell, markdown_code as code};
 
 use super::{CheckStatus, Renderer, Report, ReportError, Verdict, fmt_ms, fmt_pct};
 
@@ -46,8 +51,8 @@ pub fn markdown(r: &Report) -> String {
         Verdict::Aborted => "⏹ ABORTED",
         Verdict::Error => "⚠️ ERROR",
     };
-    let _ = writeln!(s, "# rattle: {} — {}\n", r.experiment.name, icon);
-    let _ = writeln!(s, "{}\n", r.reason);
+    let _ = writeln!(s, "# rattle: {} — {}\n", cell(&r.experiment.name), icon);
+    let _ = writeln!(s, "{}\n", cell(&r.reason));
     let _ = writeln!(
         s,
         "Started {} · ran {:.1} s · seed `{}` · exit code {}\n",
@@ -71,9 +76,9 @@ pub fn markdown(r: &Report) -> String {
             let _ = writeln!(
                 s,
                 "| `{}` | `{}` | {} | {} |",
-                g.name,
-                g.threshold,
-                g.measured_text,
+                code(&g.name),
+                code(&g.threshold),
+                cell(&g.measured_text),
                 status_word(g.status)
             );
         }
@@ -90,7 +95,7 @@ pub fn markdown(r: &Report) -> String {
             let targets = f
                 .targets
                 .iter()
-                .map(|t| t.id.as_str())
+                .map(|t| cell(&t.id))
                 .collect::<Vec<_>>()
                 .join(", ");
             let (tti, ttr, failed, avail) = match &f.recovery {
@@ -108,8 +113,8 @@ pub fn markdown(r: &Report) -> String {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                f.name,
-                f.kind,
+                cell(&f.name),
+                cell(&f.kind),
                 if targets.is_empty() {
                     "–".into()
                 } else {
@@ -122,7 +127,7 @@ pub fn markdown(r: &Report) -> String {
                 avail
             );
             if let Some(e) = &f.error {
-                let _ = writeln!(s, "\n> **{}**: {}\n", f.name, e);
+                let _ = writeln!(s, "\n> **{}**: {}\n", cell(&f.name), cell(e));
             }
         }
         let _ = writeln!(s);
@@ -170,7 +175,7 @@ pub fn markdown(r: &Report) -> String {
         let errs = t
             .errors
             .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
+            .map(|(k, v)| format!("{}: {v}", cell(k)))
             .collect::<Vec<_>>()
             .join(", ");
         let _ = writeln!(s, "Errors by class: {errs}\n");
@@ -225,7 +230,7 @@ pub fn markdown(r: &Report) -> String {
                     if c.held { "yes" } else { "**no**" },
                     fmt_pct(c.slo.as_ref().and_then(|s| s.success_rate)),
                     fmt_ms(c.slo.as_ref().and_then(|s| s.p99_ms)),
-                    notes.join("; ")
+                    cell(&notes.join("; "))
                 );
             }
         }

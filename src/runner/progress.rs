@@ -55,7 +55,8 @@ impl Printer {
         if self.quiet {
             return;
         }
-        let line = line.trim_end();
+        // Event lines carry names, reasons and target descriptions: never raw to a terminal.
+        let line = crate::text::terminal_lines(line.trim_end());
         match &self.bar {
             Some(bar) => bar.println(line),
             None => crate::errln!("{line}"),
@@ -65,7 +66,7 @@ impl Printer {
     fn status(&self, line: String) {
         match &self.bar {
             Some(bar) => {
-                bar.set_message(line);
+                bar.set_message(crate::text::terminal(&line).into_owned());
                 bar.tick();
             }
             None if !self.quiet => crate::errln!("{line}"),

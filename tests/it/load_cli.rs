@@ -162,12 +162,15 @@ fn check_report(r: &Value) {
         .iter()
         .filter_map(|k| errors.get(*k).and_then(Value::as_u64))
         .sum();
-    // Every failure is classed once; missed requests were never sent, so not in `requests`.
-    assert_eq!(error_sum - missed, failed, "{r}");
+    // Every failure is classed once, missed ones included (#19: the totals agree with the
+    // classes); missed requests were never sent.
+    assert_eq!(error_sum, failed, "{r}");
+    assert_eq!(u(r, "missed"), missed, "{r}");
+    assert_eq!(requests, u(r, "sent") + missed, "{r}");
     // Every response has a status; the other failures (refused, reset, ...) have none.
     assert!(statuses >= ok + status_failures, "{r}");
     assert!(statuses <= requests, "{r}");
-    if requests > 0 {
+    if u(r, "sent") > 0 {
         let l = &r["latency_ms"];
         let (min, p50, p90, p99, p999, max) = (
             f(l, "min"),
@@ -262,7 +265,8 @@ async fn open_model_sends_on_schedule_and_measures_from_the_intended_start() {
     check_delay(&r);
     let o = &r["open"];
     assert_eq!(u(o, "scheduled"), u(o, "sent") + u(o, "missed"), "{r}");
-    assert_eq!(u(o, "sent"), u(&r, "requests"), "{r}");
+    assert_eq!(u(o, "sent"), u(&r, "sent"), "{r}");
+    assert_eq!(u(o, "scheduled"), u(&r, "requests"), "{r}");
     // 100/s for 1 s: tickets 0..=100 are due by the stop at the latest.
     assert!((1..=101).contains(&u(o, "scheduled")), "{r}");
     assert_eq!(u(&r, "failed"), 0, "{r}");

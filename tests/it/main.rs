@@ -6,6 +6,7 @@ mod experiment;
 mod fake_k8s;
 mod gameday;
 mod hardening_api;
+mod hardening_bytes;
 mod k8s;
 mod kinds;
 mod load;
