@@ -460,18 +460,29 @@ pub fn markdown(r: &GameDayReport) -> String {
 pub fn webhook_body(r: &GameDayReport, dir: &Path) -> serde_json::Value {
     use crate::report::{Renderer as _, html::Html, json::Json};
     let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p).display().to_string();
+    // Slack reads `<...>` as a link or a mention (`<!channel>`) and `&` as an entity: names
+    // and reasons are data, so they are escaped the way Slack asks for.
+    let slack = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
     let mut text = format!(
         "rattle game day *{}*: {} — {}",
-        r.name,
+        slack(&r.name),
         r.verdict.as_str().to_uppercase(),
-        r.reason
+        slack(&r.reason)
     );
     for e in &r.experiments {
         let v = match e.status {
             ExperimentStatus::Skipped => "skipped".to_string(),
             _ => e.verdict.map_or("–", |v| v.as_str()).to_string(),
         };
-        text.push_str(&format!("\n• {}: {v} — {}", e.name, e.reason));
+        text.push_str(&format!(
+            "\n• {}: {v} — {}",
+            slack(&e.name),
+            slack(&e.reason)
+        ));
     }
     text.push_str(&format!("\nReport: {}", abs(dir.join("index.html"))));
     serde_json::json!({
@@ -496,4 +507,38 @@ pub fn webhook_body(r: &GameDayReport, dir: &Path) -> serde_json::Value {
             "report_html": e.report_dir.as_ref().map(|d| abs(dir.join(d).join(Html.file()))),
         })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #19: a reason carrying user text (a probe's error, a target's command line) must
+    /// not ping a Slack channel or become a link in the notification.
+    #[test]
+    fn issue19_webhook_text_escapes_slack_markup() {
+        let report = GameDayReport {
+            schema_version: SCHEMA_VERSION,
+            rattle_version: "0".into(),
+            name: "gd".into(),
+            file: "gd.yaml".into(),
+            description: None,
+            started_at: String::new(),
+            finished_at: String::new(),
+            duration_ms: 0,
+            verdict: Verdict::Fail,
+            exit_code: 1,
+            reason: "<!channel> & <http://evil.example|click>".into(),
+            halt_on_failure: true,
+            window: None,
+            experiments: Vec::new(),
+            notification: None,
+        };
+        let body = webhook_body(&report, Path::new("out"));
+        let text = body["text"].as_str().unwrap_or_default();
+        assert!(!text.contains("<!channel>"), "{text}");
+        assert!(text.contains("&lt;!channel&gt; &amp; &lt;http://evil.example|click&gt;"));
+        // The machine-readable field keeps the words as they were.
+        assert_eq!(body["reason"], report.reason);
+    }
 }

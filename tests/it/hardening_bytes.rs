@@ -493,7 +493,10 @@ fn issue19_json_on_a_terminal_stays_valid_and_equal_with_raw_c1_and_bidi_in_name
     let (code, out, err) = run_bounded_cmd(cmd, LIMIT);
     assert_eq!(code, 0, "{out}{err}");
     assert_inert("stdout", &out);
-    assert!(!out.contains('\u{202e}') && !out.contains('\u{7f}'), "{out:?}");
+    assert!(
+        !out.contains('\u{202e}') && !out.contains('\u{7f}'),
+        "{out:?}"
+    );
     let back: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(back["experiment"]["name"], Value::from(name));
 }
