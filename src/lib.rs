@@ -37,6 +37,7 @@ pub mod analysis;
 pub mod cli;
 pub mod demo;
 pub mod experiment;
+pub mod fsutil;
 pub mod fault;
 pub mod gameday;
 pub mod journal;

@@ -295,9 +295,12 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
     let mut entries = Vec::new();
     for (i, e) in gd.experiments.iter().enumerate() {
         let key = config_key(i, &e.path);
-        let text = std::fs::read_to_string(&e.path).map_err(|source| EmitError::Read {
-            file: e.path.display().to_string(),
-            source,
+        // Bounded and regular files only (issue #19), like every input file.
+        let text = crate::fsutil::read_text_bounded(&e.path, 1024 * 1024).map_err(|source| {
+            EmitError::Read {
+                file: e.path.display().to_string(),
+                source,
+            }
         })?;
         data.insert(key.clone(), text);
         entries.push(crate::experiment::Located::new(key));

@@ -375,7 +375,9 @@ pub fn write(report: &GameDayReport, dir: &Path) -> Result<(), GameDayError> {
         .zip([json, markdown(report), super::html::render(report)])
     {
         let path = dir.join(name);
-        std::fs::write(&path, content).map_err(|source| GameDayError::Write { path, source })?;
+        // Temporary file and rename (issue #19): never through a symlink, never torn.
+        crate::fsutil::write_atomic(&path, content.as_bytes())
+            .map_err(|source| GameDayError::Write { path, source })?;
     }
     Ok(())
 }

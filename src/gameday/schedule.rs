@@ -174,11 +174,8 @@ impl History {
             path: self.path.clone(),
             source,
         };
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(err)?;
+        // O_NOFOLLOW (issue #19): a symlink planted at history.jsonl is refused, not followed.
+        let mut f = crate::fsutil::open_append(&self.path).map_err(err)?;
         let mut line = serde_json::to_string(e).unwrap_or_default();
         line.push('\n');
         f.write_all(line.as_bytes()).map_err(err)?;
@@ -235,11 +232,7 @@ pub async fn run_scheduler(
     };
     // A history that cannot be written is refused now, before anything runs; later failures
     // are logged, never fatal.
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&history.path)
-        .map_err(|source| ScheduleError::History {
+    crate::fsutil::open_append(&history.path).map_err(|source| ScheduleError::History {
             path: history.path.clone(),
             source,
         })?;
