@@ -188,7 +188,10 @@ pub fn probe_writable(dir: &Path) -> io::Result<()> {
 /// Creates `dir` and its missing parents with mode 0700 (an existing directory keeps its mode:
 /// [`check_private`] judges it).
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Why `path` cannot be trusted as something only the current user could have written: a
@@ -199,13 +202,20 @@ pub fn distrust(meta: &fs::Metadata) -> Option<String> {
         return Some("it is a symbolic link".into());
     }
     if meta.uid() != me {
-        return Some(format!("it is owned by uid {}, not by uid {me}", meta.uid()));
+        return Some(format!(
+            "it is owned by uid {}, not by uid {me}",
+            meta.uid()
+        ));
     }
     let mode = meta.permissions().mode();
     if mode & 0o022 != 0 {
         return Some(format!(
             "it is writable by {} (mode {:04o})",
-            if mode & 0o002 != 0 { "anyone" } else { "its group" },
+            if mode & 0o002 != 0 {
+                "anyone"
+            } else {
+                "its group"
+            },
             mode & 0o7777
         ));
     }
@@ -241,7 +251,10 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(made.success());
         let err = read_bounded(&fifo, 16).unwrap_err();
         assert!(err.to_string().contains("FIFO"), "{err}");

@@ -233,9 +233,9 @@ pub async fn run_scheduler(
     // A history that cannot be written is refused now, before anything runs; later failures
     // are logged, never fatal.
     crate::fsutil::open_append(&history.path).map_err(|source| ScheduleError::History {
-            path: history.path.clone(),
-            source,
-        })?;
+        path: history.path.clone(),
+        source,
+    })?;
     let now = Utc::now();
     let mut next: Vec<DateTime<Utc>> = Vec::with_capacity(schedules.len());
     for (gd, s) in gamedays.iter().zip(&schedules) {

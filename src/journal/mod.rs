@@ -160,10 +160,13 @@ impl Journal {
     pub fn open(state_dir: &Path) -> Result<Self> {
         let dir = state_dir.join("journal");
         for d in [state_dir, dir.as_path()] {
-            fsutil::create_private_dir(d).map_err(|source| JournalError::Dir {
-                path: d.to_path_buf(),
-                source,
-            })?;
+            // An existing one is judged as it is (a symlink is refused, not followed).
+            if fs::symlink_metadata(d).is_err() {
+                fsutil::create_private_dir(d).map_err(|source| JournalError::Dir {
+                    path: d.to_path_buf(),
+                    source,
+                })?;
+            }
             check_trusted(d)?;
         }
         Ok(Self { dir })

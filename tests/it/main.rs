@@ -5,6 +5,7 @@ mod demo;
 mod experiment;
 mod fake_k8s;
 mod gameday;
+mod hardening_files;
 mod k8s;
 mod kinds;
 mod load;
