@@ -497,7 +497,8 @@ fn issue19_the_journal_trusts_only_its_owner() {
         .record("planted-1-1-0", &pause_entry(target.0.id()))
         .expect("plant");
     let real = std::fs::read(&planted).expect("read");
-    let cases: [(&str, Box<dyn Fn(&Path)>); 3] = [
+    type Spoil = Box<dyn Fn(&Path)>;
+    let cases: [(&str, Spoil); 3] = [
         (
             "owned by uid 65534",
             Box::new(|p: &Path| chown(p, OTHER_UID)),
