@@ -114,10 +114,14 @@ pub async fn run(
     // The window at the start is the caller's to check (`check_window`: the CLI refuses, the
     // scheduler skips the due time); from here on it is checked before each experiment, so a
     // window that closes a moment after the start skips experiments (exit 3) instead.
-    std::fs::create_dir_all(&settings.out_dir).map_err(|source| GameDayError::Write {
-        path: settings.out_dir.clone(),
-        source,
-    })?;
+    // The combined report's directory takes files before any experiment runs (issue #19: a
+    // read-only or full location is found before any fault, not after).
+    std::fs::create_dir_all(&settings.out_dir)
+        .and_then(|()| crate::fsutil::probe_writable(&settings.out_dir))
+        .map_err(|source| GameDayError::Write {
+            path: settings.out_dir.clone(),
+            source,
+        })?;
     let total = gd.experiments.len();
     log(&format!(
         "game day {}: {total} experiment(s), reports in {}",

@@ -710,3 +710,108 @@ fn issue19_journal_reader_huge_and_odd_files() {
     assert_eq!(found.len(), 2);
     assert!(found.iter().all(|f| f.entry.is_err()), "{found:?}");
 }
+
+#[test]
+fn issue19_game_day_files_never_follow_symlinks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    noop(dir.path(), "exp");
+    let victim = write(dir.path(), "victim", "keep me");
+    // The combined report: symlinks at index.json and a dangling index.md are replaced.
+    let gd = write(
+        dir.path(),
+        "gd.yaml",
+        "version: 1\nname: gd\nexperiments: [exp.yaml]\npause: 0s\n",
+    );
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    std::os::unix::fs::symlink(&victim, out.join("index.json")).expect("symlink");
+    let created = dir.path().join("created-by-rattle");
+    std::os::unix::fs::symlink(&created, out.join("index.md")).expect("symlink");
+    let state = dir.path().join("st");
+    let (code, stdout, err) = run_cmd(
+        &[
+            "gameday",
+            "run",
+            s(&gd),
+            "--ignore-window",
+            "--progress",
+            "quiet",
+            "--out",
+            s(&out),
+            "--state-dir",
+            s(&state),
+        ],
+        60,
+    );
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep me");
+    assert!(!created.exists(), "a dangling symlink's target was created");
+    for f in ["index.json", "index.md"] {
+        let meta = std::fs::symlink_metadata(out.join(f)).expect("written");
+        assert!(meta.file_type().is_file(), "{f} is a regular file now");
+    }
+    // The scheduler's history: a symlink there is refused at the start (exit 2), never
+    // appended through.
+    let sched_gd = write(
+        dir.path(),
+        "sched.yaml",
+        "version: 1\nname: sched\nexperiments: [exp.yaml]\npause: 0s\n\
+         schedule: { cron: \"* * * * * *\" }\n",
+    );
+    let sched = dir.path().join("sched");
+    std::fs::create_dir_all(&sched).expect("mkdir");
+    std::os::unix::fs::symlink(&victim, sched.join("history.jsonl")).expect("symlink");
+    let (code, stdout, err) = run_cmd(
+        &[
+            "schedule",
+            s(&sched_gd),
+            "--max-runs",
+            "1",
+            "--yes",
+            "--out",
+            s(&sched),
+            "--state-dir",
+            s(&state),
+        ],
+        60,
+    );
+    assert_eq!(code, 2, "{stdout}{err}");
+    assert!(err.contains("history.jsonl"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep me");
+}
+
+#[test]
+fn issue19_a_read_only_game_day_location_is_refused_before_any_experiment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(_ro) = Mount::tmpfs(&dir.path().join("ro"), "ro,size=64k") else {
+        return;
+    };
+    let marker = format!("rattle-test-gd-ro-{}", std::process::id());
+    let target = sleeper(&marker);
+    pause(dir.path(), &marker);
+    let gd = write(
+        dir.path(),
+        "gd.yaml",
+        "version: 1\nname: gd\nexperiments: [pause.yaml]\npause: 0s\n",
+    );
+    let (code, stdout, err) = never_paused(target.0.id(), || {
+        run_cmd(
+            &[
+                "gameday",
+                "run",
+                s(&gd),
+                "--ignore-window",
+                "--yes",
+                "--progress",
+                "quiet",
+                "--out",
+                s(&dir.path().join("ro")),
+                "--state-dir",
+                s(&dir.path().join("st")),
+            ],
+            60,
+        )
+    });
+    assert_eq!(code, 2, "{stdout}{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+}
