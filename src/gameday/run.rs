@@ -207,7 +207,12 @@ pub async fn run(
                     status: ExperimentStatus::Ran,
                     verdict: Some(outcome.outcome.verdict()),
                     exit_code: Some(outcome.outcome.exit_code()),
-                    reason: r.reason.clone(),
+                    // A report that could not be written is said beside the run's reason
+                    // (issue #19); the exit code already says so.
+                    reason: match &outcome.write_error {
+                        Some(e) => format!("{}; its report was not written: {e}", r.reason),
+                        None => r.reason.clone(),
+                    },
                     report_dir: Some(dir_name),
                     score: r.score.as_ref().map(|s| s.value),
                     seed: Some(r.seed),
