@@ -43,6 +43,7 @@ pub mod cli;
 pub mod demo;
 pub mod experiment;
 pub mod fault;
+pub mod fsutil;
 pub mod gameday;
 pub mod journal;
 pub mod kube_env;

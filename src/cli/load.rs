@@ -356,7 +356,8 @@ impl LoadReport {
 pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<crate::outcome::Outcome> {
     let body = match (&args.body, &args.body_file) {
         (Some(b), _) => Bytes::from(b.clone().into_bytes()),
-        (None, Some(path)) => match std::fs::read(path) {
+        // Bounded, regular files only (issue #19): /dev/zero or a FIFO would never end.
+        (None, Some(path)) => match crate::fsutil::read_bounded(path, 64 * 1024 * 1024) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 crate::errln!("error: cannot read the body file {}: {e}", path.display());

@@ -290,7 +290,9 @@ fn confirm(targets: &[String]) -> anyhow::Result<bool> {
 
 fn print_outcome(o: &runner::RunOutcome) {
     let r = &o.report;
-    let verdict = match o.outcome.verdict() {
+    // The run's own verdict, even when its report could not be written (`o.outcome` then says
+    // so in the exit code).
+    let verdict = match r.outcome().verdict() {
         Verdict::Pass => "PASS",
         Verdict::Fail => "FAIL",
         Verdict::Aborted => "ABORTED",
@@ -337,8 +339,13 @@ fn print_outcome(o: &runner::RunOutcome) {
             .map(|v| format!("{v:.2}ms"))
             .unwrap_or_else(|| "–".into()),
     );
-    for f in crate::report::FORMATS {
-        crate::outln!("  {}: {}", f.label(), o.report_dir.join(f.file()).display());
+    match &o.write_error {
+        Some(e) => crate::errln!("error: the run completed but its report was not written: {e}"),
+        None => {
+            for f in crate::report::FORMATS {
+                crate::outln!("  {}: {}", f.label(), o.report_dir.join(f.file()).display());
+            }
+        }
     }
     if let Some(s) = &r.score {
         crate::outln!("  resilience score: {}/100", s.value);

@@ -34,7 +34,8 @@ pub struct ProxyArgs {
 pub async fn proxy_cmd(args: ProxyArgs) -> anyhow::Result<Outcome> {
     let configured: Vec<api::CreateProxy> = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            // Bounded, regular files only (issue #19).
+            let text = crate::fsutil::read_text_bounded(path, 16 * 1024 * 1024)
                 .with_context(|| format!("reading {}", path.display()))?;
             serde_json::from_str(&text).with_context(|| {
                 format!(

@@ -1,6 +1,11 @@
 //! `rattle recover`: reverts what killed runs left in the journal (resumes paused processes;
 //! later also restores scale, uncordons, removes netem, ...), says what it did, and is
 //! idempotent: a second call finds nothing to do.
+//!
+//! It reverts only what it can trust (issue #19): a journal directory someone else could write
+//! is refused before anything is read, and an entry file that is a symlink, another uid's, or
+//! writable by others is listed with the reason and never reverted. `--dry-run` creates nothing
+//! and removes nothing; a real recover also removes the `.tmp` litter of crashed entry writes.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -32,7 +37,30 @@ pub struct RecoverArgs {
 /// confirmed or the journal unreadable, 4 a revert failed).
 pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<Outcome> {
     let dir = args.state_dir.unwrap_or_else(journal::default_state_dir);
-    let journal = Journal::open(&dir)?;
+    let journal = if args.dry_run {
+        match Journal::open_existing(&dir)? {
+            Some(j) => j,
+            None => {
+                crate::outln!("nothing to recover: no journal in {}", dir.display());
+                crate::outln!("dry run: nothing was reverted");
+                return Ok(Outcome::Pass);
+            }
+        }
+    } else {
+        Journal::open(&dir)?
+    };
+    if args.dry_run {
+        for p in journal.stale_temps()? {
+            crate::outln!(
+                "  {}: torn write of a crashed run, would be removed",
+                p.display()
+            );
+        }
+    } else {
+        for p in journal.clean_stale_temps()? {
+            crate::outln!("removed {}: torn write of a crashed run", p.display());
+        }
+    }
     let left = journal.leftovers()?;
     let running = journal.list()?.len() - left.len();
     if left.is_empty() {
@@ -66,7 +94,10 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<Outcome> {
                     e.written_at
                 );
             }
-            Err(why) => crate::outln!("  {}: unreadable: {why}", f.path.display()),
+            Err(why) => crate::outln!(
+                "  {}: unreadable, will not be reverted: {why}",
+                f.path.display()
+            ),
         }
     }
     if args.dry_run {
@@ -85,7 +116,8 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<Outcome> {
             Err(why) => {
                 failed += 1;
                 crate::errln!(
-                    "cannot revert {}: unreadable entry ({why}); inspect and remove it by hand",
+                    "cannot revert {}: unreadable or untrusted entry ({why}); inspect and remove \
+                     it by hand",
                     f.path.display()
                 );
                 continue;

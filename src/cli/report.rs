@@ -73,7 +73,9 @@ pub fn report_cmd(args: ReportArgs) -> anyhow::Result<Outcome> {
     let text = args.format.0.render(&r)?;
     match &args.out {
         Some(path) => {
-            if let Err(e) = std::fs::write(path, text) {
+            // Temporary file and rename (issue #19): a symlink at `--out` is refused, not
+            // followed, and a full disk leaves no torn file.
+            if let Err(e) = crate::fsutil::write_new_or_regular(path, text.as_bytes()) {
                 crate::errln!("error: {}: cannot write: {e}", path.display());
                 return Ok(Outcome::BadInput);
             }

@@ -13,21 +13,26 @@ use super::diagnostic::{Diagnostic, ExperimentError};
 /// Largest experiment file accepted (1 MiB): far above any real experiment, far below trouble.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
-/// Reads an input file (experiment, game day) as UTF-8 text, refusing files above 1 MiB.
+/// Reads an input file (experiment, game day) as UTF-8 text, refusing files above 1 MiB and
+/// anything that is not a regular file (issue #19: `/dev/zero` or a FIFO would be read forever,
+/// whatever size the file system reports), reading at most 1 MiB + 1 byte.
 pub fn read_text(path: &Path) -> Result<String, ExperimentError> {
-    let meta = std::fs::metadata(path).map_err(|source| ExperimentError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(ExperimentError::TooLarge {
-            path: path.to_path_buf(),
-            size: meta.len(),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(|source| ExperimentError::Read {
-        path: path.to_path_buf(),
-        source,
+    let bytes = crate::fsutil::read_bounded(path, MAX_FILE_BYTES).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::FileTooLarge {
+            let size = std::fs::metadata(path)
+                .map(|m| m.len())
+                .unwrap_or(MAX_FILE_BYTES + 1)
+                .max(MAX_FILE_BYTES + 1);
+            ExperimentError::TooLarge {
+                path: path.to_path_buf(),
+                size,
+            }
+        } else {
+            ExperimentError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     })?;
     String::from_utf8(bytes).map_err(|e| ExperimentError::Invalid {
         path: path.to_path_buf(),

@@ -25,6 +25,10 @@ impl Collector {
 }
 
 /// Checks meaning; returns every problem found.
+/// Longest experiment name: `<name>-<timestamp>` (report directory) and the journal's
+/// `.<name>-<ms>-<pid>-<fault>.json.<pid>.tmp` must stay within NAME_MAX (255 bytes).
+pub const MAX_NAME_BYTES: usize = 200;
+
 pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
     let mut c = Collector(Vec::new());
     if *e.version != 1 {
@@ -49,6 +53,17 @@ pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
             &e.name,
             "name",
             "may contain only letters, digits, '-', '_' and '.' (it names the report directory)",
+        );
+    } else if name.len() > MAX_NAME_BYTES {
+        // Issue #19: found here, not by "File name too long" after faults were injected.
+        c.at(
+            &e.name,
+            "name",
+            format!(
+                "is {} bytes long: at most {MAX_NAME_BYTES} (it names the report directory and \
+                 the journal's files, which the file system limits to 255 bytes)",
+                name.len()
+            ),
         );
     }
     let duration = e.duration.value;

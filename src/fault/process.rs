@@ -516,7 +516,8 @@ fn to_pid(pid: u32) -> Option<Pid> {
 
 /// Reads the pid written in a pid file (surrounding whitespace allowed).
 fn read_pid_file(path: &Path) -> Result<u32> {
-    let text = std::fs::read_to_string(path).map_err(|source| FaultError::Io {
+    // Bounded, regular files only (issue #19): a pid file naming /dev/zero must not hang.
+    let text = crate::fsutil::read_text_bounded(path, 4096).map_err(|source| FaultError::Io {
         what: format!("reading pid_file {}", path.display()),
         source,
     })?;

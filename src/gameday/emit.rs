@@ -28,6 +28,10 @@ use crate::fault::{KubeAccess, KubeScope, Locality};
 pub const CONFIG_DIR: &str = "/etc/rattle";
 /// Where the journal's volume is mounted.
 pub const STATE_DIR: &str = "/var/lib/rattle";
+/// The state directory inside that volume: a directory rattle creates 0700 itself, since the
+/// volume's root may be group- or world-writable (some provisioners make it 0777, an fsGroup
+/// makes it group-writable), which the journal refuses (issue #19).
+pub const JOURNAL_STATE_DIR: &str = "/var/lib/rattle/state";
 /// Largest ConfigMap Kubernetes stores.
 const MAX_CONFIGMAP_BYTES: usize = 1024 * 1024;
 
@@ -295,9 +299,12 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
     let mut entries = Vec::new();
     for (i, e) in gd.experiments.iter().enumerate() {
         let key = config_key(i, &e.path);
-        let text = std::fs::read_to_string(&e.path).map_err(|source| EmitError::Read {
-            file: e.path.display().to_string(),
-            source,
+        // Bounded and regular files only (issue #19), like every input file.
+        let text = crate::fsutil::read_text_bounded(&e.path, 1024 * 1024).map_err(|source| {
+            EmitError::Read {
+                file: e.path.display().to_string(),
+                source,
+            }
         })?;
         data.insert(key.clone(), text);
         entries.push(crate::experiment::Located::new(key));
@@ -445,7 +452,7 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
     let mut env = vec![
         EnvVar {
             name: "RATTLE_STATE_DIR".into(),
-            value: Some(STATE_DIR.into()),
+            value: Some(JOURNAL_STATE_DIR.into()),
             ..Default::default()
         },
         // node-drain never evicts the pod running it.
@@ -538,7 +545,7 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
         name: "recover".into(),
         image: Some(settings.image.clone()),
         args: Some(
-            ["recover", "--yes", "--state-dir", STATE_DIR]
+            ["recover", "--yes", "--state-dir", JOURNAL_STATE_DIR]
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),

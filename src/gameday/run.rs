@@ -114,10 +114,14 @@ pub async fn run(
     // The window at the start is the caller's to check (`check_window`: the CLI refuses, the
     // scheduler skips the due time); from here on it is checked before each experiment, so a
     // window that closes a moment after the start skips experiments (exit 3) instead.
-    std::fs::create_dir_all(&settings.out_dir).map_err(|source| GameDayError::Write {
-        path: settings.out_dir.clone(),
-        source,
-    })?;
+    // The combined report's directory takes files before any experiment runs (issue #19: a
+    // read-only or full location is found before any fault, not after).
+    std::fs::create_dir_all(&settings.out_dir)
+        .and_then(|()| crate::fsutil::probe_writable(&settings.out_dir))
+        .map_err(|source| GameDayError::Write {
+            path: settings.out_dir.clone(),
+            source,
+        })?;
     let total = gd.experiments.len();
     log(&format!(
         "game day {}: {total} experiment(s), reports in {}",
@@ -203,7 +207,12 @@ pub async fn run(
                     status: ExperimentStatus::Ran,
                     verdict: Some(outcome.outcome.verdict()),
                     exit_code: Some(outcome.outcome.exit_code()),
-                    reason: r.reason.clone(),
+                    // A report that could not be written is said beside the run's reason
+                    // (issue #19); the exit code already says so.
+                    reason: match &outcome.write_error {
+                        Some(e) => format!("{}; its report was not written: {e}", r.reason),
+                        None => r.reason.clone(),
+                    },
                     report_dir: Some(dir_name),
                     score: r.score.as_ref().map(|s| s.value),
                     seed: Some(r.seed),
@@ -375,7 +384,9 @@ pub fn write(report: &GameDayReport, dir: &Path) -> Result<(), GameDayError> {
         .zip([json, markdown(report), super::html::render(report)])
     {
         let path = dir.join(name);
-        std::fs::write(&path, content).map_err(|source| GameDayError::Write { path, source })?;
+        // Temporary file and rename (issue #19): never through a symlink, never torn.
+        crate::fsutil::write_atomic(&path, content.as_bytes())
+            .map_err(|source| GameDayError::Write { path, source })?;
     }
     Ok(())
 }

@@ -174,11 +174,8 @@ impl History {
             path: self.path.clone(),
             source,
         };
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(err)?;
+        // O_NOFOLLOW (issue #19): a symlink planted at history.jsonl is refused, not followed.
+        let mut f = crate::fsutil::open_append(&self.path).map_err(err)?;
         let mut line = serde_json::to_string(e).unwrap_or_default();
         line.push('\n');
         f.write_all(line.as_bytes()).map_err(err)?;
@@ -235,14 +232,10 @@ pub async fn run_scheduler(
     };
     // A history that cannot be written is refused now, before anything runs; later failures
     // are logged, never fatal.
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&history.path)
-        .map_err(|source| ScheduleError::History {
-            path: history.path.clone(),
-            source,
-        })?;
+    crate::fsutil::open_append(&history.path).map_err(|source| ScheduleError::History {
+        path: history.path.clone(),
+        source,
+    })?;
     let now = Utc::now();
     let mut next: Vec<DateTime<Utc>> = Vec::with_capacity(schedules.len());
     for (gd, s) in gamedays.iter().zip(&schedules) {

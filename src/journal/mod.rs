@@ -6,14 +6,29 @@
 //! the directory fsynced, so an entry is either complete or absent. Once the revert succeeds the
 //! entry is removed. `rattle recover` reverts whatever entries are left by runs that are no longer
 //! alive; an entry whose owner still runs is its owner's business and is never touched.
+//!
+//! The journal trusts only its owner (issue #19): `recover` acts on an entry with the rights of
+//! whoever runs it, so an entry someone else could have written is a way to make root "restore"
+//! what they chose. The state directory and its `journal/` are created 0700 and refused when they
+//! are a symlink, owned by another uid, or writable by group or others ([`JournalError::Untrusted`]);
+//! an entry file that is so is listed but never reverted ([`Found::entry`] says why). Entries are
+//! read bounded ([`MAX_ENTRY_BYTES`]) and never panic the reader, whatever their bytes. A crash
+//! mid-write leaves a hidden `.tmp` file named after its writer's pid: [`Journal::stale_temps`]
+//! finds those whose writer is gone, [`Journal::clean_stale_temps`] removes them.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::fault::{RevertToken, Target};
+use crate::fsutil;
+
+/// Largest entry file read (1 MiB): a real entry is a few KiB; a bigger one is not ours.
+pub const MAX_ENTRY_BYTES: u64 = 1024 * 1024;
+
+/// The longest file name Linux file systems take (NAME_MAX).
+const NAME_MAX: usize = 255;
 
 /// Errors of the journal.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +50,30 @@ pub enum JournalError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The state directory (or the journal in it) could have been written by someone else: a
+    /// symlink, owned by another uid, or writable by group or others. Nothing is read from it.
+    #[error(
+        "journal directory {}: refusing it: {why} (the journal must be its owner's alone: \
+         `chmod go-w`, `chown`, or choose another --state-dir)",
+        path.display()
+    )]
+    Untrusted {
+        /// The directory.
+        path: PathBuf,
+        /// Why it is not trusted.
+        why: String,
+    },
+    /// An experiment name too long for the entries' file names (NAME_MAX, 255 bytes).
+    #[error(
+        "experiment name of {len} bytes is too long for a journal entry's file name (at most \
+         {max} bytes)"
+    )]
+    NameTooLong {
+        /// The name's length.
+        len: usize,
+        /// The longest name that fits.
+        max: usize,
     },
     /// An entry could not be serialized.
     #[error("serializing a journal entry: {0}")]
@@ -116,19 +155,69 @@ pub struct Found {
 }
 
 impl Journal {
-    /// The journal under `state_dir` (its `journal/` subdirectory), created if needed.
+    /// The journal under `state_dir` (its `journal/` subdirectory), created 0700 if needed;
+    /// refused unless both directories are trusted (see the module's comment).
     pub fn open(state_dir: &Path) -> Result<Self> {
         let dir = state_dir.join("journal");
-        fs::create_dir_all(&dir).map_err(|source| JournalError::Dir {
-            path: dir.clone(),
-            source,
-        })?;
+        for d in [state_dir, dir.as_path()] {
+            // An existing one is judged as it is (a symlink is refused, not followed).
+            if fs::symlink_metadata(d).is_err() {
+                fsutil::create_private_dir(d).map_err(|source| JournalError::Dir {
+                    path: d.to_path_buf(),
+                    source,
+                })?;
+            }
+            check_trusted(d)?;
+        }
         Ok(Self { dir })
+    }
+
+    /// The journal under `state_dir` if it exists (trusted as in [`Journal::open`]), creating
+    /// nothing: what a dry run looks at.
+    pub fn open_existing(state_dir: &Path) -> Result<Option<Self>> {
+        let dir = state_dir.join("journal");
+        for d in [state_dir, dir.as_path()] {
+            match fs::symlink_metadata(d) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(source) => {
+                    return Err(JournalError::Dir {
+                        path: d.to_path_buf(),
+                        source,
+                    });
+                }
+                Ok(_) => check_trusted(d)?,
+            }
+        }
+        Ok(Some(Self { dir }))
+    }
+
+    /// Checks that a run can write entries here (a probe file written and removed), so that a
+    /// read-only or full state directory is found before any fault, not at the first entry.
+    pub fn check_writable(&self) -> Result<()> {
+        fsutil::probe_writable(&self.dir).map_err(|source| JournalError::Dir {
+            path: self.dir.clone(),
+            source,
+        })
     }
 
     /// The journal's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Checks that the entries of a run of `experiment` get file names within NAME_MAX: a key
+    /// is `<experiment>-<unix ms>-<pid>-<fault index>`, written as `.<key>.json.<pid>.tmp`.
+    pub fn check_name(&self, experiment: &str) -> Result<()> {
+        // "-" 13 digits "-" 7 digits "-" 5 digits, then ".json", "." 7 digits ".tmp", leading ".".
+        const ROOM: usize = 1 + 13 + 1 + 7 + 1 + 5 + 5 + 1 + 7 + 4 + 1;
+        let max = NAME_MAX - ROOM;
+        if experiment.len() > max {
+            return Err(JournalError::NameTooLong {
+                len: experiment.len(),
+                max,
+            });
+        }
+        Ok(())
     }
 
     /// Writes `entry` durably under `key` (unique per run and fault). Returns its path.
@@ -144,17 +233,13 @@ impl Journal {
             })
             .collect();
         let path = self.dir.join(format!("{name}.json"));
-        let tmp = self.dir.join(format!(".{name}.json.tmp"));
         let json = serde_json::to_vec_pretty(entry)?;
-        let entry_err = |source| JournalError::Entry {
+        // A temporary file named after this pid, created new (never through a symlink), synced
+        // and renamed over: complete or absent, and readable by its owner only.
+        fsutil::write_atomic_mode(&path, &json, 0o600).map_err(|source| JournalError::Entry {
             path: path.clone(),
             source,
-        };
-        let mut f = File::create(&tmp).map_err(entry_err)?;
-        f.write_all(&json).map_err(entry_err)?;
-        f.sync_all().map_err(entry_err)?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(entry_err)?;
+        })?;
         self.sync_dir()?;
         Ok(path)
     }
@@ -200,9 +285,7 @@ impl Journal {
             if !is_entry {
                 continue;
             }
-            let entry = fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Entry>(&b).map_err(|e| e.to_string()));
+            let entry = read_entry(&path);
             found.push(Found { path, entry });
         }
         found.sort_by(|a, b| a.path.cmp(&b.path));
@@ -218,6 +301,79 @@ impl Journal {
             .filter(|f| f.entry.as_ref().map(|e| !e.owner_alive()).unwrap_or(true))
             .collect())
     }
+
+    /// Temporary files of entry writes whose writer is gone (a crash between create and
+    /// rename): never entries, only litter. A write in progress (its pid alive) is not listed.
+    pub fn stale_temps(&self) -> Result<Vec<PathBuf>> {
+        let read = fs::read_dir(&self.dir).map_err(|source| JournalError::Dir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut stale = Vec::new();
+        for item in read.flatten() {
+            let name = item.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with('.') && name.ends_with(".tmp")) {
+                continue;
+            }
+            let alive = fsutil::temp_owner(&name)
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !alive {
+                stale.push(item.path());
+            }
+        }
+        stale.sort();
+        Ok(stale)
+    }
+
+    /// Removes [`Journal::stale_temps`]; returns what was removed.
+    pub fn clean_stale_temps(&self) -> Result<Vec<PathBuf>> {
+        let stale = self.stale_temps()?;
+        for p in &stale {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(JournalError::Entry {
+                        path: p.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        if !stale.is_empty() {
+            self.sync_dir()?;
+        }
+        Ok(stale)
+    }
+}
+
+/// Refuses a directory someone other than its owner could have written.
+fn check_trusted(dir: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(dir).map_err(|source| JournalError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let why = fsutil::distrust(&meta).or_else(|| {
+        (!meta.is_dir()).then(|| format!("it is {}, not a directory", fsutil::kind_of(&meta)))
+    });
+    match why {
+        Some(why) => Err(JournalError::Untrusted {
+            path: dir.to_path_buf(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Reads one entry file: trusted (see [`fsutil::distrust`]), a regular file, at most
+/// [`MAX_ENTRY_BYTES`], and an [`Entry`]; otherwise why not. Never panics, whatever the bytes.
+pub fn read_entry(path: &Path) -> std::result::Result<Entry, String> {
+    let meta = fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if let Some(why) = fsutil::distrust(&meta) {
+        return Err(format!("not trusted, never reverted: {why}"));
+    }
+    let bytes = fsutil::read_bounded(path, MAX_ENTRY_BYTES).map_err(|e| e.to_string())?;
+    serde_json::from_slice::<Entry>(&bytes).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

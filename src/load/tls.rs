@@ -93,8 +93,10 @@ pub fn client_config(opts: &ClientOptions) -> Result<ClientConfig, TlsError> {
             path: path.clone(),
             reason,
         };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca_err(e.to_string()))?
+        // Bounded, regular files only (issue #19): a CA file naming /dev/zero must not hang.
+        let pem = crate::fsutil::read_bounded(path, 16 * 1024 * 1024)
+            .map_err(|e| ca_err(e.to_string()))?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
             .map_err(|e| ca_err(e.to_string()))?;
         if certs.is_empty() {

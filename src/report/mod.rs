@@ -172,6 +172,11 @@ pub fn format(name: &str) -> Option<&'static dyn Renderer> {
 }
 
 /// Writes every format of [`FORMATS`] into `dir` (created if needed). Returns the files.
+///
+/// Each file is written to a new temporary file beside it, fsynced and renamed over
+/// ([`crate::fsutil::write_atomic`]): a symlink planted at its place is replaced, never
+/// followed, and a full disk leaves the file absent or as it was, never empty or torn; the
+/// error names the file.
 pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
         path: dir.to_path_buf(),
@@ -181,21 +186,58 @@ pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     for format in FORMATS {
         let path = dir.join(format.file());
         let content = format.render(report)?;
-        std::fs::write(&path, content).map_err(|source| ReportError::Write {
-            path: path.clone(),
-            source,
+        crate::fsutil::write_atomic(&path, content.as_bytes()).map_err(|source| {
+            ReportError::Write {
+                path: path.clone(),
+                source,
+            }
         })?;
         files.push(path);
     }
     Ok(files)
 }
 
+/// The directory reports go to when no `--out` is given: `reports/<name>-<timestamp>`.
+const DEFAULT_PARENT: &str = "reports";
+
+/// Preflight of [`write()`]: before a run touches anything, the directory its reports will go
+/// to (`out_dir`, else [`DEFAULT_PARENT`] that will hold `<name>-<timestamp>`) is created and
+/// takes a file (a probe written and removed: permission bits lie to root and to read-only
+/// mounts), and the directory's name fits NAME_MAX.
+pub fn check_writable(out_dir: Option<&Path>, name: &str) -> Result<(), ReportError> {
+    let dir = match out_dir {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let longest = dir_name(name, 0);
+            if longest.len() > 255 {
+                return Err(ReportError::Write {
+                    path: Path::new(DEFAULT_PARENT).join(longest),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "the report directory's name is longer than 255 bytes",
+                    ),
+                });
+            }
+            PathBuf::from(DEFAULT_PARENT)
+        }
+    };
+    let err = |source| ReportError::Write {
+        path: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    crate::fsutil::probe_writable(&dir).map_err(err)
+}
+
 /// Reads a report.json written by this or an older rattle of the same format version. An
 /// unknown `schema_version` is refused with its number, before the rest is looked at.
 pub fn read(path: &Path) -> Result<Report, ReportError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Read {
-        path: path.to_path_buf(),
-        source,
+    // Bounded and regular files only (issue #19): far above a long run's report.
+    let text = crate::fsutil::read_text_bounded(path, 256 * 1024 * 1024).map_err(|source| {
+        ReportError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     from_json(&text).map_err(|e| match e {
         FromJsonError::Version(found) => ReportError::UnknownVersion {

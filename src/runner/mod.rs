@@ -51,6 +51,10 @@ pub enum RunError {
     /// The report could not be written.
     #[error("writing the report")]
     Report(#[from] report::ReportError),
+    /// Preflight: the report directory cannot be created or written (read-only, full, too long
+    /// a name); found before anything was touched.
+    #[error("the report directory cannot be written")]
+    ReportDir(#[source] report::ReportError),
     /// The journal could not be opened: no fault may be applied without it.
     #[error("the journal of active faults")]
     Journal(#[from] JournalError),
@@ -80,6 +84,9 @@ pub struct RunOutcome {
     pub report_dir: PathBuf,
     /// The report.
     pub report: Report,
+    /// Why the report files could not be written (the run itself completed: its verdict stands
+    /// and is printed; `outcome` is then at least [`Outcome::BadInput`], an environment error).
+    pub write_error: Option<String>,
 }
 
 /// The phase of a run, for the progress line and the timeline.
@@ -298,16 +305,29 @@ pub async fn run(
             report.started_at_unix_ms,
         ))
     });
-    report::write(&report, &report_dir)?;
+    // The run is over and its faults reverted: a report that cannot be written (disk full
+    // since preflight) must not hide the verdict. It is returned beside it, and the exit code
+    // says the environment failed (2) unless the run's own outcome is worse (3, 4).
+    let write_error = report::write(&report, &report_dir)
+        .err()
+        .map(|e| crate::probe::error_chain(&e));
+    let outcome = match write_error {
+        Some(_) => report.outcome().max(Outcome::BadInput),
+        None => report.outcome(),
+    };
     Ok(RunOutcome {
-        outcome: report.outcome(),
+        outcome,
         report_dir,
         report,
+        write_error,
     })
 }
 
 /// Before anything starts: the plan printed, the load's configuration checked, the journal
-/// opened (no fault may be applied without it) and its leftovers mentioned.
+/// opened, trusted and writable (no fault may be applied without it), its leftovers mentioned,
+/// and everything the run will write checked (issue #19): the report directory created and
+/// writable, and the names of the report directory and journal entries within the file-name
+/// limit. All of it before any fault, so that a run that could not record itself never starts.
 fn preflight(
     plan: &Plan,
     opts: &RunOptions,
@@ -322,6 +342,19 @@ fn preflight(
         .clone()
         .unwrap_or_else(crate::journal::default_state_dir);
     let journal = Journal::open(&state_dir)?;
+    journal.check_writable()?;
+    match journal.clean_stale_temps() {
+        Ok(removed) if !removed.is_empty() => printer.log(&format!(
+            "removed {} torn journal write(s) left by a crashed run in {}",
+            removed.len(),
+            journal.dir().display()
+        )),
+        Ok(_) => {}
+        Err(e) => printer.log(&format!("warning: cannot clean the journal: {e}")),
+    }
+    journal.check_name(&plan.experiment.name)?;
+    report::check_writable(opts.out_dir.as_deref(), &plan.experiment.name)
+        .map_err(RunError::ReportDir)?;
     match journal.leftovers() {
         Ok(left) if !left.is_empty() => printer.log(&format!(
             "warning: the journal in {} holds {} fault(s) that earlier runs never reverted: \

@@ -7,6 +7,7 @@ mod fake_k8s;
 mod gameday;
 mod hardening_api;
 mod hardening_bytes;
+mod hardening_files;
 mod k8s;
 mod kinds;
 mod load;
