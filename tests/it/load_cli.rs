@@ -267,8 +267,14 @@ async fn open_model_sends_on_schedule_and_measures_from_the_intended_start() {
     assert_eq!(u(o, "scheduled"), u(o, "sent") + u(o, "missed"), "{r}");
     assert_eq!(u(o, "sent"), u(&r, "sent"), "{r}");
     assert_eq!(u(o, "scheduled"), u(&r, "requests"), "{r}");
-    // 100/s for 1 s: tickets 0..=100 are due by the stop at the latest.
-    assert!((1..=101).contains(&u(o, "scheduled")), "{r}");
+    // 100/s: tickets 0..=100·t are due by the stop at t. A busy machine can fire the 1 s stop
+    // late (issue #21: seen as 103 scheduled), so the bound is the run's own measured length.
+    let elapsed = r["elapsed_s"].as_f64().expect("elapsed_s");
+    let scheduled = u(o, "scheduled");
+    assert!(
+        scheduled >= 1 && scheduled as f64 <= elapsed * 100.0 + 1.0 + 1e-9,
+        "scheduled {scheduled} in {elapsed} s: {r}"
+    );
     assert_eq!(u(&r, "failed"), 0, "{r}");
 }
 
