@@ -10,6 +10,7 @@
 pub mod api;
 pub mod http;
 pub mod link;
+pub mod share;
 pub mod toxic;
 
 use std::collections::BTreeMap;
@@ -178,6 +179,7 @@ async fn start(
     let c = cancel.clone();
     let up_arc: Arc<str> = Arc::from(upstream.as_str());
     let pool = http::client();
+    let shares = http::Shares::default();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         loop {
@@ -189,7 +191,7 @@ async fn start(
             let Ok((client, _)) = accepted else { continue };
             if mode == Mode::Http {
                 let (up, rules, hc, cc) = (up_arc.clone(), rules.clone(), pool.clone(), c.clone());
-                conns.spawn(http::serve(client, up, rules, hc, cc));
+                conns.spawn(http::serve(client, up, rules, shares.clone(), hc, cc));
                 continue;
             }
             let (up, toxics, cc) = (upstream.clone(), toxics.clone(), c.clone());
@@ -408,7 +410,12 @@ impl Registry {
             .find(|a| a.toxic.name == toxic.toxic.name)
             .ok_or_else(|| ProxyError::ToxicNotFound(toxic.toxic.name.clone()))?;
         let shown = toxic.toxic.clone();
-        *slot = toxic;
+        // The same toxic: its connections' tally goes on.
+        let connections = slot.connections.clone();
+        *slot = ActiveToxic {
+            connections,
+            ..toxic
+        };
         e.toxics.send_replace(Arc::new(list));
         Ok(shown)
     }

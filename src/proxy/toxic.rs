@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::share::Share;
+
 /// Which way the bytes flow that a toxic acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -100,6 +102,9 @@ pub struct ActiveToxic {
     pub toxic: Toxic,
     /// As applied.
     pub effect: Effect,
+    /// Which connections its `toxicity` hits: the proxy's connections share one tally, so the
+    /// share affected stays within one connection of the toxicity ([`super::share`]).
+    pub connections: Share,
 }
 
 fn attr_u64(attrs: &Map<String, Value>, key: &str) -> Result<u64, String> {
@@ -209,6 +214,7 @@ impl ActiveToxic {
                 attributes,
             },
             effect,
+            connections: Share::new(),
         })
     }
 }
