@@ -433,6 +433,13 @@ impl<T: AsToxic + Send + Sync + std::fmt::Debug> Fault for T {
     }
 }
 
+/// What the toxic of a `net-*` fault on `targets` measurably did; `None` for other targets and
+/// for HTTP rules (their effect shows in the load's status codes).
+pub fn measured(env: &FaultEnv, targets: &[Target]) -> Option<crate::proxy::share::Measured> {
+    let t = targets.first().filter(|t| t.kind == TARGET_KIND)?;
+    env.proxies().measured(&t.id, &t.description)
+}
+
 /// Removes the toxic a `net-*` token names. Idempotent: a proxy or toxic that is gone (the
 /// proxy died with an earlier rattle) counts as reverted.
 pub async fn revert(env: &FaultEnv, token: &RevertToken) -> Result<()> {

@@ -414,6 +414,8 @@ struct Now {
     reset: Option<Instant>,
     slicer: Option<(u64, u64, Duration)>,
     limit: Option<(String, u64)>,
+    /// The counters of the toxics that hit this direction (what a report measures).
+    passed: Vec<super::share::Passed>,
 }
 
 struct Writer<'a> {
@@ -447,12 +449,14 @@ impl<'a> Writer<'a> {
         self.rolls
             .retain(|k, _| list.iter().any(|a| &a.toxic.name == k));
         for a in list.iter().filter(|a| a.toxic.stream == self.stream) {
-            let (hit, seen) = *self.rolls.entry(a.toxic.name.clone()).or_insert_with(|| {
-                (a.connections.pick(f64::from(a.toxic.toxicity)), t)
-            });
+            let (hit, seen) = *self
+                .rolls
+                .entry(a.toxic.name.clone())
+                .or_insert_with(|| (a.connections.pick(f64::from(a.toxic.toxicity)), t));
             if !hit {
                 continue;
             }
+            n.passed.push(a.passed.clone());
             match &a.effect {
                 Effect::Latency { latency, jitter } => n.latency = Some((*latency, *jitter)),
                 Effect::Bandwidth { rate } => n.bandwidth = Some(*rate),
@@ -621,6 +625,9 @@ impl<'a> Writer<'a> {
                 return End::Close;
             }
             self.budget.release(piece.len());
+            for p in &n.passed {
+                p.add(piece.len());
+            }
             if close_after {
                 return End::Close;
             }

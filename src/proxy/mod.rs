@@ -149,6 +149,75 @@ impl Entry {
 #[derive(Clone, Default)]
 pub struct Registry {
     inner: Arc<Mutex<BTreeMap<String, Entry>>>,
+    /// What each toxic did, by proxy and toxic name, kept after its removal for the report.
+    meters: Arc<std::sync::Mutex<BTreeMap<(String, String), Meter>>>,
+}
+
+/// A toxic's counters and window.
+struct Meter {
+    since: std::time::Instant,
+    until: Option<std::time::Instant>,
+    connections: share::Share,
+    passed: share::Passed,
+}
+
+/// Meters kept at most: a long-lived `rattle proxy` forgets the oldest removed toxics first.
+const METERS: usize = 1024;
+
+impl Registry {
+    fn meters(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Meter>> {
+        // The map is plain data: a panic elsewhere while it was held leaves it usable.
+        self.meters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn meter_start(&self, proxy: &str, t: &ActiveToxic) {
+        let mut m = self.meters();
+        if m.len() >= METERS {
+            let oldest = m
+                .iter()
+                .filter_map(|(k, v)| v.until.map(|u| (u, k.clone())))
+                .min()
+                .map(|(_, k)| k);
+            if let Some(k) = oldest {
+                m.remove(&k);
+            }
+        }
+        m.insert(
+            (proxy.to_string(), t.toxic.name.clone()),
+            Meter {
+                since: std::time::Instant::now(),
+                until: None,
+                connections: t.connections.clone(),
+                passed: t.passed.clone(),
+            },
+        );
+    }
+
+    fn meter_stop(&self, proxy: &str, name: Option<&str>) {
+        let now = std::time::Instant::now();
+        for ((p, n), v) in self.meters().iter_mut() {
+            if p == proxy && name.is_none_or(|x| x == n) && v.until.is_none() {
+                v.until = Some(now);
+            }
+        }
+    }
+
+    /// What toxic `name` of `proxy` measurably did, while it holds or after its removal.
+    pub fn measured(&self, proxy: &str, name: &str) -> Option<share::Measured> {
+        let m = self.meters();
+        let v = m.get(&(proxy.to_string(), name.to_string()))?;
+        let (connections, affected) = v.connections.tally();
+        Some(share::Measured {
+            seconds: v
+                .until
+                .unwrap_or_else(std::time::Instant::now)
+                .duration_since(v.since)
+                .as_secs_f64(),
+            bytes: v.passed.get(),
+            connections,
+            affected,
+        })
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -334,6 +403,7 @@ impl Registry {
         let mut e = map
             .remove(name)
             .ok_or_else(|| ProxyError::NotFound(name.to_string()))?;
+        self.meter_stop(name, None);
         e.stop().await;
         Ok(())
     }
@@ -349,7 +419,8 @@ impl Registry {
     /// Toxiproxy's reset: every proxy enabled, every toxic removed.
     pub async fn reset(&self) -> Result<()> {
         let mut map = self.inner.lock().await;
-        for e in map.values_mut() {
+        for (name, e) in map.iter_mut() {
+            self.meter_stop(name, None);
             e.toxics.send_replace(Arc::new(Vec::new()));
             e.rules.send_replace(Arc::new(Vec::new()));
             if e.running.is_none() {
@@ -393,6 +464,7 @@ impl Registry {
             return Err(ProxyError::ToxicExists(toxic.toxic.name));
         }
         let shown = toxic.toxic.clone();
+        self.meter_start(proxy, &toxic);
         list.push(toxic);
         e.toxics.send_replace(Arc::new(list));
         Ok(shown)
@@ -411,9 +483,10 @@ impl Registry {
             .ok_or_else(|| ProxyError::ToxicNotFound(toxic.toxic.name.clone()))?;
         let shown = toxic.toxic.clone();
         // The same toxic: its connections' tally goes on.
-        let connections = slot.connections.clone();
+        let (connections, passed) = (slot.connections.clone(), slot.passed.clone());
         *slot = ActiveToxic {
             connections,
+            passed,
             ..toxic
         };
         e.toxics.send_replace(Arc::new(list));
@@ -432,6 +505,7 @@ impl Registry {
         if list.len() == before {
             return Err(ProxyError::ToxicNotFound(name.to_string()));
         }
+        self.meter_stop(proxy, Some(name));
         e.toxics.send_replace(Arc::new(list));
         Ok(())
     }
@@ -497,6 +571,7 @@ impl Registry {
             changed
         });
         if removed {
+            self.meter_stop(proxy, Some(name));
             Ok(())
         } else {
             Err(ProxyError::ToxicNotFound(name.to_string()))

@@ -8,6 +8,7 @@
 //! probability is the share plus what the decisions so far fell short of (clamped to 0..=1):
 //! the error stays within one event, and which events are hit stays unpredictable.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::RngExt;
@@ -64,6 +65,43 @@ impl Share {
     }
 }
 
+/// Bytes passed on the connections a toxic hit, in its direction, while it held. Clones share
+/// the count.
+#[derive(Debug, Clone, Default)]
+pub struct Passed(Arc<AtomicU64>);
+
+impl PartialEq for Passed {
+    /// The count is bookkeeping, not part of what a toxic is.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Passed {
+    /// Counts `n` bytes.
+    pub fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What a toxic measurably did over its window: what a report shows beside what was asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    /// Seconds from the toxic's addition to its removal (or to now, while it holds).
+    pub seconds: f64,
+    /// Bytes passed on the connections it hit, in its direction.
+    pub bytes: u64,
+    /// Connections that met it (each decided once).
+    pub connections: u64,
+    /// Of which it hit (its `toxicity`).
+    pub affected: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,7 +114,10 @@ mod tests {
                 s.pick(p);
                 let (seen, hit) = s.tally();
                 assert_eq!(seen, n);
-                assert!((hit as f64 - n as f64 * p).abs() < 1.0, "p {p} n {n} hit {hit}");
+                assert!(
+                    (hit as f64 - n as f64 * p).abs() < 1.0,
+                    "p {p} n {n} hit {hit}"
+                );
             }
         }
         assert!(Share::new().pick(1.0));
@@ -85,14 +126,18 @@ mod tests {
 
     #[test]
     fn which_events_hit_varies() {
-        let a: Vec<bool> = (0..200).map({
-            let s = Share::new();
-            move |_| s.pick(0.5)
-        }).collect();
-        let b: Vec<bool> = (0..200).map({
-            let s = Share::new();
-            move |_| s.pick(0.5)
-        }).collect();
+        let a: Vec<bool> = (0..200)
+            .map({
+                let s = Share::new();
+                move |_| s.pick(0.5)
+            })
+            .collect();
+        let b: Vec<bool> = (0..200)
+            .map({
+                let s = Share::new();
+                move |_| s.pick(0.5)
+            })
+            .collect();
         assert_ne!(a, b, "two tallies made the same 200 decisions");
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::share::Share;
+use super::share::{Passed, Share};
 
 /// Which way the bytes flow that a toxic acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -105,6 +105,8 @@ pub struct ActiveToxic {
     /// Which connections its `toxicity` hits: the proxy's connections share one tally, so the
     /// share affected stays within one connection of the toxicity ([`super::share`]).
     pub connections: Share,
+    /// Bytes passed on the connections it hit, in its direction.
+    pub passed: Passed,
 }
 
 fn attr_u64(attrs: &Map<String, Value>, key: &str) -> Result<u64, String> {
@@ -215,6 +217,7 @@ impl ActiveToxic {
             },
             effect,
             connections: Share::new(),
+            passed: Passed::default(),
         })
     }
 }

@@ -33,9 +33,9 @@ pub mod score;
 pub use gates::{CheckStatus, GateResult};
 pub use markdown::markdown;
 pub use model::{
-    EventKind, ExperimentRef, FaultReport, PhaseStats, Phases, PlanReport, ProbeReport,
-    RecoveryReport, Report, SloCheckReport, SloReport, SteadyCheck, SteadyState, StopReport,
-    TargetReport, TimelineEvent, Totals, WindowReport,
+    EffectReport, EventKind, ExperimentRef, FaultReport, PhaseStats, Phases, PlanReport,
+    ProbeReport, RecoveryReport, Report, SloCheckReport, SloReport, SteadyCheck, SteadyState,
+    StopReport, TargetReport, TimelineEvent, Totals, WindowReport,
 };
 pub use score::Score;
 
