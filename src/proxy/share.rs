@@ -42,17 +42,17 @@ impl Share {
 
     /// Decides the next event for share `p` (0 to 1).
     pub fn pick(&self, p: f64) -> bool {
-        if p >= 1.0 {
-            return true;
-        }
-        if p <= 0.0 || p.is_nan() {
-            return false;
-        }
         // A poisoned lock only means another decision panicked midway: the tally is still two
         // counters, good to go on with.
         let mut t = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let owed = (t.seen + 1) as f64 * p - t.hit as f64;
-        let hit = rand::rng().random::<f64>() < owed.clamp(0.0, 1.0);
+        let hit = if p >= 1.0 {
+            true
+        } else if p <= 0.0 || p.is_nan() {
+            false
+        } else {
+            let owed = (t.seen + 1) as f64 * p - t.hit as f64;
+            rand::rng().random::<f64>() < owed.clamp(0.0, 1.0)
+        };
         t.seen += 1;
         t.hit += u64::from(hit);
         hit

@@ -1135,3 +1135,30 @@ async fn http_delay_delays_each_request_and_lifts_at_once() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     reg.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_share_hits_its_share_of_requests_within_one_across_connections() {
+    use rattle::proxy::{HttpAction, Mode};
+    let reg = Registry::new();
+    let up = http_upstream().await;
+    let addr = reg
+        .create_mode("hs", "127.0.0.1:0", &up, true, Mode::Http)
+        .await
+        .unwrap()
+        .listen;
+    reg.add_rule("hs", rule("s", HttpAction::Abort { status: 503 }, 0.3))
+        .await
+        .unwrap();
+    // 400 requests over 4 connections: one tally for the proxy, so 120 +- 1 are aborted.
+    let mut aborted = 0u32;
+    for _ in 0..4 {
+        let mut c = http_conn(&addr).await;
+        for _ in 0..100 {
+            if status(&mut c, "GET", "/", None).await == 503 {
+                aborted += 1;
+            }
+        }
+    }
+    assert!(aborted.abs_diff(120) <= 1, "{aborted} of 400 aborted");
+    reg.shutdown().await;
+}
