@@ -787,6 +787,12 @@ duration: 6s
     // A quarter of the requests fall in the fault: p99 carries the 100 ms, p50 does not.
     assert!(p99 >= 100.0, "p99 {p99}");
     assert!(p50 < 100.0, "p50 {p50}");
+    // The effect measured over the fault's window: its 2 s, connections met and all hit, bytes.
+    let effect = r.pointer("/faults/0/effect").expect("fault.effect");
+    let window = effect["window_ms"].as_f64().expect("window_ms");
+    assert!((1900.0..5000.0).contains(&window), "{effect}");
+    assert!(effect["bytes"].as_u64().expect("bytes") > 0, "{effect}");
+    assert_eq!(effect["affected"], effect["connections"], "{effect}");
     // The proxy is gone with the run.
     assert!(std::net::TcpStream::connect(("127.0.0.1", proxy)).is_err());
 }
