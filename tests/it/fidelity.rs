@@ -126,7 +126,10 @@ async fn bandwidth_holds_the_asked_rate_both_ways_and_is_never_above_it() {
         }
         let m = reg.measured("down", "bw").unwrap();
         assert_eq!((m.connections, m.affected), (1, 1));
-        assert_eq!(m.bytes as usize, n, "the meter counts every byte passed: {m:?}");
+        assert_eq!(
+            m.bytes as usize, n,
+            "the meter counts every byte passed: {m:?}"
+        );
         reg.shutdown().await;
     }
 }
