@@ -459,7 +459,8 @@ impl<'a> Writer<'a> {
             n.passed.push(a.passed.clone());
             match &a.effect {
                 Effect::Latency { latency, jitter } => n.latency = Some((*latency, *jitter)),
-                Effect::Bandwidth { rate } => n.bandwidth = Some(*rate),
+                // 0 is no limit, as in Toxiproxy.
+                Effect::Bandwidth { rate } => n.bandwidth = (*rate > 0).then_some(*rate),
                 Effect::SlowClose { delay } => n.slow_close = Some(*delay),
                 Effect::Timeout { timeout } => {
                     n.timeout = Some((!timeout.is_zero()).then(|| seen + *timeout))
