@@ -329,7 +329,8 @@ async fn toxic_path(
     let (tx, rx) = mpsc::channel::<(Bytes, Instant)>(QUEUE);
     let budget = Budget::new();
     let rconn = conn.clone();
-    // Moved in, so that the sender drops (and the writer sees the end) when the reader ends.
+    // The reader owns `tx` (moved in), so that the writer sees the end when the reader ends;
+    // the budget is shared by reference.
     let rbudget = &budget;
     let reader = async move {
         let mut buf = BytesMut::with_capacity(CHUNK);
