@@ -264,6 +264,10 @@ trait TcpToxic {
     fn direction(&self) -> Direction;
     /// Toxiproxy type and attributes.
     fn toxic(&self) -> (&'static str, Value);
+    /// What the toxic's own parsing cannot say about the experiment's field.
+    fn check(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 macro_rules! tcp_kind {
@@ -314,6 +318,16 @@ impl TcpToxic for BandwidthSpec {
     fn toxic(&self) -> (&'static str, Value) {
         ("bandwidth", json!({ "rate": self.rate }))
     }
+    fn check(&self) -> std::result::Result<(), String> {
+        // The toxic reads 0 as no limit (Toxiproxy's meaning); an experiment asking for 0
+        // surely means something else.
+        if self.rate == 0 {
+            return Err(
+                "`rate` must be at least 1 (KB/s); to stop traffic use net-blackhole".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 impl TcpToxic for ResetSpec {
@@ -341,6 +355,7 @@ impl TcpToxic for BlackholeSpec {
 }
 
 fn build<T: TcpToxic>(spec: &T, name: String) -> std::result::Result<ActiveToxic, String> {
+    spec.check()?;
     let (kind, attrs) = spec.toxic();
     let attrs: Map<String, Value> = match attrs {
         Value::Object(m) => m,
@@ -433,6 +448,13 @@ impl<T: AsToxic + Send + Sync + std::fmt::Debug> Fault for T {
     }
 }
 
+/// What the toxic of a `net-*` fault on `targets` measurably did; `None` for other targets and
+/// for HTTP rules (their effect shows in the load's status codes).
+pub fn measured(env: &FaultEnv, targets: &[Target]) -> Option<crate::proxy::share::Measured> {
+    let t = targets.first().filter(|t| t.kind == TARGET_KIND)?;
+    env.proxies().measured(&t.id, &t.description)
+}
+
 /// Removes the toxic a `net-*` token names. Idempotent: a proxy or toxic that is gone (the
 /// proxy died with an earlier rattle) counts as reverted.
 pub async fn revert(env: &FaultEnv, token: &RevertToken) -> Result<()> {
@@ -504,5 +526,18 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, FaultError::NoTarget(_)), "{e}");
+    }
+
+    #[test]
+    fn bandwidth_rate_zero_and_beyond_pacing_are_refused() {
+        let spec = |rate| BandwidthSpec {
+            proxy: "p".into(),
+            rate,
+            direction: Direction::Downstream,
+            toxicity: 1.0,
+        };
+        assert!(spec(0).validate().unwrap_err().contains("at least 1"));
+        assert!(spec(crate::proxy::toxic::MAX_RATE + 1).validate().is_err());
+        assert!(spec(50).validate().is_ok());
     }
 }

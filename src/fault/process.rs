@@ -440,7 +440,15 @@ impl Selector<'_> {
         let protected = Protected::now();
         let mut eligible = Vec::new();
         let mut left_out = Vec::new();
-        for proc in scan_processes()? {
+        // A pid names at most one process: read it alone rather than all of /proc, which is
+        // most of the time between a fault's instant and its signal (issue #22).
+        let procs = match wanted_pid {
+            // /proc/<tid> of a thread is readable but not listed: a scan never finds one.
+            Some(pid) if is_listed_process(pid) => ProcInfo::read(pid).into_iter().collect(),
+            Some(_) => Vec::new(),
+            None => scan_processes()?,
+        };
+        for proc in procs {
             let name_ok = self.name.is_none_or(|n| proc.has_name(n));
             let pid_ok = wanted_pid.is_none_or(|p| p == proc.pid);
             let pattern_ok = pattern.as_ref().is_none_or(|r| r.is_match(&proc.cmdline()));
@@ -651,6 +659,15 @@ fn scan_processes() -> Result<Vec<ProcInfo>> {
         .collect();
     procs.sort_by_key(|p| p.pid);
     Ok(procs)
+}
+
+/// Is `pid` a process (a thread group leader), as a scan of /proc would list it?
+fn is_listed_process(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .is_some_and(|t| t.trim() == pid.to_string())
+    })
 }
 
 /// The processes rattle must never signal, computed once per resolve or inject.

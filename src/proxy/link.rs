@@ -6,22 +6,32 @@
 //! and 1 ms timer granularity never adds up across chunks. The writer re-reads the toxic list
 //! whenever it changes, even in the middle of a wait: removing a toxic releases bytes already
 //! queued, lifts a bandwidth limit and ends a blackhole at once.
+//!
+//! Backpressure: the reader reads only while the bytes queued between it and the writer are
+//! below a [`Budget`] (64 KiB, or a bandwidth toxic's rate times the latency plus the pacing
+//! slack, at most 4 MiB: the bandwidth-delay product), so a connection held in a toxic holds
+//! that much and no more; the rest waits in the sender's socket, where TCP's flow control slows
+//! the sender down as a slow link would.
+//!
+//! Bandwidth is a token bucket over time: a virtual clock advances by each piece's length over
+//! the rate and the writer sends whenever the clock is not ahead of now, so a late timer wake-up
+//! or a slow write is caught up on (within [`PACE_SLACK`]) instead of adding to every piece.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use rand::RngExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -32,8 +42,70 @@ pub type Toxics = watch::Receiver<Arc<Vec<ActiveToxic>>>;
 
 /// Read size; also the largest chunk a latency deadline applies to.
 const CHUNK: usize = 32 * 1024;
-/// Chunks queued between reader and writer of one direction.
+/// Chunks queued between reader and writer of one direction (the bytes are bounded by the
+/// [`Budget`]; this only sizes the channel).
 const QUEUE: usize = 256;
+/// Bytes a direction may hold between its reader and its writer when no bandwidth toxic asks
+/// for more: two reads, and TCP's window without scaling. Under a latency toxic alone this
+/// bounds a connection's throughput to 64 KiB per latency period, as that window would.
+pub const BUFFER_MIN: usize = 64 * 1024;
+/// The most a direction may hold, whatever the bandwidth-delay product.
+pub const BUFFER_MAX: usize = 4 * 1024 * 1024;
+/// How far behind now the bandwidth clock may fall and still be caught up on: a timer that
+/// fires late, or a write that blocks briefly, costs no throughput within this slack; beyond
+/// it (the receiver stopped reading) the bucket holds no more than this much credit.
+pub const PACE_SLACK: Duration = Duration::from_millis(10);
+/// The largest piece written at once under a bandwidth toxic, as time at the rate: small
+/// enough that a slow rate flows smoothly, large enough to cost few wake-ups.
+const PACE_QUANTUM: Duration = Duration::from_millis(5);
+
+/// The bytes queued between the reader and the writer of one direction, and their bound.
+struct Budget {
+    queued: AtomicUsize,
+    limit: AtomicUsize,
+    released: Notify,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self {
+            queued: AtomicUsize::new(0),
+            limit: AtomicUsize::new(BUFFER_MIN),
+            released: Notify::new(),
+        }
+    }
+
+    /// Room for the reader now (zero: wait for [`Budget::release`]).
+    fn room(&self) -> usize {
+        self.limit
+            .load(Ordering::Acquire)
+            .saturating_sub(self.queued.load(Ordering::Acquire))
+    }
+
+    /// The writer passed on or dropped `n` queued bytes.
+    fn release(&self, n: usize) {
+        if n > 0 {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.released.notify_one();
+        }
+    }
+
+    /// The bound for what applies now: the bandwidth-delay product within
+    /// [`BUFFER_MIN`]..=[`BUFFER_MAX`].
+    fn set_for(&self, n: &Now) {
+        let limit = match n.bandwidth {
+            Some(rate) => {
+                let (lat, jit) = n.latency.unwrap_or_default();
+                let secs = (lat + jit + PACE_SLACK + PACE_QUANTUM).as_secs_f64();
+                ((rate as f64 * 1000.0 * secs) as usize).clamp(BUFFER_MIN, BUFFER_MAX)
+            }
+            None => BUFFER_MIN,
+        };
+        if self.limit.swap(limit, Ordering::AcqRel) < limit {
+            self.released.notify_one();
+        }
+    }
+}
 
 /// How a direction ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,17 +327,38 @@ async fn toxic_path(
     conn: CancellationToken,
 ) -> End {
     let (tx, rx) = mpsc::channel::<(Bytes, Instant)>(QUEUE);
+    let budget = Budget::new();
     let rconn = conn.clone();
+    // The reader owns `tx` (moved in), so that the writer sees the end when the reader ends;
+    // the budget is shared by reference.
+    let rbudget = &budget;
     let reader = async move {
         let mut buf = BytesMut::with_capacity(CHUNK);
         loop {
+            // Read only with room in the budget: what the toxics hold back stays in the
+            // sender's socket, and TCP slows the sender.
+            let room = loop {
+                let released = rbudget.released.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                let room = rbudget.room();
+                if room > 0 {
+                    break room;
+                }
+                tokio::select! {
+                    _ = rconn.cancelled() => return,
+                    _ = released => {}
+                }
+            };
             buf.reserve(CHUNK);
+            let mut limited = (&mut buf).limit(room.min(CHUNK));
             tokio::select! {
                 _ = rconn.cancelled() => return,
-                r = src.read_buf(&mut buf) => match r {
+                r = src.read_buf(&mut limited) => match r {
                     Ok(0) | Err(_) => return,
-                    Ok(_) => {
+                    Ok(n) => {
                         let now = Instant::now();
+                        rbudget.queued.fetch_add(n, Ordering::AcqRel);
                         if tx.send((buf.split().freeze(), now)).await.is_err() {
                             return;
                         }
@@ -275,7 +368,9 @@ async fn toxic_path(
         }
     };
     let writer = async {
-        let end = Writer::new(stream, toxics, conn.clone()).run(rx, dst).await;
+        let end = Writer::new(stream, toxics, conn.clone(), &budget)
+            .run(rx, dst)
+            .await;
         // A close or reset ends both directions, the reader of this one included.
         if end != End::Eof {
             conn.cancel();
@@ -306,6 +401,15 @@ fn later(at: Instant, d: Duration) -> Instant {
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365))
 }
 
+/// [`sleep_precise`] when `precise` (a close or reset is due), else tokio's timer alone.
+async fn sleep_precise_if(deadline: Instant, precise: bool) {
+    if precise {
+        sleep_precise(deadline).await
+    } else {
+        tokio::time::sleep_until(deadline).await
+    }
+}
+
 /// What applies to this connection and direction now.
 #[derive(Default)]
 struct Now {
@@ -317,10 +421,14 @@ struct Now {
     reset: Option<Instant>,
     slicer: Option<(u64, u64, Duration)>,
     limit: Option<(String, u64)>,
+    /// The counters of the toxics that hit this direction (what a report measures).
+    passed: Vec<super::share::Passed>,
 }
 
-struct Writer {
+struct Writer<'a> {
     stream: Stream,
+    /// The bytes queued by this direction's reader: released as they are written or dropped.
+    budget: &'a Budget,
     toxics: Toxics,
     conn: CancellationToken,
     /// Per toxic name: did the toxicity roll hit this connection, and when was it first seen.
@@ -329,10 +437,11 @@ struct Writer {
     passed: HashMap<String, u64>,
 }
 
-impl Writer {
-    fn new(stream: Stream, toxics: Toxics, conn: CancellationToken) -> Self {
+impl<'a> Writer<'a> {
+    fn new(stream: Stream, toxics: Toxics, conn: CancellationToken, budget: &'a Budget) -> Self {
         Self {
             stream,
+            budget,
             toxics,
             conn,
             rolls: HashMap::new(),
@@ -347,16 +456,18 @@ impl Writer {
         self.rolls
             .retain(|k, _| list.iter().any(|a| &a.toxic.name == k));
         for a in list.iter().filter(|a| a.toxic.stream == self.stream) {
-            let (hit, seen) = *self.rolls.entry(a.toxic.name.clone()).or_insert_with(|| {
-                let p = a.toxic.toxicity;
-                (p >= 1.0 || rand::rng().random::<f32>() < p, t)
-            });
+            let (hit, seen) = *self
+                .rolls
+                .entry(a.toxic.name.clone())
+                .or_insert_with(|| (a.connections.pick(f64::from(a.toxic.toxicity)), t));
             if !hit {
                 continue;
             }
+            n.passed.push(a.passed.clone());
             match &a.effect {
                 Effect::Latency { latency, jitter } => n.latency = Some((*latency, *jitter)),
-                Effect::Bandwidth { rate } => n.bandwidth = Some(*rate),
+                // 0 is no limit, as in Toxiproxy.
+                Effect::Bandwidth { rate } => n.bandwidth = (*rate > 0).then_some(*rate),
                 Effect::SlowClose { delay } => n.slow_close = Some(*delay),
                 Effect::Timeout { timeout } => {
                     n.timeout = Some((!timeout.is_zero()).then(|| later(seen, *timeout)))
@@ -380,9 +491,14 @@ impl Writer {
     ) -> End {
         let far = Instant::now() + Duration::from_secs(86400 * 365);
         let mut pending: Option<(Bytes, Instant, f64)> = None;
-        let mut next_send = Instant::now();
+        // The bandwidth clock: when the bytes passed so far are due at the rate (`None` while
+        // no bandwidth toxic holds). A token bucket whose credit is at most `PACE_SLACK`.
+        let mut due: Option<Instant> = None;
+        // The earliest instant of the next slice (slicer's gap).
+        let mut next_slice = Instant::now();
         loop {
             let n = self.now();
+            self.budget.set_for(&n);
             let t = Instant::now();
             if n.reset.is_some_and(|d| t >= d) {
                 return End::Reset;
@@ -400,12 +516,17 @@ impl Writer {
                 .unwrap_or(far);
             if n.timeout.is_some() {
                 // Blackhole: data is dropped while the toxic holds.
-                pending = None;
+                if let Some((d, _, _)) = pending.take() {
+                    self.budget.release(d.len());
+                }
                 tokio::select! {
                     _ = self.conn.cancelled() => return End::Close,
                     r = self.toxics.changed() => if r.is_err() { return End::Close },
-                    m = rx.recv() => if m.is_none() { return self.eof(dst, &n).await },
-                    _ = tokio::time::sleep_until(wake) => {}
+                    m = rx.recv() => match m {
+                        Some((d, _)) => self.budget.release(d.len()),
+                        None => return self.eof(dst, &n).await,
+                    },
+                    _ = sleep_precise(wake) => {}
                 }
                 continue;
             }
@@ -420,7 +541,7 @@ impl Writer {
                         }
                         None => return self.eof(dst, &n).await,
                     },
-                    _ = tokio::time::sleep_until(wake) => {}
+                    _ = sleep_precise(wake) => {}
                 }
                 continue;
             };
@@ -437,22 +558,30 @@ impl Writer {
                     continue;
                 }
             }
-            let start = next_send.max(Instant::now());
-            if start > Instant::now() {
+            // Bandwidth: the clock starts when the toxic is first seen, is never more than
+            // `PACE_SLACK` behind now (no hoarded credit), and a piece goes when it is not ahead.
+            let now = Instant::now();
+            let bw_start = n.bandwidth.map(|_| {
+                let floor = now.checked_sub(PACE_SLACK).unwrap_or(now);
+                due.map_or(now, |d| d.max(floor))
+            });
+            due = bw_start;
+            let start = bw_start.unwrap_or(now).max(next_slice);
+            if start > now {
                 pending = Some((data, arrival, sample));
                 tokio::select! {
                     _ = self.conn.cancelled() => return End::Close,
                     r = self.toxics.changed() => if r.is_err() { return End::Close },
-                    _ = tokio::time::sleep_until(start.min(wake)) => {}
+                    _ = sleep_precise_if(start.min(wake), start >= wake) => {}
                 }
                 continue;
             }
             // Pacing by bandwidth and slicer: one piece now, the rest back in `pending`.
             let mut piece = data;
             let mut rest = None;
-            let mut gap = Duration::ZERO;
+            let mut gap = None;
             if let Some(rate) = n.bandwidth {
-                let max = (rate.saturating_mul(1000) / 100).max(1) as usize;
+                let max = (rate as f64 * 1000.0 * PACE_QUANTUM.as_secs_f64()).max(1.0) as usize;
                 if piece.len() > max {
                     rest = Some(piece.split_off(max));
                 }
@@ -466,6 +595,18 @@ impl Writer {
                     rand::rng().random_range(lo..=hi.max(lo))
                 }
                 .max(1) as usize;
+                // A slice short of its size (the end of a read) takes from the chunks already
+                // queued, so that sizes hold across read boundaries.
+                if rest.is_none() && piece.len() < size {
+                    let mut b = BytesMut::from(&piece[..]);
+                    while b.len() < size {
+                        match rx.try_recv() {
+                            Ok((d, _)) => b.extend_from_slice(&d),
+                            Err(_) => break,
+                        }
+                    }
+                    piece = b.freeze();
+                }
                 if piece.len() > size {
                     let tail = piece.split_off(size);
                     rest = Some(match rest {
@@ -477,7 +618,7 @@ impl Writer {
                         None => tail,
                     });
                 }
-                gap = delay;
+                gap = Some(delay);
             }
             let mut close_after = false;
             if let Some((name, limit)) = &n.limit {
@@ -493,19 +634,23 @@ impl Writer {
             if !piece.is_empty() && dst.write_all(&piece).await.is_err() {
                 return End::Close;
             }
+            self.budget.release(piece.len());
+            for p in &n.passed {
+                p.add(piece.len());
+            }
             if close_after {
                 return End::Close;
             }
-            let mut next = start;
-            if let Some(rate) = n.bandwidth {
+            if let (Some(rate), Some(d)) = (n.bandwidth, due) {
                 let bps = rate.saturating_mul(1000).max(1) as f64;
-                next += Duration::from_secs_f64(piece.len() as f64 / bps);
+                due = Some(d + Duration::from_secs_f64(piece.len() as f64 / bps));
             }
-            if n.slicer.is_some() {
-                next = next.max(Instant::now() + gap);
+            if let Some(gap) = gap {
+                next_slice = Instant::now() + gap;
             }
-            next_send = next;
-            pending = rest.filter(|r| !r.is_empty()).map(|r| (r, arrival, sample));
+            if let Some(r) = rest.filter(|r| !r.is_empty()) {
+                pending = Some((r, arrival, sample));
+            }
         }
     }
 

@@ -11,6 +11,7 @@ pub mod accept;
 pub mod api;
 pub mod http;
 pub mod link;
+pub mod share;
 pub mod toxic;
 
 use std::collections::BTreeMap;
@@ -177,6 +178,75 @@ impl Entry {
 #[derive(Clone, Default)]
 pub struct Registry {
     inner: Arc<Mutex<BTreeMap<String, Entry>>>,
+    /// What each toxic did, by proxy and toxic name, kept after its removal for the report.
+    meters: Arc<std::sync::Mutex<BTreeMap<(String, String), Meter>>>,
+}
+
+/// A toxic's counters and window.
+struct Meter {
+    since: std::time::Instant,
+    until: Option<std::time::Instant>,
+    connections: share::Share,
+    passed: share::Passed,
+}
+
+/// Meters kept at most: a long-lived `rattle proxy` forgets the oldest removed toxics first.
+const METERS: usize = 1024;
+
+impl Registry {
+    fn meters(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Meter>> {
+        // The map is plain data: a panic elsewhere while it was held leaves it usable.
+        self.meters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn meter_start(&self, proxy: &str, t: &ActiveToxic) {
+        let mut m = self.meters();
+        if m.len() >= METERS {
+            let oldest = m
+                .iter()
+                .filter_map(|(k, v)| v.until.map(|u| (u, k.clone())))
+                .min()
+                .map(|(_, k)| k);
+            if let Some(k) = oldest {
+                m.remove(&k);
+            }
+        }
+        m.insert(
+            (proxy.to_string(), t.toxic.name.clone()),
+            Meter {
+                since: std::time::Instant::now(),
+                until: None,
+                connections: t.connections.clone(),
+                passed: t.passed.clone(),
+            },
+        );
+    }
+
+    fn meter_stop(&self, proxy: &str, name: Option<&str>) {
+        let now = std::time::Instant::now();
+        for ((p, n), v) in self.meters().iter_mut() {
+            if p == proxy && name.is_none_or(|x| x == n) && v.until.is_none() {
+                v.until = Some(now);
+            }
+        }
+    }
+
+    /// What toxic `name` of `proxy` measurably did, while it holds or after its removal.
+    pub fn measured(&self, proxy: &str, name: &str) -> Option<share::Measured> {
+        let m = self.meters();
+        let v = m.get(&(proxy.to_string(), name.to_string()))?;
+        let (connections, affected) = v.connections.tally();
+        Some(share::Measured {
+            seconds: v
+                .until
+                .unwrap_or_else(std::time::Instant::now)
+                .duration_since(v.since)
+                .as_secs_f64(),
+            bytes: v.passed.get(),
+            connections,
+            affected,
+        })
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -207,6 +277,7 @@ async fn start(
     let c = cancel.clone();
     let up_arc: Arc<str> = Arc::from(upstream.as_str());
     let pool = http::client();
+    let shares = http::Shares::default();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         let mut backoff = accept::Backoff::new();
@@ -226,7 +297,7 @@ async fn start(
             backoff.reset();
             if mode == Mode::Http {
                 let (up, rules, hc, cc) = (up_arc.clone(), rules.clone(), pool.clone(), c.clone());
-                conns.spawn(http::serve(client, up, rules, hc, cc));
+                conns.spawn(http::serve(client, up, rules, shares.clone(), hc, cc));
                 continue;
             }
             let (up, toxics, cc) = (upstream.clone(), toxics.clone(), c.clone());
@@ -369,6 +440,7 @@ impl Registry {
         let mut e = map
             .remove(name)
             .ok_or_else(|| ProxyError::NotFound(name.to_string()))?;
+        self.meter_stop(name, None);
         e.stop().await;
         Ok(())
     }
@@ -384,7 +456,8 @@ impl Registry {
     /// Toxiproxy's reset: every proxy enabled, every toxic removed.
     pub async fn reset(&self) -> Result<()> {
         let mut map = self.inner.lock().await;
-        for e in map.values_mut() {
+        for (name, e) in map.iter_mut() {
+            self.meter_stop(name, None);
             e.toxics.send_replace(Arc::new(Vec::new()));
             e.rules.send_replace(Arc::new(Vec::new()));
             if e.running.is_none() {
@@ -428,6 +501,7 @@ impl Registry {
             return Err(ProxyError::ToxicExists(toxic.toxic.name));
         }
         let shown = toxic.toxic.clone();
+        self.meter_start(proxy, &toxic);
         list.push(toxic);
         e.toxics.send_replace(Arc::new(list));
         Ok(shown)
@@ -445,7 +519,13 @@ impl Registry {
             .find(|a| a.toxic.name == toxic.toxic.name)
             .ok_or_else(|| ProxyError::ToxicNotFound(toxic.toxic.name.clone()))?;
         let shown = toxic.toxic.clone();
-        *slot = toxic;
+        // The same toxic: its connections' tally goes on.
+        let (connections, passed) = (slot.connections.clone(), slot.passed.clone());
+        *slot = ActiveToxic {
+            connections,
+            passed,
+            ..toxic
+        };
         e.toxics.send_replace(Arc::new(list));
         Ok(shown)
     }
@@ -462,6 +542,7 @@ impl Registry {
         if list.len() == before {
             return Err(ProxyError::ToxicNotFound(name.to_string()));
         }
+        self.meter_stop(proxy, Some(name));
         e.toxics.send_replace(Arc::new(list));
         Ok(())
     }
@@ -527,6 +608,7 @@ impl Registry {
             changed
         });
         if removed {
+            self.meter_stop(proxy, Some(name));
             Ok(())
         } else {
             Err(ProxyError::ToxicNotFound(name.to_string()))

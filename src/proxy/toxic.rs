@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::share::{Passed, Share};
+
 /// Which way the bytes flow that a toxic acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -31,6 +33,10 @@ impl Stream {
     }
 }
 
+/// The highest bandwidth rate accepted, KB/s (10 GB/s): beyond it no machine this proxy runs on
+/// can pace one connection, and a toxic must not silently deliver less than it says.
+pub const MAX_RATE: u64 = 10_000_000;
+
 /// A toxic's effect, attributes parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -41,9 +47,10 @@ pub enum Effect {
         /// Spread of the uniform jitter.
         jitter: Duration,
     },
-    /// Limit throughput to `rate` KB/s (1 KB = 1000 bytes, as in Toxiproxy).
+    /// Limit throughput to `rate` KB/s (1 KB = 1000 bytes, as in Toxiproxy); 0 means no
+    /// limit, as in Toxiproxy.
     Bandwidth {
-        /// KB/s.
+        /// KB/s, at most [`MAX_RATE`].
         rate: u64,
     },
     /// Delay the close of the connection by `delay` after the stream ends.
@@ -100,6 +107,11 @@ pub struct ActiveToxic {
     pub toxic: Toxic,
     /// As applied.
     pub effect: Effect,
+    /// Which connections its `toxicity` hits: the proxy's connections share one tally, so the
+    /// share affected stays within one connection of the toxicity ([`super::share`]).
+    pub connections: Share,
+    /// Bytes passed on the connections it hit, in its direction.
+    pub passed: Passed,
 }
 
 /// Largest duration attribute, in milliseconds: 365 days. Far beyond any useful fault, far
@@ -167,6 +179,13 @@ impl ActiveToxic {
             }
             "bandwidth" => {
                 let rate = attr_u64(a, "rate", MAX_COUNT)?;
+                if rate > MAX_RATE {
+                    return Err(format!(
+                        "attribute `rate` is {rate} KB/s: beyond what the proxy can pace (at \
+                         most {MAX_RATE} KB/s, 10 GB/s; a 2-core machine carries about 1.7 GB/s \
+                         through it, and the report's fault.effect shows the rate delivered)"
+                    ));
+                }
                 (Effect::Bandwidth { rate }, json!({ "rate": rate }))
             }
             "slow_close" => {
@@ -225,6 +244,8 @@ impl ActiveToxic {
                 attributes,
             },
             effect,
+            connections: Share::new(),
+            passed: Passed::default(),
         })
     }
 }
@@ -256,5 +277,20 @@ mod tests {
             .cloned()
             .unwrap_or_default();
         assert!(ActiveToxic::new("x".into(), "latency", Stream::Upstream, 1.0, &bad).is_err());
+    }
+
+    #[test]
+    fn bandwidth_beyond_what_can_be_paced_is_refused_and_zero_is_no_limit() {
+        let rate = |r: u64| {
+            let a = json!({ "rate": r })
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            ActiveToxic::new("b".into(), "bandwidth", Stream::Downstream, 1.0, &a)
+        };
+        assert!(rate(MAX_RATE).is_ok());
+        let e = rate(MAX_RATE + 1).unwrap_err();
+        assert!(e.contains("beyond what the proxy can pace"), "{e}");
+        assert_eq!(rate(0).unwrap().effect, Effect::Bandwidth { rate: 0 });
     }
 }

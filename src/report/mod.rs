@@ -33,7 +33,8 @@ pub mod score;
 pub use gates::{CheckStatus, GateResult};
 pub use markdown::markdown;
 pub use model::{
-    EventKind, ExperimentRef, FaultReport, LatencyReport, PhaseStats, Phases, PlanReport,
+    EffectReport, EventKind, ExperimentRef, FaultReport, LatencyReport, PhaseStats, Phases,
+    PlanReport,
     ProbeReport, RecoveryReport, Report, SloCheckReport, SloReport, SteadyCheck, SteadyState,
     StopReport, TargetReport, TimelineEvent, Totals, WindowReport,
 };

@@ -97,6 +97,41 @@ pub struct FaultReport {
     pub error: Option<String>,
     /// Impact and recovery figures; null if it never fired.
     pub recovery: Option<RecoveryReport>,
+    /// What the fault measurably did, where rattle can measure it (a proxy toxic: the bytes
+    /// per second through the connections it hit, the share of connections it hit), so that a
+    /// reader sees the fault actually applied beside the one asked. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<EffectReport>,
+}
+
+/// A fault's measured effect over its window.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EffectReport {
+    /// From injection to revert (or to the end of the run), ms.
+    pub window_ms: f64,
+    /// Bytes passed on the connections it hit, in its direction.
+    pub bytes: u64,
+    /// `bytes` over the window; null for an empty window.
+    pub bytes_per_sec: Option<f64>,
+    /// Connections that met it during the window.
+    pub connections: u64,
+    /// Of which it hit (its `toxicity`).
+    pub affected: u64,
+    /// `affected` / `connections`; null without connections.
+    pub affected_share: Option<f64>,
+}
+
+impl From<&crate::proxy::share::Measured> for EffectReport {
+    fn from(m: &crate::proxy::share::Measured) -> Self {
+        Self {
+            window_ms: m.seconds * 1000.0,
+            bytes: m.bytes,
+            bytes_per_sec: (m.seconds > 0.0).then(|| m.bytes as f64 / m.seconds),
+            connections: m.connections,
+            affected: m.affected,
+            affected_share: (m.connections > 0).then(|| m.affected as f64 / m.connections as f64),
+        }
+    }
 }
 
 /// One window of the load.

@@ -747,6 +747,9 @@ fn analyse(
                 reverted_at_ms: st.reverted_us.map(analysis::us_to_ms),
                 error: st.error.clone(),
                 recovery: recovery.as_ref().map(Into::into),
+                effect: crate::fault::net::measured(&s.env, &st.targets)
+                    .as_ref()
+                    .map(Into::into),
             }
         })
         .collect();

@@ -4,6 +4,7 @@
 mod demo;
 mod experiment;
 mod fake_k8s;
+mod fidelity;
 mod gameday;
 mod hardening_api;
 mod hardening_bytes;

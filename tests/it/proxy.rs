@@ -792,6 +792,12 @@ duration: 6s
     // A quarter of the requests fall in the fault: p99 carries the 100 ms, p50 does not.
     assert!(p99 >= 100.0, "p99 {p99}");
     assert!(p50 < 100.0, "p50 {p50}");
+    // The effect measured over the fault's window: its 2 s, connections met and all hit, bytes.
+    let effect = r.pointer("/faults/0/effect").expect("fault.effect");
+    let window = effect["window_ms"].as_f64().expect("window_ms");
+    assert!((1900.0..5000.0).contains(&window), "{effect}");
+    assert!(effect["bytes"].as_u64().expect("bytes") > 0, "{effect}");
+    assert_eq!(effect["affected"], effect["connections"], "{effect}");
     // The proxy is gone with the run.
     assert!(std::net::TcpStream::connect(("127.0.0.1", proxy)).is_err());
 }
@@ -1141,5 +1147,32 @@ async fn http_delay_delays_each_request_and_lifts_at_once() {
     let t = Instant::now();
     assert_eq!(status(&mut c, "GET", "/", None).await, 200);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    reg.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_share_hits_its_share_of_requests_within_one_across_connections() {
+    use rattle::proxy::{HttpAction, Mode};
+    let reg = Registry::new();
+    let up = http_upstream().await;
+    let addr = reg
+        .create_mode("hs", "127.0.0.1:0", &up, true, Mode::Http)
+        .await
+        .unwrap()
+        .listen;
+    reg.add_rule("hs", rule("s", HttpAction::Abort { status: 503 }, 0.3))
+        .await
+        .unwrap();
+    // 400 requests over 4 connections: one tally for the proxy, so 120 +- 1 are aborted.
+    let mut aborted = 0u32;
+    for _ in 0..4 {
+        let mut c = http_conn(&addr).await;
+        for _ in 0..100 {
+            if status(&mut c, "GET", "/", None).await == 503 {
+                aborted += 1;
+            }
+        }
+    }
+    assert!(aborted.abs_diff(120) <= 1, "{aborted} of 400 aborted");
     reg.shutdown().await;
 }
