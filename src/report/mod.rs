@@ -34,9 +34,8 @@ pub use gates::{CheckStatus, GateResult};
 pub use markdown::markdown;
 pub use model::{
     EffectReport, EventKind, ExperimentRef, FaultReport, LatencyReport, PhaseStats, Phases,
-    PlanReport,
-    ProbeReport, RecoveryReport, Report, SloCheckReport, SloReport, SteadyCheck, SteadyState,
-    StopReport, TargetReport, TimelineEvent, Totals, WindowReport,
+    PlanReport, ProbeReport, RecoveryReport, Report, SloCheckReport, SloReport, SteadyCheck,
+    SteadyState, StopReport, TargetReport, TimelineEvent, Totals, WindowReport,
 };
 pub use score::Score;
 

@@ -597,9 +597,21 @@ async fn issue19_toxics_at_their_largest_values_never_panic_a_connection() {
         assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
         reg.remove_toxic("p", "s").await.unwrap();
     }
-    // Bandwidth and limit_data at i64::MAX: no limit to speak of.
+    // Bandwidth beyond what the proxy can pace is refused with the attribute named (#22);
+    // at its largest accepted rate, and limit_data at i64::MAX: no limit to speak of.
+    let too_fast = ActiveToxic::new(
+        "t".into(),
+        "bandwidth",
+        Stream::Downstream,
+        1.0,
+        &attrs(json!({"rate": max})),
+    );
+    assert!(
+        too_fast.as_ref().is_err_and(|e| e.contains("`rate`")),
+        "{too_fast:?}"
+    );
     for (kind, attr) in [
-        ("bandwidth", json!({"rate": max})),
+        ("bandwidth", json!({"rate": rattle::proxy::toxic::MAX_RATE})),
         ("limit_data", json!({"bytes": max})),
     ] {
         let a = ActiveToxic::new("t".into(), kind, Stream::Downstream, 1.0, &attrs(attr)).unwrap();
