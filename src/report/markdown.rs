@@ -181,8 +181,9 @@ pub fn markdown(r: &Report) -> String {
             t.failed_latency
                 .filter(|l| l.count > 0)
                 .map(|l| format!(
-                    "; the {} failed requests sent: p50 {}, p99 {}",
+                    "; the {} failed request{} sent: p50 {}, p99 {}",
                     l.count,
+                    if l.count == 1 { "" } else { "s" },
                     fmt_ms(l.p50_ms),
                     fmt_ms(l.p99_ms)
                 ))
