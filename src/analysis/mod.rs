@@ -24,21 +24,14 @@
 //!   Figures of all sent requests, and of the failed ones apart, are kept beside them.
 
 use crate::experiment::{Cmp, DurationThreshold, Slo};
-use crate::metrics::{Outcome, Record};
+use crate::metrics::{LatencySummary, Outcome, Record};
 
 /// Microseconds to milliseconds, rounded to 0.001 ms.
 pub fn us_to_ms(us: u64) -> f64 {
     (us as f64 / 1000.0 * 1000.0).round() / 1000.0
 }
 
-/// The nearest-rank percentile of sorted values (`q` in 0..=1); `None` when empty.
-pub fn percentile_sorted(sorted: &[u64], q: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
-}
+pub use crate::metrics::percentile_sorted;
 
 /// The result of checking the SLO over a set of requests.
 #[derive(Debug, Clone, PartialEq)]
@@ -376,39 +369,9 @@ pub struct SpanStats {
     /// Maximum (ms).
     pub max_ms: Option<f64>,
     /// Latency of the successful requests.
-    pub ok_latency: LatencyStats,
+    pub ok_latency: LatencySummary,
     /// Latency of the failed requests that were sent (a timeout at its timeout).
-    pub failed_latency: LatencyStats,
-}
-
-/// Latency percentiles of a set of requests (ms).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct LatencyStats {
-    /// Requests with a latency (sent ones).
-    pub count: u64,
-    /// Median.
-    pub p50_ms: Option<f64>,
-    /// 90th percentile.
-    pub p90_ms: Option<f64>,
-    /// 99th percentile.
-    pub p99_ms: Option<f64>,
-    /// Maximum.
-    pub max_ms: Option<f64>,
-}
-
-impl LatencyStats {
-    /// The percentiles of `latencies` (µs, any order).
-    pub fn of(mut latencies: Vec<u64>) -> Self {
-        latencies.sort_unstable();
-        let pct = |q: f64| percentile_sorted(&latencies, q).map(us_to_ms);
-        Self {
-            count: latencies.len() as u64,
-            p50_ms: pct(0.5),
-            p90_ms: pct(0.9),
-            p99_ms: pct(0.99),
-            max_ms: pct(1.0),
-        }
-    }
+    pub failed_latency: LatencySummary,
 }
 
 /// Figures of the requests completing in `[from_us, to_us)`, from records sorted by `done_us`.
@@ -441,8 +404,8 @@ pub fn span_stats(sorted: &[Record], from_us: u64, to_us: u64) -> SpanStats {
         p90_ms: pct(0.9),
         p99_ms: pct(0.99),
         max_ms: pct(1.0),
-        ok_latency: LatencyStats::of(latencies(true)),
-        failed_latency: LatencyStats::of(latencies(false)),
+        ok_latency: LatencySummary::of_unsorted(latencies(true)),
+        failed_latency: LatencySummary::of_unsorted(latencies(false)),
     }
 }
 

@@ -180,6 +180,15 @@ pub fn new_histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!("sigfig 3 is valid")))
 }
 
+/// The nearest-rank percentile of sorted values (`q` in 0..=1); `None` when empty.
+pub fn percentile_sorted(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
 /// Latency percentiles of a window (µs, from intended start).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LatencySummary {
@@ -196,6 +205,20 @@ pub struct LatencySummary {
 }
 
 impl LatencySummary {
+    /// Exact nearest-rank percentiles of `latencies` (µs, any order): for spans analysis reads
+    /// from per-request records rather than from a histogram.
+    pub fn of_unsorted(mut latencies: Vec<u64>) -> Self {
+        latencies.sort_unstable();
+        let pct = |q: f64| percentile_sorted(&latencies, q);
+        Self {
+            count: latencies.len() as u64,
+            p50_us: pct(0.5),
+            p90_us: pct(0.9),
+            p99_us: pct(0.99),
+            max_us: latencies.last().copied(),
+        }
+    }
+
     fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Self::default();
@@ -228,10 +251,10 @@ pub struct Window {
     pub failed_latency: LatencySummary,
 }
 
-/// Latency histograms kept apart by how requests ended: every sent request, the successful
-/// ones, the failed ones.
+/// Latency histograms kept apart by how requests ended: the successful ones and the failed
+/// ones. Every sent request's figures are their sum, derived when read (a window's once, when
+/// it closes), so a request is recorded once.
 struct Latencies {
-    all: Histogram<u64>,
     ok: Histogram<u64>,
     failed: Histogram<u64>,
 }
@@ -239,7 +262,6 @@ struct Latencies {
 impl Latencies {
     fn new() -> Self {
         Self {
-            all: new_histogram(),
             ok: new_histogram(),
             failed: new_histogram(),
         }
@@ -247,26 +269,33 @@ impl Latencies {
 
     /// Records a request that was sent (not `Missed`).
     fn record(&mut self, outcome: Outcome, latency_us: u64) {
-        let v = latency_us.max(1);
-        self.all.saturating_record(v);
-        if outcome.is_ok() {
-            self.ok.saturating_record(v);
+        let h = if outcome.is_ok() {
+            &mut self.ok
         } else {
-            self.failed.saturating_record(v);
-        }
+            &mut self.failed
+        };
+        h.saturating_record(latency_us.max(1));
+    }
+
+    /// Every sent request: the two histograms added. They share their bounds, so the addition
+    /// cannot fail; were it to, the figures would miss the failures, never panic.
+    fn all(&self) -> Histogram<u64> {
+        let mut all = self.ok.clone();
+        let _ = all.add(&self.failed);
+        all
     }
 
     fn summaries(&self) -> [LatencySummary; 3] {
         [
-            LatencySummary::of(&self.all),
+            LatencySummary::of(&self.all()),
             LatencySummary::of(&self.ok),
             LatencySummary::of(&self.failed),
         ]
     }
 }
 
-/// Windows this far behind the newest one keep their histogram; older ones keep only their
-/// summary. Latencies are recorded at completion, so they only ever land in the newest window
+/// Windows this far behind the newest one keep their histograms; older ones keep only their
+/// summaries. Latencies are recorded at completion, so they only ever land in the newest window
 /// (give or take a scheduling delay); only `Missed` records, which carry no latency, land
 /// further back. A histogram of 1 µs to 1 hour at 3 digits is ~180 KB: kept for every window
 /// it grew memory by 180 KB a second of run.
@@ -403,7 +432,7 @@ impl Recording {
 
     /// Whole-run latency histogram of every request sent.
     pub fn total_latency(&self) -> Histogram<u64> {
-        self.lock().total_latency.all.clone()
+        self.lock().total_latency.all()
     }
 
     /// Whole-run latency histograms of the successful and of the failed requests sent.

@@ -513,11 +513,8 @@ impl PhaseStats {
     pub fn success_latency(&self) -> LatencyReport {
         self.ok_latency.unwrap_or(LatencyReport {
             count: self.requests,
-            p50_ms: self.p50_ms,
-            p90_ms: self.p90_ms,
-            p99_ms: self.p99_ms,
             p999_ms: None,
-            max_ms: self.max_ms,
+            ..LatencyReport::mixed(self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms)
         })
     }
 }
@@ -528,11 +525,8 @@ impl Totals {
     pub fn success_latency(&self) -> LatencyReport {
         self.ok_latency.unwrap_or(LatencyReport {
             count: self.sent,
-            p50_ms: self.p50_ms,
-            p90_ms: self.p90_ms,
-            p99_ms: self.p99_ms,
             p999_ms: self.p999_ms,
-            max_ms: self.max_ms,
+            ..LatencyReport::mixed(self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms)
         })
     }
 }
@@ -543,11 +537,8 @@ impl WindowReport {
     pub fn success_latency(&self) -> LatencyReport {
         self.ok_latency.unwrap_or(LatencyReport {
             count: self.sent,
-            p50_ms: self.p50_ms,
-            p90_ms: self.p90_ms,
-            p99_ms: self.p99_ms,
             p999_ms: None,
-            max_ms: self.max_ms,
+            ..LatencyReport::mixed(self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms)
         })
     }
 }
@@ -571,19 +562,6 @@ pub struct LatencyReport {
     pub max_ms: Option<f64>,
 }
 
-impl From<&analysis::LatencyStats> for LatencyReport {
-    fn from(s: &analysis::LatencyStats) -> Self {
-        Self {
-            count: s.count,
-            p50_ms: s.p50_ms,
-            p90_ms: s.p90_ms,
-            p99_ms: s.p99_ms,
-            p999_ms: None,
-            max_ms: s.max_ms,
-        }
-    }
-}
-
 impl From<&crate::metrics::LatencySummary> for LatencyReport {
     fn from(s: &crate::metrics::LatencySummary) -> Self {
         Self {
@@ -598,6 +576,19 @@ impl From<&crate::metrics::LatencySummary> for LatencyReport {
 }
 
 impl LatencyReport {
+    /// The mixed figures of a report written before `ok_latency` existed, read as the best
+    /// that report knows of what users waited for.
+    fn mixed(p50: Option<f64>, p90: Option<f64>, p99: Option<f64>, max: Option<f64>) -> Self {
+        Self {
+            count: 0,
+            p50_ms: p50,
+            p90_ms: p90,
+            p99_ms: p99,
+            p999_ms: None,
+            max_ms: max,
+        }
+    }
+
     /// The figures of a whole-run histogram (µs), with the 99.9th percentile.
     pub fn of_histogram(h: &hdrhistogram::Histogram<u64>) -> Self {
         let q = |q: f64| (!h.is_empty()).then(|| analysis::us_to_ms(h.value_at_quantile(q)));
