@@ -314,18 +314,21 @@ fn phase_rows(r: &Report) -> Vec<Row> {
     ]
     .into_iter()
     .filter_map(|(n, s)| s.as_ref().map(|s| (n, s)))
-    .map(|(n, s)| Row {
-        cells: vec![
-            n.to_string(),
-            format!("{:.1}–{:.1} s", s.from_ms / 1000.0, s.to_ms / 1000.0),
-            s.requests.to_string(),
-            fmt_pct(s.error_rate),
-            fmt_ms(s.success_latency().p50_ms),
-            fmt_ms(s.success_latency().p90_ms),
-            fmt_ms(s.success_latency().p99_ms),
-            fmt_ms(s.success_latency().max_ms),
-        ],
-        class: "",
+    .map(|(n, s)| {
+        let l = s.success_latency();
+        Row {
+            cells: vec![
+                n.to_string(),
+                format!("{:.1}–{:.1} s", s.from_ms / 1000.0, s.to_ms / 1000.0),
+                s.requests.to_string(),
+                fmt_pct(s.error_rate),
+                fmt_ms(l.p50_ms),
+                fmt_ms(l.p90_ms),
+                fmt_ms(l.p99_ms),
+                fmt_ms(l.max_ms),
+            ],
+            class: "",
+        }
     })
     .collect()
 }

@@ -212,6 +212,7 @@ pub fn markdown(r: &Report) -> String {
             ("recovery", &p.recovery),
         ] {
             if let Some(st) = st {
+                let l = st.success_latency();
                 let _ = writeln!(
                     s,
                     "| {name} | {:.1}–{:.1} s | {} | {} | {} | {} | {} | {} |",
@@ -219,10 +220,10 @@ pub fn markdown(r: &Report) -> String {
                     st.to_ms / 1000.0,
                     st.requests,
                     fmt_pct(st.error_rate),
-                    fmt_ms(st.success_latency().p50_ms),
-                    fmt_ms(st.success_latency().p90_ms),
-                    fmt_ms(st.success_latency().p99_ms),
-                    fmt_ms(st.success_latency().max_ms)
+                    fmt_ms(l.p50_ms),
+                    fmt_ms(l.p90_ms),
+                    fmt_ms(l.p99_ms),
+                    fmt_ms(l.max_ms)
                 );
             }
         }
