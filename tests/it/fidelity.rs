@@ -6,36 +6,16 @@
 use std::time::Duration;
 
 use rattle::proxy::link::BUFFER_MIN;
-use rattle::proxy::{ActiveToxic, Registry, Stream};
-use serde_json::{Map, Value, json};
+use rattle::proxy::{Registry, Stream};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout};
 
+use crate::support::{sender, toxic};
+
 /// Bound on any single step.
 const STEP: Duration = Duration::from_secs(20);
-
-fn toxic(name: &str, kind: &str, stream: Stream, toxicity: f32, attrs: Value) -> ActiveToxic {
-    let m: Map<String, Value> = attrs.as_object().cloned().unwrap_or_default();
-    ActiveToxic::new(name.into(), kind, stream, toxicity, &m).unwrap()
-}
-
-/// A server that writes `n` bytes to each connection, then closes it.
-async fn sender(n: usize) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let _ = s.write_all(&vec![b'x'; n]).await;
-                let _ = s.shutdown().await;
-                let mut sink = [0u8; 16];
-                let _ = s.read(&mut sink).await;
-            });
-        }
-    });
-    addr
-}
 
 /// A server that reads each connection to its end and reports (bytes, first, last read).
 async fn sink() -> (

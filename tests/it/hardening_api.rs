@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use rattle::proxy::{ActiveToxic, Registry, Stream, api};
 use serde_json::{Map, Value, json};
 
-use crate::support::{Guard, free_port, rattle};
+use crate::support::{Guard, echo, free_port, rattle};
 
 /// Bound on any single network step.
 const STEP: Duration = Duration::from_secs(10);
@@ -529,31 +529,6 @@ async fn issue19_out_of_range_toxic_attributes_are_400_naming_the_field() {
     }
     assert!(reg.toxics("p").await.unwrap().is_empty());
     reg.shutdown().await;
-}
-
-/// An echo server; returns its address.
-async fn echo() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 /// Echoes 256 KiB through `listen`; the bytes that came back.

@@ -13,63 +13,16 @@ use std::time::Duration;
 use hyper::Method;
 use proptest::prelude::*;
 use rattle::proxy::api;
-use rattle::proxy::{ActiveToxic, ProxyError, Registry, Stream};
-use serde_json::{Map, Value, json};
+use rattle::proxy::{ProxyError, Registry, Stream};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout};
 
-use crate::support::free_port;
+use crate::support::{echo, free_port, sender, toxic};
 
 /// Bound on any single test step.
 const STEP: Duration = Duration::from_secs(10);
-
-/// An echo server; returns its address.
-async fn echo() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let _ = s.set_nodelay(true);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// A server that writes `n` bytes to each connection, then closes it.
-async fn sender(n: usize) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let _ = s.write_all(&vec![b'x'; n]).await;
-                let _ = s.shutdown().await;
-                let mut sink = [0u8; 16];
-                let _ = s.read(&mut sink).await;
-            });
-        }
-    });
-    addr
-}
-
-fn toxic(name: &str, kind: &str, stream: Stream, toxicity: f32, attrs: Value) -> ActiveToxic {
-    let m: Map<String, Value> = attrs.as_object().cloned().unwrap_or_default();
-    ActiveToxic::new(name.into(), kind, stream, toxicity, &m).unwrap()
-}
 
 async fn proxy_to(reg: &Registry, name: &str, upstream: &str) -> String {
     reg.create(name, "127.0.0.1:0", upstream, true)

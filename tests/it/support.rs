@@ -301,3 +301,59 @@ pub fn mutate(text: &str, pos: usize, len: usize, insert: &str) -> String {
     s.replace_range(pos..end, insert);
     s
 }
+
+/// A TCP echo server on 127.0.0.1 (a task per connection, `TCP_NODELAY`); returns its address.
+pub async fn echo() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A server on 127.0.0.1 that writes `n` bytes to each connection, then closes it.
+pub async fn sender(n: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(&vec![b'x'; n]).await;
+                let _ = s.shutdown().await;
+                let mut sink = [0u8; 16];
+                let _ = s.read(&mut sink).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A toxic from JSON attributes (a test's own, so a bad one is a test bug: it panics).
+pub fn toxic(
+    name: &str,
+    kind: &str,
+    stream: rattle::proxy::Stream,
+    toxicity: f32,
+    attrs: serde_json::Value,
+) -> rattle::proxy::ActiveToxic {
+    let m = attrs.as_object().cloned().unwrap_or_default();
+    rattle::proxy::ActiveToxic::new(name.into(), kind, stream, toxicity, &m).unwrap()
+}
