@@ -232,10 +232,10 @@ async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::BadInput);
     }
     let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("reports").join(crate::report::dir_name(
+        crate::report::default_dir(
             &format!("gameday-{}", gd.name()),
             chrono::Utc::now().timestamp_millis(),
-        ))
+        )
     });
     let mut s = settings(&args.flags, out.clone());
     s.yes = true; // confirmed above

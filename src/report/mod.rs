@@ -200,6 +200,11 @@ pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
 /// The directory reports go to when no `--out` is given: `reports/<name>-<timestamp>`.
 const DEFAULT_PARENT: &str = "reports";
 
+/// Where a run's reports go without `--out`: `reports/<name>-<UTC timestamp>/`.
+pub fn default_dir(name: &str, started_at_unix_ms: i64) -> PathBuf {
+    Path::new(DEFAULT_PARENT).join(dir_name(name, started_at_unix_ms))
+}
+
 /// Preflight of [`write()`]: before a run touches anything, the directory its reports will go
 /// to (`out_dir`, else [`DEFAULT_PARENT`] that will hold `<name>-<timestamp>`) is created and
 /// takes a file (a probe written and removed: permission bits lie to root and to read-only

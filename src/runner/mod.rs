@@ -299,12 +299,10 @@ pub async fn run(
         &stopped.probe_results,
     );
     report.stop = stop_report(&ending, reverted_all_us);
-    let report_dir = opts.out_dir.clone().unwrap_or_else(|| {
-        PathBuf::from("reports").join(report::dir_name(
-            &report.experiment.name,
-            report.started_at_unix_ms,
-        ))
-    });
+    let report_dir = opts
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| report::default_dir(&report.experiment.name, report.started_at_unix_ms));
     // The run is over and its faults reverted: a report that cannot be written (disk full
     // since preflight) must not hide the verdict. It is returned beside it, and the exit code
     // says the environment failed (2) unless the run's own outcome is worse (3, 4).
