@@ -36,37 +36,35 @@ pub(crate) trait EntryKinds: Sized {
     fn kind_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)>;
 }
 
-impl EntryKinds for FaultSpec {
-    const ENTRY: &'static str = "fault";
-    const KINDS: &'static [&'static str] = FAULT_KINDS;
+/// Implements [`EntryKinds`] for a registry's enum from its list of kinds: the one definition
+/// `fault_kinds!` and `probe_kinds!` share (`$spec::$variant` holds the spec `$ty` of key `$key`).
+macro_rules! entry_kinds {
+    ($spec:ident, $entry:literal, $kinds:expr, $( $key:literal => $variant:ident($ty:ty) ),* $(,)?) => {
+        impl $crate::experiment::entry::EntryKinds for $spec {
+            const ENTRY: &'static str = $entry;
+            const KINDS: &'static [&'static str] = $kinds;
 
-    fn deserialize_kind<'de, A: MapAccess<'de>>(
-        key: &str,
-        map: &mut A,
-    ) -> Option<Result<Located<Self>, A::Error>> {
-        FaultSpec::deserialize_kind(key, map)
-    }
+            fn deserialize_kind<'de, A: serde::de::MapAccess<'de>>(
+                key: &str,
+                map: &mut A,
+            ) -> Option<std::result::Result<$crate::experiment::Located<Self>, A::Error>> {
+                match key {
+                    $($key => Some(map.next_value::<$crate::experiment::Located<$ty>>().map(|l| {
+                        $crate::experiment::Located::at($spec::$variant(l.value), l.line, l.column)
+                    })),)*
+                    _ => None,
+                }
+            }
 
-    fn kind_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
-        FaultSpec::kind_schemas(generator)
-    }
+            fn kind_schemas(
+                generator: &mut schemars::SchemaGenerator,
+            ) -> Vec<(&'static str, schemars::Schema)> {
+                vec![$(($key, generator.subschema_for::<$ty>()),)*]
+            }
+        }
+    };
 }
-
-impl EntryKinds for ProbeSpec {
-    const ENTRY: &'static str = "probe";
-    const KINDS: &'static [&'static str] = PROBE_KINDS;
-
-    fn deserialize_kind<'de, A: MapAccess<'de>>(
-        key: &str,
-        map: &mut A,
-    ) -> Option<Result<Located<Self>, A::Error>> {
-        ProbeSpec::deserialize_kind(key, map)
-    }
-
-    fn kind_schemas(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
-        ProbeSpec::kind_schemas(generator)
-    }
-}
+pub(crate) use entry_kinds;
 
 /// Walks an entry's map: each key is offered to `common` first (which reads its value and
 /// returns `true`, or returns `false` for a key it does not own), then to the registry `K`.

@@ -9,7 +9,7 @@
 //! file imports only files below it.
 
 mod diagnostic;
-mod entry;
+pub(crate) mod entry;
 pub mod gates;
 mod load;
 mod located;

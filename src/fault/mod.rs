@@ -20,8 +20,6 @@ use std::pin::Pin;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::Located;
-
 pub mod k8s;
 pub mod net;
 pub mod process;
@@ -321,31 +319,10 @@ macro_rules! fault_kinds {
             pub fn fault(&self) -> &dyn Fault {
                 match self { $(FaultSpec::$variant(s) => s,)* }
             }
-
-            /// Reads the value of key `key` of a fault entry as that kind's spec. `None` when
-            /// `key` is not a registered kind.
-            pub(crate) fn deserialize_kind<'de, A>(
-                key: &str,
-                map: &mut A,
-            ) -> Option<std::result::Result<Located<FaultSpec>, A::Error>>
-            where
-                A: serde::de::MapAccess<'de>,
-            {
-                match key {
-                    $($key => Some(map.next_value::<Located<$ty>>().map(|l| {
-                        Located::at(FaultSpec::$variant(l.value), l.line, l.column)
-                    })),)*
-                    _ => None,
-                }
-            }
-
-            /// JSON Schemas of each kind's entry (`{ "<key>": <spec> }`), for `rattle schema`.
-            pub(crate) fn kind_schemas(
-                generator: &mut schemars::SchemaGenerator,
-            ) -> Vec<(&'static str, schemars::Schema)> {
-                vec![$(($key, generator.subschema_for::<$ty>()),)*]
-            }
         }
+
+        // How an experiment file's fault entry reads its kind key (experiment/entry.rs).
+        $crate::experiment::entry::entry_kinds!(FaultSpec, "fault", FAULT_KINDS, $($key => $variant($ty)),*);
 
         /// Reverts what a token describes. Idempotent.
         pub fn revert<'a>(env: &'a FaultEnv, token: &'a RevertToken) -> BoxFuture<'a, Result<()>> {

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::experiment::Located;
 use crate::fault::{BoxFuture, KubeAccess};
 use crate::metrics::RunClock;
 
@@ -191,31 +190,10 @@ macro_rules! probe_kinds {
             pub fn probe(&self) -> &dyn Probe {
                 match self { $(ProbeSpec::$variant(s) => s,)* }
             }
-
-            /// Reads the value of key `key` of a probe entry as that kind's spec. `None` when
-            /// `key` is not a registered kind.
-            pub(crate) fn deserialize_kind<'de, A>(
-                key: &str,
-                map: &mut A,
-            ) -> Option<std::result::Result<Located<ProbeSpec>, A::Error>>
-            where
-                A: serde::de::MapAccess<'de>,
-            {
-                match key {
-                    $($key => Some(map.next_value::<Located<$ty>>().map(|l| {
-                        Located::at(ProbeSpec::$variant(l.value), l.line, l.column)
-                    })),)*
-                    _ => None,
-                }
-            }
-
-            /// JSON Schemas of each kind's spec, by key, for `rattle schema`.
-            pub(crate) fn kind_schemas(
-                generator: &mut schemars::SchemaGenerator,
-            ) -> Vec<(&'static str, schemars::Schema)> {
-                vec![$(($key, generator.subschema_for::<$ty>()),)*]
-            }
         }
+
+        // How an experiment file's probe entry reads its kind key (experiment/entry.rs).
+        $crate::experiment::entry::entry_kinds!(ProbeSpec, "probe", PROBE_KINDS, $($key => $variant($ty)),*);
     };
 }
 
