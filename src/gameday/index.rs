@@ -171,6 +171,44 @@ pub struct NotificationRecord {
 }
 
 impl ExperimentResult {
+    /// An experiment that did not run, for `why`.
+    pub fn skipped(name: String, file: String, why: SkipReason) -> Self {
+        Self {
+            reason: why.to_string(),
+            skipped: Some(why),
+            ..Self::without_run(name, file, ExperimentStatus::Skipped)
+        }
+    }
+
+    /// An experiment that could not start (nothing was touched): bad input or environment.
+    pub fn errored(name: String, file: String, reason: String) -> Self {
+        Self {
+            verdict: Some(Outcome::BadInput.verdict()),
+            exit_code: Some(Outcome::BadInput.exit_code()),
+            reason,
+            ..Self::without_run(name, file, ExperimentStatus::Error)
+        }
+    }
+
+    fn without_run(name: String, file: String, status: ExperimentStatus) -> Self {
+        Self {
+            name,
+            file,
+            status,
+            verdict: None,
+            exit_code: None,
+            reason: String::new(),
+            report_dir: None,
+            score: None,
+            seed: None,
+            started_at: None,
+            duration_ms: None,
+            skipped: None,
+            failed_requests: None,
+            max_recovery_ms: None,
+        }
+    }
+
     /// What this experiment counts as in the game day's outcome: its run's outcome; for a
     /// skip, see [`SkipReason::outcome`]; an experiment that could not start is bad input.
     pub fn outcome(&self) -> Option<Outcome> {

@@ -133,22 +133,7 @@ pub async fn run(
     for (i, e) in gd.experiments.iter().enumerate() {
         let name = e.experiment.name.value.clone();
         let file = e.path.display().to_string();
-        let skip = |why: SkipReason| ExperimentResult {
-            name: name.clone(),
-            file: file.clone(),
-            status: ExperimentStatus::Skipped,
-            verdict: None,
-            exit_code: None,
-            reason: why.to_string(),
-            skipped: Some(why),
-            report_dir: None,
-            score: None,
-            seed: None,
-            started_at: None,
-            duration_ms: None,
-            failed_requests: None,
-            max_recovery_ms: None,
-        };
+        let skip = |why: SkipReason| ExperimentResult::skipped(name.clone(), file.clone(), why);
         if let Some(why) = &halted {
             results.push(skip(why.clone()));
             continue;
@@ -223,14 +208,7 @@ pub async fn run(
                     max_recovery_ms,
                 }
             }
-            Err(reason) => ExperimentResult {
-                status: ExperimentStatus::Error,
-                verdict: Some(Outcome::BadInput.verdict()),
-                exit_code: Some(Outcome::BadInput.exit_code()),
-                reason,
-                skipped: None,
-                ..skip(SkipReason::Stopped)
-            },
+            Err(reason) => ExperimentResult::errored(name.clone(), file.clone(), reason),
         };
         log(&format!(
             "game day {}: {name}: {} (exit {}) — {}",
