@@ -52,6 +52,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod plan;
 pub mod probe;
+pub mod prometheus;
 pub mod proxy;
 pub mod redact;
 pub mod report;

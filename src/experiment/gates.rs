@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::diagnostic::Diagnostic;
 use super::located::Located;
+use super::prometheus::{GatePhase, MAX_INTERVAL, PromGate, check_query};
 use super::values::{DurationThreshold, PercentThreshold};
 
 /// Thresholds CI fails on. Every gate given must hold, else the run fails (exit 1). A gate whose
@@ -51,6 +52,10 @@ pub struct Gates {
     /// Did the system return to its baseline at the end of the run, not only to the SLO?
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steady_state_after: Option<AfterGates>,
+    /// Gates on PromQL expressions over a phase (`baseline`, `fault`, `recovery`, `run`),
+    /// evaluated after the run with range queries over the phase's span.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prometheus: Vec<PromGate>,
 }
 
 impl Gates {
@@ -65,6 +70,7 @@ impl Gates {
             && self.latency.is_empty()
             && self.faults.is_empty()
             && self.steady_state_after.is_none()
+            && self.prometheus.is_empty()
     }
 }
 
@@ -220,6 +226,27 @@ pub(super) fn validate(
             "gates".into(),
             "these gates are measured over the load's requests: add `load`".into(),
         ));
+    }
+    for (i, g) in gates.prometheus.iter().enumerate() {
+        let mut bad = |field: String, message: String| {
+            out.push(at(g.server.url.line, g.server.url.column, field, message))
+        };
+        let field = format!("gates.prometheus[{i}]");
+        if let Err(m) = g.server.validate() {
+            bad(format!("{field}.server"), m);
+        }
+        if let Err(m) = check_query(&g.query) {
+            bad(field.clone(), m);
+        }
+        if g.step.get().is_zero() || g.step.get() > MAX_INTERVAL {
+            bad(format!("{field}.step"), "must be above zero and at most 1 day".into());
+        }
+        if matches!(g.phase, GatePhase::Fault | GatePhase::Recovery) && fault_names.is_empty() {
+            bad(
+                format!("{field}.phase"),
+                format!("the `{}` phase needs at least one fault", g.phase.as_str()),
+            );
+        }
     }
     if let Some(AfterGates {
         held: Some(false), ..

@@ -14,6 +14,7 @@ pub mod gates;
 mod load;
 mod located;
 pub mod parse;
+pub mod prometheus;
 pub mod proxies;
 pub mod spec;
 pub mod stop;

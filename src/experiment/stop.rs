@@ -9,6 +9,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::located::Located;
+use super::prometheus::{Expectation, MAX_INTERVAL, PromServer, check_query};
 use super::values::{DurationThreshold, HumanDuration, PercentThreshold, ValueError};
 
 /// Conditions watched live. Each is evaluated every 100 ms over the requests that completed in
@@ -28,6 +30,94 @@ pub struct StopWhen {
     /// Any probe failing every check for this long, e.g. `10s`.
     #[serde(default)]
     pub probe_failing: Option<HumanDuration>,
+    /// PromQL conditions, each evaluated at its own interval, e.g. `{ server: { url:
+    /// "http://prometheus:9090" }, query: "sum(rate(errors[1m]))", when: "> 5 for 30s" }`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prometheus: Vec<PromStop>,
+    /// Alerts that stop the run as soon as Prometheus reports one of them firing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertStop>,
+}
+
+/// A `stop_when` condition on a PromQL expression. A query that cannot be evaluated (server
+/// unreachable, no series, NaN) counts as holding: a run that cannot see its guard stops,
+/// once that has lasted the condition's `for` time.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromStop {
+    /// The server.
+    pub server: PromServer,
+    /// PromQL giving one series.
+    pub query: String,
+    /// When to stop: an expectation on the value and how long it must hold, e.g.
+    /// `"> 0.05 for 30s"`.
+    pub when: Sustained<Expectation>,
+    /// How often the query is sent.
+    #[serde(default = "super::prometheus::default_interval")]
+    pub interval: HumanDuration,
+}
+
+/// A `stop_when` condition on Prometheus alerts (`/api/v1/alerts`): the run stops as soon as one
+/// of `names` is firing (pending alerts do not count; their rule's `for` is the hold time). A
+/// server that cannot be reached counts as firing once `unreachable_for` has passed.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertStop {
+    /// The server.
+    pub server: PromServer,
+    /// Alert names (`alertname`), e.g. `[HighErrorRate, SLOBurn]`.
+    pub names: Vec<String>,
+    /// How often the alerts are read.
+    #[serde(default = "super::prometheus::default_interval")]
+    pub interval: HumanDuration,
+    /// How long Prometheus may be unreachable before the run stops.
+    #[serde(default = "default_unreachable_for")]
+    pub unreachable_for: HumanDuration,
+}
+
+fn default_unreachable_for() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+/// Checks of the Prometheus conditions (servers, queries, names, intervals).
+pub(super) fn validate_prometheus(when: &StopWhen) -> Vec<(&Located<String>, String, String)> {
+    let mut out = Vec::new();
+    for (i, p) in when.prometheus.iter().enumerate() {
+        let field = format!("stop_when.prometheus[{i}]");
+        if let Err(m) = p.server.validate() {
+            out.push((&p.server.url, format!("{field}.server"), m));
+        }
+        if let Err(m) = check_query(&p.query) {
+            out.push((&p.server.url, field.clone(), m));
+        }
+        if p.interval.get().is_zero() || p.interval.get() > MAX_INTERVAL {
+            out.push((
+                &p.server.url,
+                format!("{field}.interval"),
+                "must be above zero and at most 1 day".into(),
+            ));
+        }
+    }
+    if let Some(a) = &when.alerts {
+        if let Err(m) = a.server.validate() {
+            out.push((&a.server.url, "stop_when.alerts.server".into(), m));
+        }
+        if a.names.is_empty() || a.names.iter().any(|n| n.trim().is_empty()) {
+            out.push((
+                &a.server.url,
+                "stop_when.alerts.names".into(),
+                "name at least one alert, and no empty name".into(),
+            ));
+        }
+        if a.interval.get().is_zero() || a.interval.get() > MAX_INTERVAL {
+            out.push((
+                &a.server.url,
+                "stop_when.alerts.interval".into(),
+                "must be above zero and at most 1 day".into(),
+            ));
+        }
+    }
+    out
 }
 
 impl StopWhen {
@@ -37,6 +127,8 @@ impl StopWhen {
             && self.p50.is_none()
             && self.p99.is_none()
             && self.probe_failing.is_none()
+            && self.prometheus.is_empty()
+            && self.alerts.is_none()
     }
 }
 

@@ -146,6 +146,10 @@ pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
         );
     }
 
+    for (at, field, message) in super::stop::validate_prometheus(stop) {
+        c.at(at, field, message);
+    }
+
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, f) in e.faults.iter().enumerate() {
         let field = |k: &str| format!("faults[{i}].{k}");

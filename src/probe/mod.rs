@@ -22,6 +22,7 @@ use crate::metrics::RunClock;
 
 pub mod http;
 pub mod kubernetes;
+pub mod prometheus;
 mod recovery;
 
 pub use recovery::probe_recovery;
@@ -55,6 +56,12 @@ pub trait Probe: Send + Sync + fmt::Debug {
     /// is the recovery instant (the replacement seen Ready), not a sample an interval late.
     fn decides_recovery(&self) -> bool {
         false
+    }
+
+    /// Checks against the outside world before anything is touched (a server reachable, a
+    /// query it accepts): an error is exit 2 before any fault. Default: nothing to check.
+    fn preflight(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
     }
 
     /// One check now: `Ok` when it passes, else what went wrong. Interval-driven kinds
@@ -201,6 +208,7 @@ macro_rules! probe_kinds {
 probe_kinds! {
     "http" => Http(http::HttpProbe);
     "kubernetes" => Kubernetes(kubernetes::KubernetesProbe);
+    "prometheus" => Prometheus(prometheus::PrometheusProbe);
 }
 
 /// One probe to run: an experiment entry resolved.

@@ -10,6 +10,7 @@
 
 mod faults;
 mod progress;
+mod prom;
 mod setup;
 mod stop;
 
@@ -58,6 +59,10 @@ pub enum RunError {
     /// The journal could not be opened: no fault may be applied without it.
     #[error("the journal of active faults")]
     Journal(#[from] JournalError),
+    /// Preflight: a Prometheus server the experiment names is unreachable, or rejects a query
+    /// (the message holds the query and Prometheus's own error); nothing was touched.
+    #[error("Prometheus preflight: {0}")]
+    Prometheus(String),
 }
 
 /// Options of one run.
@@ -257,6 +262,7 @@ pub async fn run(
 ) -> Result<RunOutcome, RunError> {
     let printer = progress::Printer::new(opts.progress);
     let journal = preflight(&plan, &opts, &printer)?;
+    prom::preflight(&plan).await.map_err(RunError::Prometheus)?;
     tokio::pin!(interrupt);
 
     // Setup before the clock: nothing has been touched before this.
@@ -299,6 +305,12 @@ pub async fn run(
         &stopped.probe_results,
     );
     report.stop = stop_report(&ending, reverted_all_us);
+    let prom_gates = &shared.plan.experiment.gates;
+    if !prom_gates.prometheus.is_empty() {
+        // Measured now, over the finished run's phases; judged again with the other gates.
+        report.gates = prom::evaluate_gates(&prom_gates.prometheus, &report).await;
+        report::judge(&mut report, prom_gates);
+    }
     let report_dir = opts
         .out_dir
         .clone()

@@ -46,6 +46,21 @@ impl Held {
 
 /// Watches until a condition triggers (returns it) or `stop` is cancelled (returns None).
 pub(super) async fn watch(s: Arc<Shared>, stop: CancellationToken) -> Option<Trigger> {
+    let when = &s.plan.experiment.stop_when;
+    let remote = super::prom::watch(
+        when.prometheus.clone(),
+        when.alerts.clone(),
+        s.clock,
+        stop.clone(),
+    );
+    tokio::select! {
+        Some(t) = remote => Some(t),
+        t = watch_local(s.clone(), stop.clone()) => t,
+    }
+}
+
+/// The conditions on the run's own requests and probes.
+async fn watch_local(s: Arc<Shared>, stop: CancellationToken) -> Option<Trigger> {
     let when: StopWhen = s.plan.experiment.stop_when.clone();
     if when.is_empty() {
         stop.cancelled().await;

@@ -14,6 +14,7 @@ mod kinds;
 mod load;
 mod load_cli;
 mod process;
+mod prometheus;
 mod proxy;
 mod report;
 mod run;
