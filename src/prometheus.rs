@@ -630,4 +630,47 @@ mod tests {
         let e = c.instant("up").await.unwrap_err();
         assert!(matches!(e, PromError::Unreachable { .. }), "{e}");
     }
+
+    #[tokio::test]
+    async fn the_bearer_token_is_sent_and_the_query_form_encoded() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Head and the small form body.
+            while !String::from_utf8_lossy(&req).contains("query=") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                req.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"2.5"]}}"#;
+            let _ = s
+                .write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+            String::from_utf8_lossy(&req).into_owned()
+        });
+        let c = Client::new(&Connection {
+            url: format!("http://127.0.0.1:{port}/"),
+            auth: Some(Auth::Bearer("tok-123".into())),
+            ca_file: None,
+            insecure: false,
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let got = c.instant("vector(2.5) > 1").await.unwrap();
+        assert_eq!(single_value(&got), Ok(2.5));
+        let req = server.await.unwrap();
+        assert!(req.starts_with("POST /api/v1/query "), "{req}");
+        assert!(req.to_lowercase().contains("authorization: bearer tok-123"), "{req}");
+        assert!(req.contains("query=vector%282.5%29+%3E+1"), "{req}");
+    }
 }

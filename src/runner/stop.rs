@@ -136,6 +136,7 @@ async fn watch_local(s: Arc<Shared>, stop: CancellationToken) -> Option<Trigger>
             // A probe is failing when its latest check failed; since the first failure after
             // its last success.
             let mut failing_since: Option<(String, u64)> = None;
+            let mut last_error: Option<String> = None;
             for (i, p) in s.plan.probes.iter().enumerate() {
                 let mine: Vec<_> = results.iter().filter(|r| r.probe == i).collect();
                 if mine.last().is_some_and(|r| !r.ok) {
@@ -143,6 +144,7 @@ async fn watch_local(s: Arc<Shared>, stop: CancellationToken) -> Option<Trigger>
                     let first_fail = mine[last_ok.map(|k| k + 1).unwrap_or(0)].t_us;
                     if failing_since.as_ref().is_none_or(|(_, t)| first_fail < *t) {
                         failing_since = Some((p.name.clone(), first_fail));
+                        last_error = mine.last().and_then(|r| r.error.clone());
                     }
                 }
             }
@@ -152,8 +154,12 @@ async fn watch_local(s: Arc<Shared>, stop: CancellationToken) -> Option<Trigger>
             if probe_held.update(holds, now, 0)
                 && let Some((name, t)) = failing_since
             {
+                // Why it fails (a server that stopped answering, a value out of bounds).
+                let why = last_error
+                    .map(|e| format!(" (last: {})", crate::redact::redact_urls_in(&e)))
+                    .unwrap_or_default();
                 return trigger(format!(
-                    "probe_failing {for_}: probe {name} has failed every check for {:.1}s",
+                    "probe_failing {for_}: probe {name} has failed every check for {:.1}s{why}",
                     (now - t) as f64 / 1e6
                 ));
             }

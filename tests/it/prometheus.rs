@@ -112,6 +112,19 @@ struct Prom {
 
 impl Prom {
     fn start(dir: &Path, exporter: &Exporter) -> Option<Self> {
+        let prom = Self::spawn(dir, exporter, None)?;
+        // Ready, then the exporter's first sample is in.
+        prom.wait_for("/-/ready", |_| true, "ready");
+        prom.wait_for(
+            "/api/v1/query?query=rattle_test_error_ratio",
+            |b| b.contains("rattle_test_error_ratio"),
+            "the first scrape",
+        );
+        Some(prom)
+    }
+
+    /// Prometheus started, not waited for; `web` is a `--web.config.file` (TLS, basic auth).
+    fn spawn(dir: &Path, exporter: &Exporter, web: Option<&Path>) -> Option<Self> {
         let bin = prometheus_bin()?;
         let port = support::free_port();
         support::write(
@@ -131,7 +144,11 @@ impl Prom {
                 exporter.port
             ),
         );
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(web) = web {
+            cmd.arg(format!("--web.config.file={}", web.display()));
+        }
+        let child = cmd
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -140,18 +157,10 @@ impl Prom {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn prometheus");
-        let prom = Prom {
+        Some(Prom {
             port,
             _guard: Guard(child),
-        };
-        // Ready, then the exporter's first sample is in.
-        prom.wait_for("/-/ready", |_| true, "ready");
-        prom.wait_for(
-            "/api/v1/query?query=rattle_test_error_ratio",
-            |b| b.contains("rattle_test_error_ratio"),
-            "the first scrape",
-        );
-        Some(prom)
+        })
     }
 
     fn wait_for(&self, path: &str, ok: impl Fn(&str) -> bool, what: &str) {
@@ -414,5 +423,232 @@ stop_when:
             _ => assert!(cond.contains("> 0.3 for 1s"), "{cond}"),
         }
         assert_ne!(support::proc_state(pid), Some('T'), "{case}: reverted");
+    }
+}
+
+/// A stand-in that answers the first `good` requests as Prometheus would (one series, value 0),
+/// then accepts connections and never answers: the monitoring hanging mid-run.
+fn hanging_after(good: usize) -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for (n, conn) in listener.incoming().enumerate() {
+            if s.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(mut c) = conn else { continue };
+            if n >= good {
+                held.push(c);
+                continue;
+            }
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 8192];
+            let _ = c.read(&mut buf);
+            let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0"]}]}}"#;
+            let _ = c.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (port, stop)
+}
+
+#[test]
+fn a_server_that_stops_answering_mid_run_fails_the_probe_and_stop_when_never_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    // The preflight and two checks are answered; then nothing.
+    let (port, stop) = hanging_after(3);
+    let file = support::write(
+        dir.path(),
+        "exp.yaml",
+        &format!(
+            r#"version: 1
+name: prom-hang
+steady_state:
+  warmup: 1s
+  probes:
+    - name: ratio
+      interval: 250ms
+      prometheus: {{ server: {{ url: "http://127.0.0.1:{port}", timeout: 500ms }}, query: "x", expect: "< 1" }}
+stop_when:
+  probe_failing: 1s
+duration: 60s
+"#
+        ),
+    );
+    let mut g = run(dir.path(), &file);
+    let (code, out, err) = support::wait_run(&mut g, Duration::from_secs(60));
+    stop.store(true, Ordering::SeqCst);
+    let _ = TcpStream::connect(("127.0.0.1", port));
+    assert_eq!(code, 3, "stopped by probe_failing\n{out}\n{err}");
+    let r = report(dir.path());
+    let cond = r["stop"]["condition"].as_str().unwrap_or_default();
+    assert!(cond.contains("probe ratio"), "{cond}");
+    let text = serde_json::to_string(&r).unwrap();
+    assert!(
+        text.contains("did not answer within 500 ms"),
+        "the probe's failure says why: {text}"
+    );
+}
+
+/// The bcrypt hash of `s3cret` (cost 4, so that each request's check is cheap), for
+/// Prometheus's `basic_auth_users`.
+const S3CRET_HASH: &str = "$2b$04$ze1jTARG3aWvzgkNQEyOSO/vH1TLYB4zv8T4AonhEh9I9NWTHZDii";
+
+#[test]
+fn https_with_a_private_ca_and_basic_auth_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = Exporter::start();
+    let cert = rcgen::generate_simple_self_signed(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ])
+    .unwrap();
+    let ca = support::write(dir.path(), "cert.pem", &cert.cert.pem());
+    let key = support::write(dir.path(), "key.pem", &cert.signing_key.serialize_pem());
+    let web = support::write(
+        dir.path(),
+        "web.yml",
+        &format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  rattle: {S3CRET_HASH}\n",
+            ca.display(),
+            key.display()
+        ),
+    );
+    let Some(prom) = Prom::spawn(dir.path(), &exporter, Some(&web)) else {
+        return;
+    };
+    let url = format!("https://127.0.0.1:{}", prom.port);
+    // Ready and scraped, asked through the library's client (the test's own HTTP is plain).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rattle::prometheus::Client::new(&rattle::prometheus::Connection {
+        url: url.clone(),
+        auth: Some(rattle::prometheus::Auth::Basic {
+            user: "rattle".into(),
+            password: "s3cret".into(),
+        }),
+        ca_file: Some(ca.clone()),
+        insecure: false,
+        timeout: Duration::from_secs(2),
+    })
+    .unwrap();
+    let start = Instant::now();
+    while !rt
+        .block_on(client.instant("rattle_test_error_ratio"))
+        .is_ok_and(|s| !s.is_empty())
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "prometheus over TLS not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let exp = |name: &str, server: &str| {
+        support::write(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                r#"version: 1
+name: prom-{name}
+steady_state:
+  warmup: 500ms
+  hold: 500ms
+  probes:
+    - interval: 250ms
+      prometheus: {{ server: {{ url: "{url}", {server} }}, query: "{QUERY}", expect: "< 0.1" }}
+duration: 2s
+"#
+            ),
+        )
+    };
+    let auth = "basic_auth: { username_env: RATTLE_T_USER, password_env: RATTLE_T_PASS }";
+    let go = |file: &Path, pass: &str| {
+        let mut c = support::rattle();
+        c.args(["run", "--progress", "plain", "--out"])
+            .arg(dir.path().join(file.file_stem().unwrap()))
+            .arg(file)
+            .env("RATTLE_T_USER", "rattle")
+            .env("RATTLE_T_PASS", pass);
+        support::run_bounded_cmd(c, Duration::from_secs(60))
+    };
+    let ca_s = format!("ca_file: {}, {auth}", ca.display());
+    let (code, out, err) = go(&exp("good", &ca_s), "s3cret");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = go(&exp("insecure", &format!("insecure: true, {auth}")), "s3cret");
+    assert_eq!(code, 0, "{out}\n{err}");
+    // A wrong password: Prometheus's 401 at preflight, exit 2; the password never shown.
+    let (code, out, err) = go(&exp("wrong", &ca_s), "not-the-pass-XYZ");
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("401"), "{err}");
+    assert!(!format!("{out}{err}").contains("not-the-pass-XYZ"));
+    // No trust in the private CA: a TLS error at preflight, exit 2.
+    let (code, out, err) = go(&exp("untrusted", auth), "s3cret");
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
+#[test]
+fn bad_prometheus_sections_are_located_errors_that_never_echo_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = support::write(
+        dir.path(),
+        "bad.yaml",
+        r#"version: 1
+name: bad
+steady_state:
+  probes:
+    - prometheus:
+        server: { url: "http://127.0.0.1:9", bearer_token_env: "eyJhbGciOi.s3cr3t-token" }
+        query: "up"
+        expect: "< 1"
+    - prometheus: { server: { url: "ftp://x" }, query: "up", expect: "0.01" }
+stop_when:
+  alerts: { server: { url: "http://127.0.0.1:9" }, names: [] }
+  prometheus:
+    - { server: { url: "http://127.0.0.1:9" }, query: "up", when: "> 1 for ever" }
+duration: 5s
+gates:
+  prometheus:
+    - { server: { url: "http://127.0.0.1:9" }, query: " ", phase: fault, expect: "< 1", step: 0s }
+"#,
+    );
+    let mut c = support::rattle();
+    c.arg("validate").arg(&file);
+    let (code, out, err) = support::run_bounded_cmd(c, Duration::from_secs(30));
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(!format!("{out}{err}").contains("s3cr3t"), "{err}");
+    // Parse errors come first (the rest is checked once the file parses).
+    assert!(err.contains("bad.yaml:9:"), "{err}");
+    assert!(err.contains("is not an expectation"), "{err}");
+    let file = support::write(
+        dir.path(),
+        "bad2.yaml",
+        &std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("expect: \"0.01\"", "expect: \"< 0.01\"")
+            .replace("for ever", "for 5s"),
+    );
+    let mut c = support::rattle();
+    c.arg("validate").arg(&file);
+    let (code, out, err) = support::run_bounded_cmd(c, Duration::from_secs(30));
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(!format!("{out}{err}").contains("s3cr3t"), "{err}");
+    for needle in [
+        "bad2.yaml:6:",
+        "`bearer_token_env` names an environment variable",
+        "bad2.yaml:9:",
+        "must start with http:// or https://",
+        "stop_when.alerts.names",
+        "gates.prometheus[0]",
+        "`query` must not be empty",
+        "gates.prometheus[0].step",
+        "the `fault` phase needs at least one fault",
+    ] {
+        assert!(err.contains(needle), "{needle:?} in\n{err}");
     }
 }
