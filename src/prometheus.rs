@@ -278,6 +278,11 @@ pub fn check_url(url: &str) -> Result<Uri, String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err("has no host".into());
     }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err("must not hold credentials: name the variables that hold them in \
+                    `bearer_token_env` or `basic_auth` instead"
+            .into());
+    }
     if uri.query().is_some() {
         return Err("must not have a query string (the API paths are appended)".into());
     }
@@ -612,6 +617,7 @@ mod tests {
         assert!(check_url("ftp://x").is_err());
         assert!(check_url("http://x:9090/prom").is_ok());
         assert!(check_url("http://x:9090/?a=b").is_err());
+        assert!(check_url("http://u:p@x:9090/").unwrap_err().contains("credentials"));
     }
 
     #[tokio::test]

@@ -101,8 +101,8 @@ impl PromServer {
                 ));
             }
         }
-        if self.timeout.get().is_zero() {
-            return Err("`timeout` must be above zero".into());
+        if self.timeout.get().is_zero() || self.timeout.get() > MAX_INTERVAL {
+            return Err("`timeout` must be above zero and at most 1 day".into());
         }
         Ok(())
     }

@@ -651,4 +651,17 @@ gates:
     ] {
         assert!(err.contains(needle), "{needle:?} in\n{err}");
     }
+    // Credentials in the URL are refused, and not shown.
+    let file = support::write(
+        dir.path(),
+        "creds.yaml",
+        "version: 1\nname: x\nsteady_state:\n  probes:\n    - prometheus: { server: { url: \
+         \"http://admin:hunter2@127.0.0.1:9\" }, query: up, expect: \"< 1\" }\nduration: 5s\n",
+    );
+    let mut c = support::rattle();
+    c.arg("validate").arg(&file);
+    let (code, out, err) = support::run_bounded_cmd(c, Duration::from_secs(30));
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("must not hold credentials"), "{err}");
+    assert!(!format!("{out}{err}").contains("hunter2"), "{err}");
 }
