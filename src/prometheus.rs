@@ -279,9 +279,11 @@ pub fn check_url(url: &str) -> Result<Uri, String> {
         return Err("has no host".into());
     }
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err("must not hold credentials: name the variables that hold them in \
+        return Err(
+            "must not hold credentials: name the variables that hold them in \
                     `bearer_token_env` or `basic_auth` instead"
-            .into());
+                .into(),
+        );
     }
     if uri.query().is_some() {
         return Err("must not have a query string (the API paths are appended)".into());
@@ -311,7 +313,8 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+        let http =
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self {
             http,
             base: conn.url.trim_end_matches('/').to_string(),
@@ -331,8 +334,14 @@ impl Client {
     pub async fn instant(&self, query: &str) -> Result<Vec<Sample>, PromError> {
         let body = format!("query={}", form_encode(query));
         let data = self.call("/api/v1/query", Some(body), query).await?;
-        let kind = data.get("resultType").and_then(|v| v.as_str()).unwrap_or("");
-        let result = data.get("result").cloned().unwrap_or(serde_json::Value::Null);
+        let kind = data
+            .get("resultType")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let result = data
+            .get("result")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
         match kind {
             "vector" => result
                 .as_array()
@@ -434,9 +443,11 @@ impl Client {
         query: &str,
     ) -> Result<serde_json::Value, PromError> {
         let uri = format!("{}{path}", self.base);
-        let mut req = Request::builder()
-            .uri(&uri)
-            .method(if form.is_some() { Method::POST } else { Method::GET });
+        let mut req = Request::builder().uri(&uri).method(if form.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        });
         if form.is_some() {
             req = req.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
         }
@@ -450,10 +461,14 @@ impl Client {
                 reason: e.to_string(),
             })?;
         let fut = async {
-            let resp = self.http.request(req).await.map_err(|e| PromError::Unreachable {
-                url: self.shown.clone(),
-                reason: crate::redact::redact_urls_in(&chain(&e)).into_owned(),
-            })?;
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| PromError::Unreachable {
+                    url: self.shown.clone(),
+                    reason: crate::redact::redact_urls_in(&chain(&e)).into_owned(),
+                })?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), MAX_BODY)
                 .collect()
@@ -587,7 +602,11 @@ mod tests {
         };
         assert_eq!(single_value(&[s("{}", 0.5)]), Ok(0.5));
         assert!(single_value(&[]).unwrap_err().contains("no series"));
-        assert!(single_value(&[s("{}", f64::NAN)]).unwrap_err().contains("NaN"));
+        assert!(
+            single_value(&[s("{}", f64::NAN)])
+                .unwrap_err()
+                .contains("NaN")
+        );
         assert!(
             single_value(&[s("{a=\"1\"}", 1.0), s("{a=\"2\"}", 1.0)])
                 .unwrap_err()
@@ -617,7 +636,11 @@ mod tests {
         assert!(check_url("ftp://x").is_err());
         assert!(check_url("http://x:9090/prom").is_ok());
         assert!(check_url("http://x:9090/?a=b").is_err());
-        assert!(check_url("http://u:p@x:9090/").unwrap_err().contains("credentials"));
+        assert!(
+            check_url("http://u:p@x:9090/")
+                .unwrap_err()
+                .contains("credentials")
+        );
     }
 
     #[tokio::test]
@@ -676,7 +699,10 @@ mod tests {
         assert_eq!(single_value(&got), Ok(2.5));
         let req = server.await.unwrap();
         assert!(req.starts_with("POST /api/v1/query "), "{req}");
-        assert!(req.to_lowercase().contains("authorization: bearer tok-123"), "{req}");
+        assert!(
+            req.to_lowercase().contains("authorization: bearer tok-123"),
+            "{req}"
+        );
         assert!(req.contains("query=vector%282.5%29+%3E+1"), "{req}");
     }
 }

@@ -239,7 +239,10 @@ pub(super) fn validate(
             bad(field.clone(), m);
         }
         if g.step.get().is_zero() || g.step.get() > MAX_INTERVAL {
-            bad(format!("{field}.step"), "must be above zero and at most 1 day".into());
+            bad(
+                format!("{field}.step"),
+                "must be above zero and at most 1 day".into(),
+            );
         }
         if matches!(g.phase, GatePhase::Fault | GatePhase::Recovery) && fault_names.is_empty() {
             bad(

@@ -63,9 +63,7 @@ pub struct BasicAuthEnv {
 
 fn env_name_ok(name: &str) -> bool {
     !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !name.as_bytes()[0].is_ascii_digit()
 }
 
@@ -73,12 +71,8 @@ impl PromServer {
     /// Checks what needs no network: the URL, one kind of credentials, variable names, the
     /// timeout. Messages name the field (relative to the server object).
     pub fn validate(&self) -> Result<(), String> {
-        crate::prometheus::check_url(&self.url).map_err(|m| {
-            format!(
-                "`url` {}: {m}",
-                crate::redact::redact_url_loose(&self.url)
-            )
-        })?;
+        crate::prometheus::check_url(&self.url)
+            .map_err(|m| format!("`url` {}: {m}", crate::redact::redact_url_loose(&self.url)))?;
         if self.bearer_token_env.is_some() && self.basic_auth.is_some() {
             return Err("give `bearer_token_env` or `basic_auth`, not both".into());
         }
@@ -97,7 +91,11 @@ impl PromServer {
                 return Err(format!(
                     "`{field}` names an environment variable (letters, digits, `_`), not a \
                      value: {:?} is not a variable name",
-                    if n.len() > 40 { "<long value>" } else { "<value>" }
+                    if n.len() > 40 {
+                        "<long value>"
+                    } else {
+                        "<value>"
+                    }
                 ));
             }
         }

@@ -203,7 +203,12 @@ async fn evaluate_gate(g: &PromGate, r: &Report) -> GateResult {
     let series = match g.server.connect() {
         Err(e) => Err(e.to_string()),
         Ok(c) => c
-            .range(&g.query, start, end, g.step.get().max(Duration::from_millis(1)))
+            .range(
+                &g.query,
+                start,
+                end,
+                g.step.get().max(Duration::from_millis(1)),
+            )
             .await
             .map_err(|e| e.to_string()),
     };
@@ -237,7 +242,11 @@ async fn evaluate_gate(g: &PromGate, r: &Report) -> GateResult {
         crate::experiment::Cmp::Gt | crate::experiment::Cmp::Ge => values.fold(f64::MAX, f64::min),
     };
     let ok = points.iter().all(|p| g.expect.holds(p.1));
-    let status = if ok { CheckStatus::Pass } else { CheckStatus::Fail };
+    let status = if ok {
+        CheckStatus::Pass
+    } else {
+        CheckStatus::Fail
+    };
     let verb = if ok { "held" } else { "missed" };
     result(
         status,

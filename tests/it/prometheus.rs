@@ -150,7 +150,10 @@ impl Prom {
         }
         let child = cmd
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -507,11 +510,9 @@ const S3CRET_HASH: &str = "$2b$04$ze1jTARG3aWvzgkNQEyOSO/vH1TLYB4zv8T4AonhEh9I9N
 fn https_with_a_private_ca_and_basic_auth_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let exporter = Exporter::start();
-    let cert = rcgen::generate_simple_self_signed(vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-    ])
-    .unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     let ca = support::write(dir.path(), "cert.pem", &cert.cert.pem());
     let key = support::write(dir.path(), "key.pem", &cert.signing_key.serialize_pem());
     let web = support::write(
@@ -545,7 +546,10 @@ fn https_with_a_private_ca_and_basic_auth_from_the_environment() {
         .block_on(client.instant("rattle_test_error_ratio"))
         .is_ok_and(|s| !s.is_empty())
     {
-        assert!(start.elapsed() < Duration::from_secs(60), "prometheus over TLS not ready");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "prometheus over TLS not ready"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let exp = |name: &str, server: &str| {
@@ -579,7 +583,10 @@ duration: 2s
     let ca_s = format!("ca_file: {}, {auth}", ca.display());
     let (code, out, err) = go(&exp("good", &ca_s), "s3cret");
     assert_eq!(code, 0, "{out}\n{err}");
-    let (code, out, err) = go(&exp("insecure", &format!("insecure: true, {auth}")), "s3cret");
+    let (code, out, err) = go(
+        &exp("insecure", &format!("insecure: true, {auth}")),
+        "s3cret",
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     // A wrong password: Prometheus's 401 at preflight, exit 2; the password never shown.
     let (code, out, err) = go(&exp("wrong", &ca_s), "not-the-pass-XYZ");
