@@ -200,15 +200,11 @@ async fn evaluate_gate(g: &PromGate, r: &Report) -> GateResult {
     };
     let t0 = r.started_at_unix_ms as f64 / 1000.0;
     let (start, end) = (t0 + from_us as f64 / 1e6, t0 + to_us as f64 / 1e6);
+    let step = effective_step(g.step.get(), to_us.saturating_sub(from_us));
     let series = match g.server.connect() {
         Err(e) => Err(e.to_string()),
         Ok(c) => c
-            .range(
-                &g.query,
-                start,
-                end,
-                g.step.get().max(Duration::from_millis(1)),
-            )
+            .range(&g.query, start, end, step)
             .await
             .map_err(|e| e.to_string()),
     };
@@ -258,7 +254,29 @@ async fn evaluate_gate(g: &PromGate, r: &Report) -> GateResult {
             g.phase.as_str(),
             from_us as f64 / 1e6,
             to_us as f64 / 1e6,
-            g.step
+            crate::experiment::HumanDuration(step)
         ),
     )
+}
+
+/// Prometheus refuses a range query of more than 11,000 points per series: over a long phase
+/// the step is raised to keep under 10,000 (never lowered, never below 1 ms).
+fn effective_step(step: Duration, span_us: u64) -> Duration {
+    let floor = Duration::from_micros(span_us / 10_000);
+    step.max(floor).max(Duration::from_millis(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_phases_raise_the_step_under_prometheus_limit() {
+        let s = Duration::from_secs(1);
+        assert_eq!(effective_step(s, 60_000_000), s);
+        // A day at 1 s would be 86,400 points.
+        let day = 86_400_000_000;
+        assert!(day / effective_step(s, day).as_micros() as u64 <= 10_000);
+        assert_eq!(effective_step(Duration::ZERO, 0), Duration::from_millis(1));
+    }
 }

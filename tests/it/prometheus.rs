@@ -672,3 +672,34 @@ gates:
     assert!(err.contains("must not hold credentials"), "{err}");
     assert!(!format!("{out}{err}").contains("hunter2"), "{err}");
 }
+
+#[test]
+fn a_stop_query_that_cannot_be_evaluated_stops_the_run_after_its_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    // The preflight is answered; then nothing.
+    let (port, stop) = hanging_after(1);
+    let file = support::write(
+        dir.path(),
+        "exp.yaml",
+        &format!(
+            r#"version: 1
+name: prom-stop-blind
+steady_state:
+  warmup: 1s
+stop_when:
+  prometheus:
+    - {{ server: {{ url: "http://127.0.0.1:{port}", timeout: 300ms }}, query: x, when: "> 0.5 for 1s", interval: 200ms }}
+duration: 60s
+"#
+        ),
+    );
+    let mut g = run(dir.path(), &file);
+    let (code, out, err) = support::wait_run(&mut g, Duration::from_secs(60));
+    stop.store(true, Ordering::SeqCst);
+    let _ = TcpStream::connect(("127.0.0.1", port));
+    assert_eq!(code, 3, "stopped: its guard cannot be seen\n{out}\n{err}");
+    let r = report(dir.path());
+    let cond = r["stop"]["condition"].as_str().unwrap_or_default();
+    assert!(cond.contains("cannot evaluate"), "{cond}");
+    assert!(cond.contains("did not answer within 300 ms"), "{cond}");
+}
