@@ -36,7 +36,7 @@ pub struct GateResult {
     /// The measured value in `unit`; null when there was nothing to measure or it is infinite
     /// (a fault that never recovered or was never felt).
     pub measured: Option<f64>,
-    /// Unit of `measured`: `ms` or `%`.
+    /// Unit of `measured`: `ms` or `%`; empty for a Prometheus gate (the query's own unit).
     pub unit: String,
     /// The measured value as shown: `12.3 ms`, `99.500%`, `not recovered`, `not measured`.
     pub measured_text: String,
