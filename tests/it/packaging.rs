@@ -572,7 +572,7 @@ load:
 steady_state:
   warmup: 1s
   hold: 1s
-  slo: { success_rate: ">= 50%" }
+  slo: { success_rate: ">= 20%" }
 faults:
   - name: kill-one
     at: 2s
@@ -605,8 +605,9 @@ duration: 5s
             "plain",
         ]);
     let (code, out, err) = run_bounded_cmd(run, Duration::from_secs(180));
-    // Pass or fail is the demo's business on a loaded machine; a run that could not start
-    // (2), was stopped (3) or failed to revert (4) is the image's.
+    // Pass or fail is the demo's business on a loaded machine (the SLO is loose so that the
+    // baseline holds and the fault is applied); a run that could not start (2), was stopped (3)
+    // or failed to revert (4) is the image's.
     assert!(code == 0 || code == 1, "exit {code}:\n{out}\n{err}");
     let runs: Vec<PathBuf> = std::fs::read_dir(&reports)
         .expect("reports")
