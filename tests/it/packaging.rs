@@ -525,6 +525,23 @@ fn image_builds_from_the_binary_and_runs_an_experiment_in_podman() {
         (binary_bytes..binary_bytes + 20 * 1024 * 1024).contains(&image_bytes),
         "image {image_bytes} bytes for a binary of {binary_bytes}"
     );
+    // --strip-debug: the same image without the debug info (what the experiment below runs).
+    let stripped = format!("{tag}-stripped");
+    let mut build = storage.cmd("bash");
+    build
+        .arg(repo().join("deploy/image/build.sh"))
+        .arg("--binary")
+        .arg(rattle_bin())
+        .args(["--tag", &stripped, "--strip-debug"]);
+    let (code, out, err) = run_bounded_cmd(build, Duration::from_secs(300));
+    assert_eq!(code, 0, "build.sh --strip-debug failed:\n{out}\n{err}");
+    let mut size = storage.cmd("podman");
+    size.args(["image", "inspect", "--format", "{{.Size}}", &stripped]);
+    let (code, out, err) = run_bounded_cmd(size, Duration::from_secs(60));
+    assert_eq!(code, 0, "{err}");
+    let stripped_bytes: u64 = out.trim().parse().expect("a size in bytes");
+    eprintln!("image {stripped}: {stripped_bytes} bytes");
+    assert!(stripped_bytes < image_bytes / 2, "{stripped_bytes} of {image_bytes}");
 
     // Run it. Exit 125/126 is podman or the OCI runtime failing to start a container at all
     // (this machine, not the image); anything else is the image's answer.
@@ -594,7 +611,7 @@ duration: 5s
         .arg(format!("{}:/work:ro", work.display()))
         .arg("--volume")
         .arg(format!("{}:/var/lib/rattle/reports", reports.display()))
-        .arg(&tag)
+        .arg(&stripped)
         .args([
             "run",
             "/work/exp.yaml",
