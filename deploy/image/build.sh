@@ -18,6 +18,8 @@
 # RATTLE_STATE_DIR). Needs root, or run it as `buildah unshare deploy/image/build.sh ...`.
 # Storage is buildah's usual; CONTAINERS_STORAGE_CONF points it elsewhere.
 set -euo pipefail
+# Whatever the caller's umask, the image's directories and files must be readable by its user.
+umask 022
 
 usage() {
   sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'

@@ -463,8 +463,18 @@ fn podman_run(storage: &Storage, name: &str) -> Command {
     c
 }
 
+/// Makes `dir` and its files readable by the image's non-root user, whatever the umask.
+fn readable_by_all(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for e in std::fs::read_dir(dir).expect("read_dir") {
+        let path = e.expect("entry").path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+}
+
 #[test]
-fn image_builds_from_the_binary_and_runs_an_experiment_in_podman() {
+fn image_builds_from_the_binary_and_runs_an_experiment_and_the_emitted_pod_in_podman() {
     const REQUIRE: &str = "RATTLE_REQUIRE_PODMAN";
     if !have("buildah", &["--version"], REQUIRE) || !have("podman", &["--version"], REQUIRE) {
         return;
@@ -541,7 +551,10 @@ fn image_builds_from_the_binary_and_runs_an_experiment_in_podman() {
     assert_eq!(code, 0, "{err}");
     let stripped_bytes: u64 = out.trim().parse().expect("a size in bytes");
     eprintln!("image {stripped}: {stripped_bytes} bytes");
-    assert!(stripped_bytes < image_bytes / 2, "{stripped_bytes} of {image_bytes}");
+    assert!(
+        stripped_bytes < image_bytes / 2,
+        "{stripped_bytes} of {image_bytes}"
+    );
 
     // Run it. Exit 125/126 is podman or the OCI runtime failing to start a container at all
     // (this machine, not the image); anything else is the image's answer.
@@ -553,7 +566,9 @@ fn image_builds_from_the_binary_and_runs_an_experiment_in_podman() {
     let mut run = podman_run(&storage, &ctr);
     run.arg(&tag).arg("--version");
     let (code, out, err) = run_bounded_cmd(run, Duration::from_secs(120));
-    if code == 125 || code == 126 {
+    // (A failure to exec the image's own entrypoint also exits 126, but names it: that one is
+    // the image's.)
+    if (code == 125 || code == 126) && !err.contains("/usr/local/bin/rattle") {
         assert!(
             std::env::var_os(REQUIRE).is_none(),
             "{REQUIRE} is set but podman cannot start a container here:\n{err}"
@@ -597,6 +612,7 @@ faults:
 duration: 5s
 "#,
     );
+    readable_by_all(&work);
     let reports = dir.path().join("reports");
     std::fs::create_dir(&reports).expect("mkdir");
     std::os::unix::fs::chown(&reports, Some(65532), Some(65532))
@@ -646,6 +662,139 @@ duration: 5s
     for file in ["summary.md", "junit.xml", "report.html"] {
         assert!(runs[0].join(file).is_file(), "{file} missing");
     }
+
+    // The pod `--emit cronjob` prints, run in this image the way its spec says: init container
+    // then main container, read-only root, no capabilities, no privilege escalation, as
+    // runAsUser with fsGroup on the claim (a directory owned by root and the group, 2775, as
+    // kubelet leaves a volume), the ConfigMap as files, working directory and environment as
+    // written; the image's own VOLUMEs ignored, as Kubernetes ignores them.
+    write(
+        &work,
+        "gd.yaml",
+        "version: 1\nname: in-a-pod\nexperiments: [exp.yaml]\n\
+         schedule: { cron: \"0 3 * * *\", timezone: UTC }\n",
+    );
+    let out = rattle()
+        .arg("schedule")
+        .arg(work.join("gd.yaml"))
+        .args(["--emit", "cronjob", "--image", &stripped])
+        .output()
+        .expect("run rattle");
+    let yaml = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let emitted = objects(&yaml);
+    let spec = pod(&emitted.cron_jobs[0]);
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).expect("mkdir");
+    for (k, v) in emitted.config_maps[0].data.clone().expect("data") {
+        write(&config, &k, &v);
+    }
+    readable_by_all(&config);
+    let claim = dir.path().join("claim");
+    std::fs::create_dir(&claim).expect("mkdir");
+    let psc = spec.security_context.clone().expect("pod securityContext");
+    let fs_group = psc.fs_group.expect("fsGroup");
+    std::os::unix::fs::chown(&claim, Some(0), u32::try_from(fs_group).ok()).expect("chown");
+    std::fs::set_permissions(&claim, std::os::unix::fs::PermissionsExt::from_mode(0o2775))
+        .expect("chmod");
+    let host_path = |volume: &str| -> PathBuf {
+        let v = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == volume)
+            .unwrap_or_else(|| panic!("no volume {volume}"));
+        if v.config_map.is_some() {
+            config.clone()
+        } else if v.persistent_volume_claim.is_some() {
+            claim.clone()
+        } else {
+            panic!("the test does not know volume {volume}'s kind")
+        }
+    };
+    let containers: Vec<_> = spec
+        .init_containers
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .chain(spec.containers.clone())
+        .collect();
+    assert_eq!(containers.len(), 2, "an init container and the game day");
+    for c in &containers {
+        let ctr = format!("rattle-test-{}-pod-{}", std::process::id(), c.name);
+        let _gone = Container {
+            storage: &storage,
+            name: ctr.clone(),
+        };
+        let mut run = podman_run(&storage, &ctr);
+        run.args(["--image-volume", "ignore"]);
+        run.arg("--user").arg(format!(
+            "{}:{}",
+            psc.run_as_user.expect("runAsUser"),
+            psc.run_as_group.expect("runAsGroup")
+        ));
+        run.arg("--group-add").arg(fs_group.to_string());
+        let sc = c.security_context.clone().expect("securityContext");
+        if sc.read_only_root_filesystem == Some(true) {
+            run.arg("--read-only");
+        }
+        if sc.allow_privilege_escalation == Some(false) {
+            run.args(["--security-opt", "no-new-privileges"]);
+        }
+        for cap in sc.capabilities.and_then(|c| c.drop).unwrap_or_default() {
+            run.arg("--cap-drop").arg(cap.to_lowercase());
+        }
+        if let Some(w) = &c.working_dir {
+            run.arg("--workdir").arg(w);
+        }
+        for e in c.env.iter().flatten() {
+            let value = match (&e.value, &e.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, Some(from)) => {
+                    match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                        Some("metadata.namespace") => "rattle".to_string(),
+                        Some("metadata.name") => ctr.clone(),
+                        other => panic!("the test does not know env {} from {other:?}", e.name),
+                    }
+                }
+                (None, None) => String::new(),
+            };
+            run.arg("--env").arg(format!("{}={value}", e.name));
+        }
+        for m in c.volume_mounts.iter().flatten() {
+            let ro = if m.read_only == Some(true) { ":ro" } else { "" };
+            run.arg("--volume").arg(format!(
+                "{}:{}{ro}",
+                host_path(&m.name).display(),
+                m.mount_path
+            ));
+        }
+        run.arg(c.image.clone().expect("image"));
+        run.args(c.args.clone().unwrap_or_default());
+        let (code, out, err) = run_bounded_cmd(run, Duration::from_secs(180));
+        assert!(
+            code == 0 || (c.name != "recover" && code == 1),
+            "container {} exited {code}:\n{out}\n{err}",
+            c.name
+        );
+    }
+    // The journal went to a private directory rattle made on the claim; the reports beside it.
+    let state = claim.join("state");
+    let meta = std::fs::metadata(&state).expect("the state directory on the claim");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o700
+    );
+    let runs: Vec<PathBuf> = std::fs::read_dir(claim.join("reports"))
+        .expect("reports on the claim")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(runs[0].join("index.json").is_file(), "{:?}", runs[0]);
 }
 
 /// A `${{ ... }}` expression of action.yml, from the few contexts it may use.
