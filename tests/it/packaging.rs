@@ -663,13 +663,19 @@ duration: 5s
         assert!(runs[0].join(file).is_file(), "{file} missing");
     }
 
+    run_emitted_pod(&storage, &stripped, &work, dir.path());
+}
+
+/// The pod `--emit cronjob` prints for a game day of `work/exp.yaml`, run in `image` the way
+/// its spec says; what it leaves on the claim (a directory under `dir`) checked.
+fn run_emitted_pod(storage: &Storage, image: &str, work: &Path, dir: &Path) {
     // The pod `--emit cronjob` prints, run in this image the way its spec says: init container
     // then main container, read-only root, no capabilities, no privilege escalation, as
     // runAsUser with fsGroup on the claim (a directory owned by root and the group, 2775, as
     // kubelet leaves a volume), the ConfigMap as files, working directory and environment as
     // written; the image's own VOLUMEs ignored, as Kubernetes ignores them.
     write(
-        &work,
+        work,
         "gd.yaml",
         "version: 1\nname: in-a-pod\nexperiments: [exp.yaml]\n\
          schedule: { cron: \"0 3 * * *\", timezone: UTC }\n",
@@ -677,7 +683,7 @@ duration: 5s
     let out = rattle()
         .arg("schedule")
         .arg(work.join("gd.yaml"))
-        .args(["--emit", "cronjob", "--image", &stripped])
+        .args(["--emit", "cronjob", "--image", image])
         .output()
         .expect("run rattle");
     let yaml = String::from_utf8_lossy(&out.stdout).to_string();
@@ -688,13 +694,13 @@ duration: 5s
     );
     let emitted = objects(&yaml);
     let spec = pod(&emitted.cron_jobs[0]);
-    let config = dir.path().join("config");
+    let config = dir.join("config");
     std::fs::create_dir(&config).expect("mkdir");
     for (k, v) in emitted.config_maps[0].data.clone().expect("data") {
         write(&config, &k, &v);
     }
     readable_by_all(&config);
-    let claim = dir.path().join("claim");
+    let claim = dir.join("claim");
     std::fs::create_dir(&claim).expect("mkdir");
     let psc = spec.security_context.clone().expect("pod securityContext");
     let fs_group = psc.fs_group.expect("fsGroup");
@@ -727,10 +733,10 @@ duration: 5s
     for c in &containers {
         let ctr = format!("rattle-test-{}-pod-{}", std::process::id(), c.name);
         let _gone = Container {
-            storage: &storage,
+            storage,
             name: ctr.clone(),
         };
-        let mut run = podman_run(&storage, &ctr);
+        let mut run = podman_run(storage, &ctr);
         run.args(["--image-volume", "ignore"]);
         run.arg("--user").arg(format!(
             "{}:{}",
