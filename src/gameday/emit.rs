@@ -3,17 +3,23 @@
 //! a ServiceAccount, least-privilege RBAC computed from the faults and probes the game day
 //! uses (a Role and RoleBinding per namespace it touches; a ClusterRole only for what cannot be
 //! namespaced: nodes, selections over every namespace), a ConfigMap with the game-day file and
-//! its experiments, and the CronJob (one run at a time, never retried).
+//! its experiments, a PersistentVolumeClaim for the journal and the reports, and the CronJob
+//! (one run at a time, never retried).
+//!
+//! The pod is laid out like the image (deploy/image/build.sh, Dockerfile) and the kustomize base
+//! in deploy/, which tests/it/packaging.rs holds to the same pod spec: ServiceAccount
+//! [`SERVICE_ACCOUNT`], user [`RUN_AS`], one volume at [`DATA_DIR`] with the journal in
+//! [`JOURNAL_STATE_DIR`] and each run's reports under [`REPORTS_DIR`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SecretKeySelector, SecurityContext, ServiceAccount, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, ServiceAccount,
+    Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -26,8 +32,20 @@ use crate::fault::{KubeAccess, KubeScope, Locality};
 
 /// Where the ConfigMap is mounted in the job's pod.
 pub const CONFIG_DIR: &str = "/etc/rattle";
-/// Where the journal's volume is mounted.
-pub const STATE_DIR: &str = "/var/lib/rattle";
+/// Where the data volume (journal and reports) is mounted, and the container's working
+/// directory: the image's `/var/lib/rattle`.
+pub const DATA_DIR: &str = "/var/lib/rattle";
+/// Where the journal's volume is mounted (the data volume).
+pub const STATE_DIR: &str = DATA_DIR;
+/// Where each run's reports go: `reports/` under the working directory, where `rattle gameday
+/// run` puts `gameday-<name>-<time>/` when given no `--out`, so runs do not overwrite each other.
+pub const REPORTS_DIR: &str = "/var/lib/rattle/reports";
+/// The ServiceAccount the job runs as: the same as deploy/rbac.yaml's, so the kustomize base and
+/// emitted game days share one identity per namespace; each game day adds its own Roles and
+/// bindings to it.
+pub const SERVICE_ACCOUNT: &str = "rattle";
+/// The user and group the pod runs as: the image's non-root `rattle` (distroless's `nonroot`).
+pub const RUN_AS: i64 = 65532;
 /// The state directory inside that volume: a directory rattle creates 0700 itself, since the
 /// volume's root may be group- or world-writable (some provisioners make it 0777, an fsGroup
 /// makes it group-writable), which the journal refuses (issue #19).
@@ -338,12 +356,12 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
     };
 
     let service_account = ServiceAccount {
-        metadata: meta(&name, Some(ns), &instance),
+        metadata: meta(SERVICE_ACCOUNT, Some(ns), &instance),
         ..Default::default()
     };
     let subject = Subject {
         kind: "ServiceAccount".into(),
-        name: name.clone(),
+        name: SERVICE_ACCOUNT.into(),
         namespace: Some(ns.to_string()),
         ..Default::default()
     };
@@ -351,7 +369,9 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
     let mut docs: Vec<String> = vec![format!(
         "# rattle game day {:?} from {file}, as a Kubernetes CronJob.\n\
              # Apply with: kubectl apply -f <this file>   (namespace {ns} must exist)\n\
-             # The image must have the rattle binary on its PATH.\n{}",
+             # The image must have the rattle binary on its PATH (deploy/image/build.sh or the Dockerfile).\n\
+             # ServiceAccount {SERVICE_ACCOUNT} is shared with deploy/ and other game days in {ns}: to remove\n\
+             # this game day, delete its CronJob, ConfigMap, Roles and bindings, not the ServiceAccount.\n{}",
         gd.name(),
         yaml(&service_account)?
     )];
@@ -412,15 +432,16 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
     docs.push(yaml(&config_map)?);
 
     // The journal of active faults outlives each job's pod, so the next job reverts what a
-    // killed one left (its init container runs `rattle recover`).
+    // killed one left (its init container runs `rattle recover`); so do the reports.
+    let claim = format!("{name}-data");
     let pvc = PersistentVolumeClaim {
-        metadata: meta(&format!("{name}-state"), Some(ns), &instance),
+        metadata: meta(&claim, Some(ns), &instance),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_string(),
-                    Quantity("64Mi".into()),
+                    Quantity("1Gi".into()),
                 )])),
                 ..Default::default()
             }),
@@ -429,14 +450,14 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
         ..Default::default()
     };
     docs.push(format!(
-        "# The journal of active faults (RATTLE_STATE_DIR), kept across jobs: if a job's pod is\n\
-         # killed outright, the next job's init container reverts what it left (rattle recover).\n\
+        "# The journal of active faults (RATTLE_STATE_DIR, {JOURNAL_STATE_DIR}), kept across jobs: if a\n\
+         # job's pod is killed outright, the next job's init container reverts what it left (rattle\n\
+         # recover). Each run's reports stay beside it in {REPORTS_DIR}/ (nothing prunes them).\n\
          # Uses the cluster's default StorageClass.\n{}",
         yaml(&pvc)?
     ));
 
-    // The container: the game day run once, its reports in an emptyDir (replace it with a
-    // PersistentVolumeClaim to keep them), its journal in another.
+    // The container: the game day run once, its journal and reports on the claim.
     let field_env = |name: &str, path: &str| EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -486,8 +507,6 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
                 "gameday",
                 "run",
                 &format!("{CONFIG_DIR}/gameday.yaml"),
-                "--out",
-                "/reports/latest",
                 "--yes",
                 "--skip-outside-window",
                 "--progress",
@@ -498,6 +517,8 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
             .collect(),
         ),
         env: Some(env),
+        // Reports go to reports/ here, on the claim.
+        working_dir: Some(DATA_DIR.into()),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "gameday".into(),
@@ -506,13 +527,8 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
                 ..Default::default()
             },
             VolumeMount {
-                name: "reports".into(),
-                mount_path: "/reports".into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "state".into(),
-                mount_path: STATE_DIR.into(),
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
                 ..Default::default()
             },
         ]),
@@ -550,9 +566,10 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
                 .map(|s| s.to_string())
                 .collect(),
         ),
+        working_dir: Some(DATA_DIR.into()),
         volume_mounts: Some(vec![VolumeMount {
-            name: "state".into(),
-            mount_path: STATE_DIR.into(),
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
             ..Default::default()
         }]),
         security_context: container.security_context.clone(),
@@ -560,7 +577,20 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
     };
     let pod = PodSpec {
         init_containers: Some(vec![recover]),
-        service_account_name: Some(name.clone()),
+        service_account_name: Some(SERVICE_ACCOUNT.into()),
+        // The image's non-root user; fsGroup makes the claim writable by it.
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            fs_group_change_policy: Some("OnRootMismatch".into()),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         restart_policy: Some("Never".into()),
         // Time for rattle to revert its faults when the job is stopped.
         termination_grace_period_seconds: Some(120),
@@ -575,14 +605,9 @@ pub fn cronjob(gd: &GameDay, settings: &EmitSettings) -> Result<String, EmitErro
                 ..Default::default()
             },
             Volume {
-                name: "reports".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            },
-            Volume {
-                name: "state".into(),
+                name: "data".into(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: format!("{name}-state"),
+                    claim_name: claim.clone(),
                     ..Default::default()
                 }),
                 ..Default::default()
