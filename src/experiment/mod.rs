@@ -20,12 +20,14 @@ pub mod stop;
 pub mod url;
 mod validate;
 pub mod values;
+pub mod vars;
 
 pub use diagnostic::{Diagnostic, ExperimentError};
-pub use load::{load, parse_str};
+pub use load::{load, load_with, parse_str, parse_str_with};
 pub use located::Located;
 pub use spec::*;
 pub use stop::{StopWhen, Sustained};
+pub use vars::{Vars, VarsError};
 pub use values::{
     Cmp, DurationThreshold, HumanDuration, Percent, PercentThreshold, Rate, ValueError,
 };
