@@ -226,7 +226,11 @@ impl Vars {
         let mut parser = Parser::new_from_str(text);
         while let Some(event) = parser.next_event() {
             let Ok((event, span)) = event else {
-                // A syntax error: the parser of the next stage reports it, located.
+                // A syntax error: the parser of the next stage reports it, located (unless a
+                // reference explains it better).
+                if !problems.is_empty() {
+                    return Err(problems);
+                }
                 out.text = text.to_string();
                 return Ok(out);
             };
@@ -239,6 +243,21 @@ impl Vars {
             let Some(source) = text.get(range.clone()) else {
                 continue;
             };
+            if style == ScalarStyle::Plain
+                && source.ends_with('$')
+                && text[range.end..].starts_with('{')
+            {
+                // `${` ends a plain scalar inside `{ }` or `[ ]`: say so rather than let the
+                // value be read as `$`.
+                problems.push(self.problem(
+                    text,
+                    range.end - 1,
+                    "inside `{ }` or `[ ]`, a value with a reference must be quoted: write \
+                     \"${...}\""
+                        .into(),
+                ));
+                continue;
+            }
             if !source.contains("${") {
                 continue;
             }

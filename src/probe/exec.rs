@@ -46,7 +46,8 @@ pub struct ExecProbe {
     /// Standard output must contain this text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout_contains: Option<String>,
-    /// Standard output must match this regular expression (Rust `regex` syntax).
+    /// Standard output must match this regular expression (Rust `regex` syntax; `^` and `$`
+    /// match at the start and end of each line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout_matches: Option<String>,
 }
@@ -101,8 +102,12 @@ fn runnable(program: &str) -> bool {
     })
 }
 
+/// Output is lines: `^` and `$` match at each line's start and end (so `ok$` matches `ok\n`).
 fn regex(r: &str) -> Result<regex::Regex, regex::Error> {
-    regex::RegexBuilder::new(r).size_limit(1 << 20).build()
+    regex::RegexBuilder::new(r)
+        .multi_line(true)
+        .size_limit(1 << 20)
+        .build()
 }
 
 impl Probe for ExecProbe {
