@@ -656,4 +656,27 @@ mod tests {
         v.set_flag("API_TOKEN=zzz").unwrap();
         assert!(v.resolve("var:API_TOKEN").unwrap().1, "a secret-looking name");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, ..Default::default() })]
+
+        // No text (YAML punctuation, references, escapes, multi-byte characters) makes
+        // substitution or the mapping back of any position panic.
+        #[test]
+        fn arbitrary_text_never_panics(
+            s in "([a-z:# \"'|>\\[\\]{},\n-]|\\$\\{var:HOST\\}|\\$\\{|\\$\\$\\{|\\}|é){0,60}",
+            line in 0u64..8,
+            column in 0u64..40,
+        ) {
+            if let Ok(sub) = vars().substitute(&s) {
+                let _ = sub.locate(Diagnostic {
+                    line,
+                    column,
+                    field: String::new(),
+                    message: String::new(),
+                    snippet: Some(String::new()),
+                });
+            }
+        }
+    }
 }

@@ -236,3 +236,37 @@ async fn issue15_secrets_from_the_environment_are_sent_but_never_written() {
     assert!(stderr.contains("expected host:port"), "{stderr}");
     assert_no_secret("an error message", &stderr);
 }
+
+#[test]
+fn issue15_game_days_substitute_in_their_file_and_in_their_experiments() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "exp.yaml",
+        &format!("{EXP}      tcp: {{ address: \"127.0.0.1:${{var:PORT}}\" }}\nduration: 5s\n"),
+    );
+    write(
+        dir.path(),
+        "gd.yaml",
+        "version: 1\nname: \"${var:GD}\"\nexperiments: [\"${var:WHICH}\"]\n",
+    );
+    let (code, out, err) = run(
+        &["gameday", "validate", "gd.yaml", "--var", "GD=nightly", "--var", "WHICH=exp.yaml", "--var", "PORT=5432"],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("(nightly, 1 experiment(s)"), "{out}");
+    // The experiment's own unset reference is located in the experiment, inside the game
+    // day's error.
+    let (code, _, err) = run(
+        &["gameday", "validate", "gd.yaml", "--var", "GD=nightly", "--var", "WHICH=exp.yaml"],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("exp.yaml:7:34: variable `PORT` is not set"), "{err}");
+    let (code, _, err) = run(&["gameday", "validate", "gd.yaml"], &[], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("gd.yaml:2:8: variable `GD` is not set"), "{err}");
+}
