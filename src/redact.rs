@@ -212,11 +212,6 @@ pub fn register_secret(value: &str) {
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
-/// Is any secret value registered?
-pub fn has_secrets() -> bool {
-    !SECRETS.read().unwrap_or_else(|p| p.into_inner()).is_empty()
-}
-
 /// `text` with every registered secret value ([`register_secret`]) replaced by `<redacted>`.
 pub fn redact_secrets(text: &str) -> Cow<'_, str> {
     let secrets = SECRETS.read().unwrap_or_else(|p| p.into_inner());
@@ -314,5 +309,21 @@ mod tests {
         assert!(is_secret_header("X-Api-Key"));
         assert!(is_secret_header("x-auth-token"));
         assert!(!is_secret_header("Accept"));
+    }
+
+    #[test]
+    fn registered_secrets_are_redacted_in_every_written_form() {
+        // Unique values: the registry is process-wide and other tests share it.
+        register_secret("");
+        register_secret("q\"<tok>9Zr-unit");
+        register_secret("q\"<tok>9Zr-unit-longer");
+        assert_eq!(redact_secrets("a q\"<tok>9Zr-unit b"), "a <redacted> b");
+        assert_eq!(redact_secrets("q\"<tok>9Zr-unit-longer"), "<redacted>");
+        assert_eq!(
+            redact_secrets(r#"{"t":"q\"<tok>9Zr-unit"}"#),
+            r#"{"t":"<redacted>"}"#
+        );
+        assert_eq!(redact_secrets("q&quot;&lt;tok&gt;9Zr-unit"), "<redacted>");
+        assert!(matches!(redact_secrets("nothing here"), Cow::Borrowed(_)));
     }
 }

@@ -3,9 +3,9 @@
 
 mod gameday;
 mod load;
-pub mod vars;
 mod recover;
 mod report;
+pub mod vars;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;

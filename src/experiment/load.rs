@@ -37,8 +37,7 @@ pub fn parse_str_with(text: &str, vars: &Vars) -> Result<Experiment, Vec<Diagnos
     let locate = |ds: Vec<Diagnostic>| -> Vec<Diagnostic> {
         ds.into_iter().map(|d| substituted.locate(d)).collect()
     };
-    let experiment: Experiment =
-        parse_yaml(&substituted.text).map_err(|d| locate(vec![d]))?;
+    let experiment: Experiment = parse_yaml(&substituted.text).map_err(|d| locate(vec![d]))?;
     validate(&experiment).map_err(locate)?;
     Ok(experiment)
 }

@@ -249,13 +249,15 @@ impl Vars {
             {
                 // `${` ends a plain scalar inside `{ }` or `[ ]`: say so rather than let the
                 // value be read as `$`.
-                problems.push(self.problem(
-                    text,
-                    range.end - 1,
-                    "inside `{ }` or `[ ]`, a value with a reference must be quoted: write \
+                problems.push(
+                    self.problem(
+                        text,
+                        range.end - 1,
+                        "inside `{ }` or `[ ]`, a value with a reference must be quoted: write \
                      \"${...}\""
-                        .into(),
-                ));
+                            .into(),
+                    ),
+                );
                 continue;
             }
             if !source.contains("${") {
@@ -403,7 +405,10 @@ impl<'de> serde::Deserialize<'de> for VarFile {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a mapping of variable names to values")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<VarFile, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<VarFile, A::Error> {
                 let mut entries = Vec::new();
                 while let Some(entry) = m.next_entry()? {
                     entries.push(entry);
@@ -445,7 +450,11 @@ impl Scalar {
 
 enum Piece<'a> {
     /// `${inner}` at byte `at`, `len` bytes long.
-    Ref { at: usize, len: usize, inner: &'a str },
+    Ref {
+        at: usize,
+        len: usize,
+        inner: &'a str,
+    },
     /// `$${` at byte `at`: a literal `${`.
     Escape { at: usize },
     /// A `${` with no closing `}`.
@@ -620,7 +629,8 @@ mod tests {
 
     #[test]
     fn unset_and_malformed_references_are_located() {
-        let text = "a: 1\nb: \"x ${var:NOPE}\"\nc:   ${oops}\nd: ${env:RATTLE_T_UNSET_9}\ne: ${var:A\n";
+        let text =
+            "a: 1\nb: \"x ${var:NOPE}\"\nc:   ${oops}\nd: ${env:RATTLE_T_UNSET_9}\ne: ${var:A\n";
         let problems = vars().substitute(text).unwrap_err();
         let at: Vec<(u64, u64)> = problems.iter().map(|d| (d.line, d.column)).collect();
         assert_eq!(at, vec![(2, 7), (3, 6), (4, 4), (5, 4)], "{problems:?}");
@@ -654,7 +664,10 @@ mod tests {
         v.set_flag("X=a=b").unwrap();
         assert_eq!(v.resolve("var:X").unwrap(), ("a=b".to_string(), false));
         v.set_flag("API_TOKEN=zzz").unwrap();
-        assert!(v.resolve("var:API_TOKEN").unwrap().1, "a secret-looking name");
+        assert!(
+            v.resolve("var:API_TOKEN").unwrap().1,
+            "a secret-looking name"
+        );
     }
 
     proptest::proptest! {

@@ -75,9 +75,9 @@ impl ExecProbe {
             (CommandLine::Argv(v), true) if v.len() == 1 => {
                 Ok(vec!["sh".into(), "-c".into(), v[0].clone()])
             }
-            (CommandLine::Argv(_), true) => Err(
-                "`command`: with `shell: true`, give one string (the script sh -c runs)".into(),
-            ),
+            (CommandLine::Argv(_), true) => {
+                Err("`command`: with `shell: true`, give one string (the script sh -c runs)".into())
+            }
             (CommandLine::Script(_), false) => Err(
                 "`command`: a string would need a shell to split it: give an argument vector \
                  ([program, arg, ...]) or set `shell: true`"
@@ -97,9 +97,8 @@ fn runnable(program: &str) -> bool {
     if program.contains('/') {
         return executable(Path::new(program));
     }
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| executable(&dir.join(program)))
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
 }
 
 /// Output is lines: `^` and `$` match at each line's start and end (so `ok$` matches `ok\n`).
@@ -348,7 +347,11 @@ mod tests {
         let p = probe(serde_json::json!({"command": "echo hi | grep hi", "shell": true}));
         assert_eq!(p.argv().unwrap()[..2], ["sh", "-c"]);
         let p = probe(serde_json::json!({"command": ["no-such-program-rattle-7"]}));
-        assert!(p.validate().unwrap_err().contains("not an executable file on PATH"));
+        assert!(
+            p.validate()
+                .unwrap_err()
+                .contains("not an executable file on PATH")
+        );
         let p = probe(serde_json::json!({"command": []}));
         assert!(p.validate().unwrap_err().contains("names no program"));
         let p = probe(serde_json::json!({"command": ["true"], "stdout_matches": "("}));
@@ -360,15 +363,18 @@ mod tests {
     #[tokio::test]
     async fn exit_codes_and_output_are_checked() {
         let env = ProbeEnv::default();
-        let ok = probe(serde_json::json!({"command": ["sh", "-c", "echo status=UP"],
-            "stdout_matches": "status=(UP|OK)", "stdout_contains": "UP"}));
+        let ok = probe(
+            serde_json::json!({"command": ["sh", "-c", "echo status=UP"],
+            "stdout_matches": "status=(UP|OK)", "stdout_contains": "UP"}),
+        );
         assert_eq!(ok.check(&env).await, Ok(()));
         let fails = probe(serde_json::json!({"command": ["sh", "-c", "echo down >&2; exit 1"]}));
         assert_eq!(
             fails.check(&env).await,
             Err("exit code 1, expected 0 (stderr: \"down\")".into())
         );
-        let wrong = probe(serde_json::json!({"command": ["echo", "DOWN"], "stdout_contains": "UP"}));
+        let wrong =
+            probe(serde_json::json!({"command": ["echo", "DOWN"], "stdout_contains": "UP"}));
         assert_eq!(
             wrong.check(&env).await,
             Err("stdout \"DOWN\" does not contain \"UP\"".into())
@@ -381,9 +387,14 @@ mod tests {
     #[tokio::test]
     async fn output_is_bounded() {
         let env = ProbeEnv::default();
-        let p = probe(serde_json::json!({"command": ["sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' x; echo END"],
-            "stdout_contains": "END"}));
+        let p = probe(
+            serde_json::json!({"command": ["sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' x; echo END"],
+            "stdout_contains": "END"}),
+        );
         let err = p.check(&env).await.unwrap_err();
-        assert!(err.contains("(first 64 KiB) does not contain \"END\""), "{err}");
+        assert!(
+            err.contains("(first 64 KiB) does not contain \"END\""),
+            "{err}"
+        );
     }
 }

@@ -122,11 +122,15 @@ fn default_timeout() -> HumanDuration {
 }
 
 /// A client of the `http` probes: http and https, one pool per TLS setting.
-pub(crate) type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type Client =
+    hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// What tells two `http` probes' clients apart: the CA file and `insecure`.
+type TlsKey = (Option<std::path::PathBuf>, bool);
 
 /// The clients of a run's `http` probes, by TLS setting (see [`ProbeEnv`]).
 #[derive(Default)]
-pub(crate) struct Clients(Mutex<HashMap<(Option<std::path::PathBuf>, bool), Arc<Client>>>);
+pub(crate) struct Clients(Mutex<HashMap<TlsKey, Arc<Client>>>);
 
 impl Clients {
     fn get(&self, probe: &HttpProbe) -> Result<Arc<Client>, String> {
@@ -361,11 +365,7 @@ impl Probe for HttpProbe {
         if let Some(l) = &self.max_latency {
             expects.push(format!("latency < {}ms", l.get().as_millis()));
         }
-        let mut line = format!(
-            "{} {}",
-            self.method,
-            crate::redact::redact_url(&url),
-        );
+        let mut line = format!("{} {}", self.method, crate::redact::redact_url(&url),);
         if !self.headers.is_empty() {
             let names: Vec<&str> = self.headers.keys().map(String::as_str).collect();
             line.push_str(&format!(" (headers: {})", names.join(", ")));
@@ -393,8 +393,15 @@ impl Probe for HttpProbe {
         if self.expect_status.codes().is_empty() {
             return Err("`expect_status`: lists no status code".into());
         }
-        if let Some(c) = self.expect_status.codes().iter().find(|c| !(100..=599).contains(*c)) {
-            return Err(format!("`expect_status`: {c} is not an HTTP status (100 to 599)"));
+        if let Some(c) = self
+            .expect_status
+            .codes()
+            .iter()
+            .find(|c| !(100..=599).contains(*c))
+        {
+            return Err(format!(
+                "`expect_status`: {c} is not an HTTP status (100 to 599)"
+            ));
         }
         if let Some(r) = &self.body_matches {
             regex::RegexBuilder::new(r)
@@ -414,9 +421,11 @@ impl Probe for HttpProbe {
             return Err("`max_latency`: must be above zero".into());
         }
         if self.insecure && self.ca_file.is_some() {
-            return Err("`insecure` and `ca_file` exclude each other: with `insecure` no \
+            return Err(
+                "`insecure` and `ca_file` exclude each other: with `insecure` no \
                         certificate is checked"
-                .into());
+                    .into(),
+            );
         }
         if self.ca_file.is_some() {
             // Read now, so a missing or malformed CA file stops the run before it starts.
@@ -486,10 +495,7 @@ async fn check(probe: &HttpProbe, client: &Client) -> Result<(), String> {
     if let Some(s) = &probe.body_contains
         && !text.contains(s.as_str())
     {
-        failures.push(format!(
-            "body {} does not contain {s:?}",
-            quote_body(&text)
-        ));
+        failures.push(format!("body {} does not contain {s:?}", quote_body(&text)));
     }
     if let Some(r) = &probe.body_matches {
         let re = regex::RegexBuilder::new(r)
@@ -544,7 +550,8 @@ mod tests {
     #[test]
     fn the_plan_line_redacts_credentials_and_header_values() {
         let mut p = probe("http://u:p@127.0.0.1:1");
-        p.headers.insert("Authorization".into(), "Bearer hunter2".into());
+        p.headers
+            .insert("Authorization".into(), "Bearer hunter2".into());
         let line = p.describe(Duration::from_millis(250));
         assert_eq!(
             line,
@@ -570,14 +577,36 @@ mod tests {
             ok(r#"$.status != "UP""#),
             Err(r#"$.status is "UP", expected != "UP""#.into())
         );
-        assert_eq!(ok("$.items[*] < 5"), Err("$.items[*] is 5, expected < 5".into()));
-        assert_eq!(ok("$.missing == 1"), Err("$.missing selects nothing in the body".into()));
+        assert_eq!(
+            ok("$.items[*] < 5"),
+            Err("$.items[*] is 5, expected < 5".into())
+        );
+        assert_eq!(
+            ok("$.missing == 1"),
+            Err("$.missing selects nothing in the body".into())
+        );
         assert_eq!(ok("$.items[?@ > 4] == 5"), Ok(()));
-        assert!(parse_json_check("$.status == UP").unwrap_err().contains("double quotes"));
-        assert!(parse_json_check("$.a = 1").unwrap_err().contains("operator"));
-        assert!(parse_json_check("$.a < true").unwrap_err().contains("compares"));
+        assert!(
+            parse_json_check("$.status == UP")
+                .unwrap_err()
+                .contains("double quotes")
+        );
+        assert!(
+            parse_json_check("$.a = 1")
+                .unwrap_err()
+                .contains("operator")
+        );
+        assert!(
+            parse_json_check("$.a < true")
+                .unwrap_err()
+                .contains("compares")
+        );
         assert!(parse_json_check("$[ == 1").is_err());
-        assert!(parse_json_check("== 1").unwrap_err().contains("no JSONPath"));
+        assert!(
+            parse_json_check("== 1")
+                .unwrap_err()
+                .contains("no JSONPath")
+        );
     }
 
     #[test]
@@ -588,17 +617,17 @@ mod tests {
             p.validate().unwrap_err()
         };
         assert!(bad(&|p| p.method = "GE T".into()).starts_with("`method`"));
-        assert!(bad(&|p| {
-            p.headers.insert("bad name".into(), "x".into());
-        })
-        .starts_with("`headers.bad name`"));
+        assert!(
+            bad(&|p| {
+                p.headers.insert("bad name".into(), "x".into());
+            })
+            .starts_with("`headers.bad name`")
+        );
         assert!(bad(&|p| p.body_matches = Some("(".into())).starts_with("`body_matches`"));
         assert!(bad(&|p| p.json = vec!["$.a == nope".into()]).starts_with("`json[0]`"));
         assert!(bad(&|p| p.expect_status = ExpectStatus::Any(vec![])).contains("no status"));
         assert!(bad(&|p| p.expect_status = ExpectStatus::One(42)).contains("100 to 599"));
-        assert!(
-            bad(&|p| p.ca_file = Some("/nonexistent/ca.pem".into())).starts_with("`ca_file`")
-        );
+        assert!(bad(&|p| p.ca_file = Some("/nonexistent/ca.pem".into())).starts_with("`ca_file`"));
     }
 
     #[tokio::test]

@@ -23,8 +23,8 @@ use crate::metrics::RunClock;
 pub mod exec;
 pub mod http;
 pub mod kubernetes;
-pub mod tcp;
 mod recovery;
+pub mod tcp;
 
 pub use recovery::probe_recovery;
 

@@ -117,7 +117,11 @@ mod tests {
         assert_eq!(split_address("127.0.0.1:80"), Ok(("127.0.0.1", 80)));
         assert_eq!(split_address("[::1]:6379"), Ok(("::1", 6379)));
         assert_eq!(split_address("db.internal:5432"), Ok(("db.internal", 5432)));
-        assert!(split_address("127.0.0.1").unwrap_err().contains("host:port"));
+        assert!(
+            split_address("127.0.0.1")
+                .unwrap_err()
+                .contains("host:port")
+        );
         assert!(split_address(":80").unwrap_err().contains("no host"));
         assert!(split_address("h:0").unwrap_err().contains("1 to 65535"));
         assert!(split_address("h:99999").unwrap_err().contains("1 to 65535"));

@@ -30,7 +30,10 @@ const SLOW: Duration = Duration::from_millis(300);
 /// The test service: `/health` answers JSON that flips from UP to DOWN when `down` is set;
 /// `/slow` sleeps [`SLOW`]; `/echo` is 200 only for `POST` with `x-probe: yes` and body
 /// `ping` (else 400 naming what it saw).
-async fn handle(req: Request<Incoming>, down: Arc<AtomicBool>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    down: Arc<AtomicBool>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match req.uri().path() {
         "/health" => {
             let body = if down.load(Ordering::SeqCst) {
@@ -52,11 +55,19 @@ async fn handle(req: Request<Incoming>, down: Arc<AtomicBool>) -> Result<Respons
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             if method == http::Method::POST && header == "yes" && &body[..] == b"ping" {
                 (StatusCode::OK, "pong".to_string())
             } else {
-                (StatusCode::BAD_REQUEST, format!("{method} {header:?} {body:?}"))
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("{method} {header:?} {body:?}"),
+                )
             }
         }
         _ => (StatusCode::NOT_FOUND, String::new()),
@@ -160,21 +171,30 @@ async fn issue15_https_trusts_the_ca_file_or_insecure_and_nothing_else() {
 async fn issue15_json_checks_follow_a_body_that_flips() {
     let (addr, down) = http_server().await;
     let env = ProbeEnv::default();
-    let p = http_probe(json!({"url": format!("http://{addr}/health"), "timeout": "5s",
-        "json": ["$.status == \"UP\"", "$.queue.depth < 100"], "body_contains": "status"}));
+    let p = http_probe(
+        json!({"url": format!("http://{addr}/health"), "timeout": "5s",
+        "json": ["$.status == \"UP\"", "$.queue.depth < 100"], "body_contains": "status"}),
+    );
     assert_eq!(p.check(&env).await, Ok(()));
     down.store(true, Ordering::SeqCst);
     assert_eq!(
         p.check(&env).await,
-        Err("$.status is \"DOWN\", expected == \"UP\"; $.queue.depth is 500, expected < 100".into())
+        Err(
+            "$.status is \"DOWN\", expected == \"UP\"; $.queue.depth is 500, expected < 100".into()
+        )
     );
     down.store(false, Ordering::SeqCst);
     assert_eq!(p.check(&env).await, Ok(()));
     // Regex and substring failures quote the body they saw.
-    let re = http_probe(json!({"url": format!("http://{addr}/health"), "timeout": "5s",
-        "body_matches": "\"depth\":\\s*[0-4]\\b"}));
+    let re = http_probe(
+        json!({"url": format!("http://{addr}/health"), "timeout": "5s",
+        "body_matches": "\"depth\":\\s*[0-4]\\b"}),
+    );
     let err = re.check(&env).await.unwrap_err();
-    assert!(err.contains("\"depth\\\":5") && err.contains("does not match"), "{err}");
+    assert!(
+        err.contains("\"depth\\\":5") && err.contains("does not match"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -182,15 +202,22 @@ async fn issue15_method_headers_body_and_status_lists() {
     let (addr, _) = http_server().await;
     let env = ProbeEnv::default();
     let url = format!("http://{addr}/echo");
-    let post = http_probe(json!({"url": url, "method": "POST", "headers": {"x-probe": "yes"},
-        "body": "ping", "timeout": "5s", "body_contains": "pong"}));
+    let post = http_probe(
+        json!({"url": url, "method": "POST", "headers": {"x-probe": "yes"},
+        "body": "ping", "timeout": "5s", "body_contains": "pong"}),
+    );
     assert_eq!(post.check(&env).await, Ok(()));
     let get = http_probe(json!({"url": url, "timeout": "5s"}));
-    assert_eq!(get.check(&env).await, Err("status 400, expected 200".into()));
+    assert_eq!(
+        get.check(&env).await,
+        Err("status 400, expected 200".into())
+    );
     let either = http_probe(json!({"url": url, "timeout": "5s", "expect_status": [200, 400]}));
     assert_eq!(either.check(&env).await, Ok(()));
-    let missing = http_probe(json!({"url": format!("http://{addr}/nope"), "timeout": "5s",
-        "expect_status": [200, 204]}));
+    let missing = http_probe(
+        json!({"url": format!("http://{addr}/nope"), "timeout": "5s",
+        "expect_status": [200, 204]}),
+    );
     assert_eq!(
         missing.check(&env).await,
         Err("status 404, expected 200 or 204".into())
@@ -201,8 +228,10 @@ async fn issue15_method_headers_body_and_status_lists() {
 async fn issue15_a_latency_limit_reports_the_latency_measured() {
     let (addr, _) = http_server().await;
     let env = ProbeEnv::default();
-    let p = http_probe(json!({"url": format!("http://{addr}/slow"), "timeout": "10s",
-        "max_latency": "100ms"}));
+    let p = http_probe(
+        json!({"url": format!("http://{addr}/slow"), "timeout": "10s",
+        "max_latency": "100ms"}),
+    );
     let err = p.check(&env).await.unwrap_err();
     // "latency <N>ms, expected < 100ms": the server slept 300 ms, so N is at least that (no
     // upper bound: the machine is shared).
@@ -212,39 +241,51 @@ async fn issue15_a_latency_limit_reports_the_latency_measured() {
         .and_then(|(n, _)| n.parse().ok())
         .unwrap_or_else(|| panic!("{err}"));
     assert!(n >= SLOW.as_millis() as u64, "{err}");
-    let generous = http_probe(json!({"url": format!("http://{addr}/slow"), "timeout": "10s",
-        "max_latency": "10s"}));
+    let generous = http_probe(
+        json!({"url": format!("http://{addr}/slow"), "timeout": "10s",
+        "max_latency": "10s"}),
+    );
     assert_eq!(generous.check(&env).await, Ok(()));
 }
 
 #[tokio::test]
 async fn issue15_exec_exit_code_output_and_timeout_kill_the_group() {
     let env = ProbeEnv::default();
-    let exit1: ExecProbe = serde_json::from_value(json!({"command": ["sh", "-c", "echo bad >&2; exit 1"]})).unwrap();
+    let exit1: ExecProbe =
+        serde_json::from_value(json!({"command": ["sh", "-c", "echo bad >&2; exit 1"]})).unwrap();
     assert_eq!(
         exit1.check(&env).await,
         Err("exit code 1, expected 0 (stderr: \"bad\")".into())
     );
     let ok: ExecProbe = serde_json::from_value(json!({"command": ["echo", "queue=3"],
-        "stdout_matches": "queue=[0-9]$"})).unwrap();
+        "stdout_matches": "queue=[0-9]$"}))
+    .unwrap();
     assert_eq!(ok.check(&env).await, Ok(()));
 
     // A command that outlives its timeout, with a child in the background: both must die.
     let dir = tempfile::tempdir().unwrap();
     let pids = dir.path().join("pids");
-    let script = format!("sleep 60 & echo $! > {p}.tmp; echo $$ >> {p}.tmp; mv {p}.tmp {p}; sleep 60", p = pids.display());
+    let script = format!(
+        "sleep 60 & echo $! > {p}.tmp; echo $$ >> {p}.tmp; mv {p}.tmp {p}; sleep 60",
+        p = pids.display()
+    );
     let slow: ExecProbe = serde_json::from_value(json!({"command": script, "shell": true,
-        "timeout": "3s"})).unwrap();
+        "timeout": "3s"}))
+    .unwrap();
     let err = slow.check(&env).await.unwrap_err();
     assert_eq!(err, "timed out after 3000ms (killed)");
-    let text = std::fs::read_to_string(&pids).expect("the script wrote its pids before the timeout");
+    let text =
+        std::fs::read_to_string(&pids).expect("the script wrote its pids before the timeout");
     let pids: Vec<u32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
     assert_eq!(pids.len(), 2, "{text}");
     let start = Instant::now();
     for pid in pids {
         // Gone, or a zombie its reaper has not collected yet: not running either way.
         while !matches!(proc_state(pid), None | Some('Z')) {
-            assert!(start.elapsed() < Duration::from_secs(20), "process {pid} survived the timeout");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "process {pid} survived the timeout"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -273,21 +314,49 @@ fn validate(content: &str) -> (i32, String) {
     (code, err)
 }
 
-const PROBE_ONLY: &str = "version: 1\nname: p\nsteady_state:\n  probes:\n    - name: x\n      interval: 500ms\n";
+const PROBE_ONLY: &str =
+    "version: 1\nname: p\nsteady_state:\n  probes:\n    - name: x\n      interval: 500ms\n";
 
 #[test]
 fn issue15_bad_probe_fields_are_located_exit_2() {
     let cases: &[(&str, &str)] = &[
-        ("      http: { url: \"http://127.0.0.1:1/\", body_matches: \"(\" }\n", "`body_matches`: not a valid regex"),
-        ("      http: { url: \"http://127.0.0.1:1/\", json: [\"$.a == UP\"] }\n", "`json[0]`"),
-        ("      http: { url: \"http://127.0.0.1:1/\", json: [\"$[ == 1\"] }\n", "is not a JSONPath"),
-        ("      http: { url: \"http://127.0.0.1:1/\", method: \"G T\" }\n", "`method`"),
-        ("      http: { url: \"http://127.0.0.1:1/\", ca_file: /nonexistent/ca.pem }\n", "`ca_file`"),
-        ("      exec: { command: [\"no-such-program-rattle-9\"] }\n", "not an executable file on PATH"),
+        (
+            "      http: { url: \"http://127.0.0.1:1/\", body_matches: \"(\" }\n",
+            "`body_matches`: not a valid regex",
+        ),
+        (
+            "      http: { url: \"http://127.0.0.1:1/\", json: [\"$.a == UP\"] }\n",
+            "`json[0]`",
+        ),
+        (
+            "      http: { url: \"http://127.0.0.1:1/\", json: [\"$[ == 1\"] }\n",
+            "is not a JSONPath",
+        ),
+        (
+            "      http: { url: \"http://127.0.0.1:1/\", method: \"G T\" }\n",
+            "`method`",
+        ),
+        (
+            "      http: { url: \"http://127.0.0.1:1/\", ca_file: /nonexistent/ca.pem }\n",
+            "`ca_file`",
+        ),
+        (
+            "      exec: { command: [\"no-such-program-rattle-9\"] }\n",
+            "not an executable file on PATH",
+        ),
         ("      exec: { command: \"true | true\" }\n", "shell: true"),
-        ("      exec: { command: [\"true\"], stdout_matches: \"[\" }\n", "`stdout_matches`"),
-        ("      tcp: { address: \"127.0.0.1\" }\n", "expected host:port"),
-        ("      tcp: { address: \"127.0.0.1:1\", timeot: 1s }\n", "unknown field `timeot`"),
+        (
+            "      exec: { command: [\"true\"], stdout_matches: \"[\" }\n",
+            "`stdout_matches`",
+        ),
+        (
+            "      tcp: { address: \"127.0.0.1\" }\n",
+            "expected host:port",
+        ),
+        (
+            "      tcp: { address: \"127.0.0.1:1\", timeot: 1s }\n",
+            "unknown field `timeot`",
+        ),
     ];
     for (entry, want) in cases {
         let (code, err) = validate(&format!("{PROBE_ONLY}{entry}duration: 5s\n"));
@@ -314,7 +383,11 @@ async fn issue15_a_run_reports_each_probe_kind_with_what_it_measured() {
     let path = write(dir.path(), "exp.yaml", &exp);
     let out = dir.path().join("out");
     let mut cmd = rattle();
-    cmd.arg("run").arg(&path).arg("--out").arg(&out).args(["--progress", "quiet"]);
+    cmd.arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .args(["--progress", "quiet"]);
     let (code, stdout, stderr) =
         tokio::task::spawn_blocking(move || run_bounded_cmd(cmd, Duration::from_secs(60)))
             .await

@@ -30,7 +30,8 @@ fn run(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> (i32, Stri
     run_bounded_cmd(cmd, Duration::from_secs(60))
 }
 
-const EXP: &str = "version: 1\nname: vars\nsteady_state:\n  probes:\n    - name: x\n      interval: 500ms\n";
+const EXP: &str =
+    "version: 1\nname: vars\nsteady_state:\n  probes:\n    - name: x\n      interval: 500ms\n";
 
 #[test]
 fn issue15_unset_names_and_bad_var_files_are_located_errors() {
@@ -39,33 +40,69 @@ fn issue15_unset_names_and_bad_var_files_are_located_errors() {
         "{EXP}      tcp: {{ address: \"${{var:HOST}}:${{var:PORT}}\", timeout: \"${{env:RATTLE_T15_UNSET}}\" }}\nduration: 5s\n"
     );
     write(dir.path(), "exp.yaml", &exp);
-    let (code, _, err) = run(&["validate", "exp.yaml", "--var", "HOST=127.0.0.1"], &[], dir.path());
+    let (code, _, err) = run(
+        &["validate", "exp.yaml", "--var", "HOST=127.0.0.1"],
+        &[],
+        dir.path(),
+    );
     assert_eq!(code, 2, "{err}");
     // Each reference is located where it is written.
-    assert!(err.contains("exp.yaml:7:36: variable `PORT` is not set (set: HOST)"), "{err}");
-    assert!(err.contains("exp.yaml:7:60: environment variable `RATTLE_T15_UNSET` is not set"), "{err}");
+    assert!(
+        err.contains("exp.yaml:7:36: variable `PORT` is not set (set: HOST)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("exp.yaml:7:60: environment variable `RATTLE_T15_UNSET` is not set"),
+        "{err}"
+    );
 
     // A reference that is not one, and an unterminated one.
-    write(dir.path(), "bad.yaml", &format!("{EXP}      tcp: {{ address: \"${{HOST}}:1\" }}\nduration: ${{var:D\n"));
+    write(
+        dir.path(),
+        "bad.yaml",
+        &format!("{EXP}      tcp: {{ address: \"${{HOST}}:1\" }}\nduration: ${{var:D\n"),
+    );
     let (code, _, err) = run(&["validate", "bad.yaml"], &[], dir.path());
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("bad.yaml:7:24: `${HOST}` is not a reference"), "{err}");
-    assert!(err.contains("bad.yaml:8:11: `${` with no closing `}`"), "{err}");
+    assert!(
+        err.contains("bad.yaml:7:24: `${HOST}` is not a reference"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml:8:11: `${` with no closing `}`"),
+        "{err}"
+    );
 
     // --var-file: missing, empty, malformed, a bad name; each names the file.
-    write(dir.path(), "ok.yaml", &format!("{EXP}      tcp: {{ address: \"127.0.0.1:${{var:PORT}}\" }}\nduration: 5s\n"));
+    write(
+        dir.path(),
+        "ok.yaml",
+        &format!("{EXP}      tcp: {{ address: \"127.0.0.1:${{var:PORT}}\" }}\nduration: 5s\n"),
+    );
     let cases: &[(&str, &str, &str)] = &[
         ("missing.yaml", "", "missing.yaml: cannot read"),
-        ("empty.yaml", "# nothing\n", "empty.yaml: the whole file is empty"),
+        (
+            "empty.yaml",
+            "# nothing\n",
+            "empty.yaml: the whole file is empty",
+        ),
         ("list.yaml", "- a\n- b\n", "list.yaml:1:1"),
         ("nested.yaml", "PORT: [1, 2]\n", "nested.yaml:1:"),
-        ("badname.yaml", "PORT: 1\n9x: 2\n", "badname.yaml:2:1: field `9x`"),
+        (
+            "badname.yaml",
+            "PORT: 1\n9x: 2\n",
+            "badname.yaml:2:1: field `9x`",
+        ),
     ];
     for (name, content, want) in cases {
         if !content.is_empty() {
             write(dir.path(), name, content);
         }
-        let (code, _, err) = run(&["validate", "ok.yaml", "--var-file", name], &[], dir.path());
+        let (code, _, err) = run(
+            &["validate", "ok.yaml", "--var-file", name],
+            &[],
+            dir.path(),
+        );
         assert_eq!(code, 2, "{name}: {err}");
         assert!(err.contains(want), "{name}: {err}");
     }
@@ -77,37 +114,75 @@ fn issue15_unset_names_and_bad_var_files_are_located_errors() {
 #[test]
 fn issue15_values_are_typed_by_the_scalar_and_cannot_change_the_structure() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "vars.json", "{\"PORT\": 5432, \"CODE\": 204, \"T\": \"250ms\"}\n");
+    write(
+        dir.path(),
+        "vars.json",
+        "{\"PORT\": 5432, \"CODE\": 204, \"T\": \"250ms\"}\n",
+    );
     let exp = format!(
         "{EXP}      http:\n        url: \"http://127.0.0.1:${{var:PORT}}/\"\n        expect_status: ${{var:CODE}}\n        timeout: ${{var:T}}\nduration: 5s\ndescription: \"$${{not a reference}}\"\n"
     );
     write(dir.path(), "exp.yaml", &exp);
     let (code, out, err) = run(
-        &["run", "--dry-run", "exp.yaml", "--var-file", "vars.json", "--var", "T=300ms"],
+        &[
+            "run",
+            "--dry-run",
+            "exp.yaml",
+            "--var-file",
+            "vars.json",
+            "--var",
+            "T=300ms",
+        ],
         &[],
         dir.path(),
     );
     assert_eq!(code, 0, "{out}\n{err}");
     // A number where the file wants one; --var wins over --var-file; `$${` is a literal `${`.
-    assert!(out.contains("GET http://127.0.0.1:5432/ expects status 204 every 500ms"), "{out}");
+    assert!(
+        out.contains("GET http://127.0.0.1:5432/ expects status 204 every 500ms"),
+        "{out}"
+    );
     assert!(out.contains("${not a reference}"), "{out}");
 
     // A value holding YAML stays one string: here it makes an invalid duration, located at
     // the reference, and no new key appears.
     let (code, _, err) = run(
-        &["validate", "exp.yaml", "--var-file", "vars.json", "--var", "T=1s\nfaults: []"],
+        &[
+            "validate",
+            "exp.yaml",
+            "--var-file",
+            "vars.json",
+            "--var",
+            "T=1s\nfaults: []",
+        ],
         &[],
         dir.path(),
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("exp.yaml:10:18: field `steady_state.probes[0].http.timeout`"), "{err}");
+    assert!(
+        err.contains("exp.yaml:10:18: field `steady_state.probes[0].http.timeout`"),
+        "{err}"
+    );
     assert!(!err.contains("unknown field"), "{err}");
 
     // Inside a flow mapping, an unquoted reference is a syntax trap: said so, located.
-    write(dir.path(), "flow.yaml", &format!("{EXP}      tcp: {{ address: ${{var:A}} }}\nduration: 5s\n"));
-    let (code, _, err) = run(&["validate", "flow.yaml", "--var", "A=x:1"], &[], dir.path());
+    write(
+        dir.path(),
+        "flow.yaml",
+        &format!("{EXP}      tcp: {{ address: ${{var:A}} }}\nduration: 5s\n"),
+    );
+    let (code, _, err) = run(
+        &["validate", "flow.yaml", "--var", "A=x:1"],
+        &[],
+        dir.path(),
+    );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("flow.yaml:7:23: inside `{ }` or `[ ]`, a value with a reference must be quoted"), "{err}");
+    assert!(
+        err.contains(
+            "flow.yaml:7:23: inside `{ }` or `[ ]`, a value with a reference must be quoted"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -115,23 +190,37 @@ fn issue15_diagnostics_after_substitution_point_at_the_file_as_written() {
     let dir = tempfile::tempdir().unwrap();
     // The substituted value is much longer than its reference; the error after it on the
     // same line must still be located where the author wrote it.
-    let exp = format!(
-        "{EXP}      tcp: {{ address: \"${{var:H}}:1\", timeout: 0ms }}\nduration: 5s\n"
-    );
+    let exp =
+        format!("{EXP}      tcp: {{ address: \"${{var:H}}:1\", timeout: 0ms }}\nduration: 5s\n");
     write(dir.path(), "exp.yaml", &exp);
     let long = "h".repeat(200);
-    let (code, _, err) = run(&["validate", "exp.yaml", "--var", &format!("H={long}")], &[], dir.path());
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("exp.yaml:7:12: field `steady_state.probes[0].tcp`: `timeout`: must be above zero"), "{err}");
-    // A parse error after the value: `timeot` is at column 37 of the file.
-    let exp = format!(
-        "{EXP}      tcp: {{ address: \"${{var:H}}:1\", timeot: 1s }}\nduration: 5s\n"
+    let (code, _, err) = run(
+        &["validate", "exp.yaml", "--var", &format!("H={long}")],
+        &[],
+        dir.path(),
     );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "exp.yaml:7:12: field `steady_state.probes[0].tcp`: `timeout`: must be above zero"
+        ),
+        "{err}"
+    );
+    // A parse error after the value: `timeot` is at column 37 of the file.
+    let exp =
+        format!("{EXP}      tcp: {{ address: \"${{var:H}}:1\", timeot: 1s }}\nduration: 5s\n");
     write(dir.path(), "exp.yaml", &exp);
-    let (code, _, err) = run(&["validate", "exp.yaml", "--var", &format!("H={long}")], &[], dir.path());
+    let (code, _, err) = run(
+        &["validate", "exp.yaml", "--var", &format!("H={long}")],
+        &[],
+        dir.path(),
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("exp.yaml:7:37"), "{err}");
-    assert!(!err.contains(&long), "the snippet shows the file as written: {err}");
+    assert!(
+        !err.contains(&long),
+        "the snippet shows the file as written: {err}"
+    );
 }
 
 /// A server that records the Authorization header and the query of each request.
@@ -157,7 +246,8 @@ async fn recording_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
                         seen.lock().unwrap().push(format!("{auth}|{query}"));
                         // Echo the secret back in a failing answer: the probe's error quotes
                         // the body, which must still not reach any output.
-                        let mut r = Response::new(Full::new(Bytes::from(format!("denied {query}"))));
+                        let mut r =
+                            Response::new(Full::new(Bytes::from(format!("denied {query}"))));
                         *r.status_mut() = http::StatusCode::OK;
                         Ok::<_, std::convert::Infallible>(r)
                     }
@@ -172,14 +262,21 @@ async fn recording_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
 }
 
 fn assert_no_secret(where_: &str, text: &str) {
-    assert!(!text.contains(SECRET), "the secret reached {where_}:\n{text}");
+    assert!(
+        !text.contains(SECRET),
+        "the secret reached {where_}:\n{text}"
+    );
 }
 
 #[tokio::test]
 async fn issue15_secrets_from_the_environment_are_sent_but_never_written() {
     let (addr, seen) = recording_server().await;
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "secrets.yaml", &format!("KEY2: {{ secret: \"{SECRET}-file\" }}\n"));
+    write(
+        dir.path(),
+        "secrets.yaml",
+        &format!("KEY2: {{ secret: \"{SECRET}-file\" }}\n"),
+    );
     let exp = format!(
         "{EXP}      http:\n        url: \"http://{addr}/h?token=${{env:RATTLE_T15_TOKEN}}&k=${{var:KEY2}}\"\n        headers: {{ Authorization: \"Bearer ${{env:RATTLE_T15_TOKEN}}\" }}\n        body_contains: \"granted\"\nduration: 2s\ndescription: \"uses ${{env:RATTLE_T15_TOKEN}}\"\n"
     );
@@ -190,7 +287,16 @@ async fn issue15_secrets_from_the_environment_are_sent_but_never_written() {
     let o = out_dir.display().to_string();
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
         run(
-            &["run", "exp.yaml", "--var-file", "secrets.yaml", "--out", &o, "--progress", "plain"],
+            &[
+                "run",
+                "exp.yaml",
+                "--var-file",
+                "secrets.yaml",
+                "--out",
+                &o,
+                "--progress",
+                "plain",
+            ],
             &env,
             &d,
         )
@@ -201,7 +307,8 @@ async fn issue15_secrets_from_the_environment_are_sent_but_never_written() {
     // The secret was really used: the server saw it in the header and the query.
     let seen = seen.lock().unwrap().clone();
     assert!(
-        seen.iter().any(|s| s.starts_with(&format!("Bearer {SECRET}|token={SECRET}&k={SECRET}-file"))),
+        seen.iter()
+            .any(|s| s.starts_with(&format!("Bearer {SECRET}|token={SECRET}&k={SECRET}-file"))),
         "{seen:?}"
     );
     assert_no_secret("stdout", &stdout);
@@ -221,17 +328,27 @@ async fn issue15_secrets_from_the_environment_are_sent_but_never_written() {
     // --dry-run and error messages too.
     let d = dir.path().to_path_buf();
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        run(&["run", "--dry-run", "exp.yaml", "--var-file", "secrets.yaml"], &env, &d)
+        run(
+            &["run", "--dry-run", "exp.yaml", "--var-file", "secrets.yaml"],
+            &env,
+            &d,
+        )
     })
     .await
     .unwrap();
     assert_eq!(code, 0, "{stderr}");
     assert_no_secret("--dry-run stdout", &stdout);
     assert_no_secret("--dry-run stderr", &stderr);
-    write(dir.path(), "bad.yaml", &format!("{EXP}      tcp: {{ address: \"${{env:RATTLE_T15_TOKEN}}\" }}\nduration: 5s\n"));
+    write(
+        dir.path(),
+        "bad.yaml",
+        &format!("{EXP}      tcp: {{ address: \"${{env:RATTLE_T15_TOKEN}}\" }}\nduration: 5s\n"),
+    );
     let d = dir.path().to_path_buf();
     let (code, _, stderr) =
-        tokio::task::spawn_blocking(move || run(&["validate", "bad.yaml"], &env, &d)).await.unwrap();
+        tokio::task::spawn_blocking(move || run(&["validate", "bad.yaml"], &env, &d))
+            .await
+            .unwrap();
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("expected host:port"), "{stderr}");
     assert_no_secret("an error message", &stderr);
@@ -251,7 +368,17 @@ fn issue15_game_days_substitute_in_their_file_and_in_their_experiments() {
         "version: 1\nname: \"${var:GD}\"\nexperiments: [\"${var:WHICH}\"]\n",
     );
     let (code, out, err) = run(
-        &["gameday", "validate", "gd.yaml", "--var", "GD=nightly", "--var", "WHICH=exp.yaml", "--var", "PORT=5432"],
+        &[
+            "gameday",
+            "validate",
+            "gd.yaml",
+            "--var",
+            "GD=nightly",
+            "--var",
+            "WHICH=exp.yaml",
+            "--var",
+            "PORT=5432",
+        ],
         &[],
         dir.path(),
     );
@@ -260,13 +387,27 @@ fn issue15_game_days_substitute_in_their_file_and_in_their_experiments() {
     // The experiment's own unset reference is located in the experiment, inside the game
     // day's error.
     let (code, _, err) = run(
-        &["gameday", "validate", "gd.yaml", "--var", "GD=nightly", "--var", "WHICH=exp.yaml"],
+        &[
+            "gameday",
+            "validate",
+            "gd.yaml",
+            "--var",
+            "GD=nightly",
+            "--var",
+            "WHICH=exp.yaml",
+        ],
         &[],
         dir.path(),
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("exp.yaml:7:34: variable `PORT` is not set"), "{err}");
+    assert!(
+        err.contains("exp.yaml:7:34: variable `PORT` is not set"),
+        "{err}"
+    );
     let (code, _, err) = run(&["gameday", "validate", "gd.yaml"], &[], dir.path());
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("gd.yaml:2:8: variable `GD` is not set"), "{err}");
+    assert!(
+        err.contains("gd.yaml:2:8: variable `GD` is not set"),
+        "{err}"
+    );
 }
