@@ -28,7 +28,7 @@ use crate::support::{free_port, proc_state, rattle, run_bounded_cmd, write};
 const SLOW: Duration = Duration::from_millis(300);
 
 /// The test service: `/health` answers JSON that flips from UP to DOWN when `down` is set;
-/// `/slow` sleeps [`SLOW`]; `/echo` is 200 only for `POST` with `x-probe: yes` and body
+/// `/slow` sleeps [`SLOW`]; `/big` is 2 MiB; `/echo` is 200 only for `POST` with `x-probe: yes` and body
 /// `ping` (else 400 naming what it saw).
 async fn handle(
     req: Request<Incoming>,
@@ -43,6 +43,7 @@ async fn handle(
             };
             (StatusCode::OK, body.to_string())
         }
+        "/big" => (StatusCode::OK, "x".repeat(2 * 1024 * 1024)),
         "/slow" => {
             tokio::time::sleep(SLOW).await;
             (StatusCode::OK, "slow\n".to_string())
@@ -214,6 +215,12 @@ async fn issue15_method_headers_body_and_status_lists() {
     );
     let either = http_probe(json!({"url": url, "timeout": "5s", "expect_status": [200, 400]}));
     assert_eq!(either.check(&env).await, Ok(()));
+    // A body is read up to 1 MiB, never more.
+    let big = http_probe(json!({"url": format!("http://{addr}/big"), "timeout": "10s"}));
+    assert_eq!(
+        big.check(&env).await,
+        Err("status 200: body over 1024 KiB".into())
+    );
     let missing = http_probe(
         json!({"url": format!("http://{addr}/nope"), "timeout": "5s",
         "expect_status": [200, 204]}),
