@@ -12,7 +12,7 @@ macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let text = format!($($arg)*);
-        let _ = writeln!(std::io::stdout().lock(), "{}", $crate::text::terminal_lines(&text));
+        let _ = writeln!(std::io::stdout().lock(), "{}", $crate::text::terminal_lines(&$crate::redact::redact_secrets(&text)));
     }};
 }
 
@@ -23,7 +23,7 @@ macro_rules! out {
         use std::io::Write as _;
         let text = format!($($arg)*);
         let mut o = std::io::stdout().lock();
-        let _ = write!(o, "{}", $crate::text::terminal_lines(&text));
+        let _ = write!(o, "{}", $crate::text::terminal_lines(&$crate::redact::redact_secrets(&text)));
         let _ = o.flush();
     }};
 }
@@ -34,7 +34,7 @@ macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let text = format!($($arg)*);
-        let _ = writeln!(std::io::stderr().lock(), "{}", $crate::text::terminal_lines(&text));
+        let _ = writeln!(std::io::stderr().lock(), "{}", $crate::text::terminal_lines(&$crate::redact::redact_secrets(&text)));
     }};
 }
 

@@ -178,6 +178,55 @@ fn flow_value_end(value: &str) -> usize {
     value.len()
 }
 
+// The run's secret values (issue #15): values that came from the environment (`${env:NAME}`) or
+// were marked secret (`--var-file`), registered when an input file is loaded. Process-wide,
+// because a secret may reach any writer (the plan, a probe's error, a report, a log line) and
+// the writers do not share a handle; the list only grows, and redacting more is always safe.
+static SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Registers a secret value: from now on [`redact_secrets`] replaces it, in the forms writers
+/// produce (as is, JSON-escaped, HTML-escaped), by `<redacted>`. Empty values are ignored.
+pub fn register_secret(value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    let json = serde_json::to_string(value).unwrap_or_default();
+    let json = json
+        .strip_prefix('"')
+        .and_then(|j| j.strip_suffix('"'))
+        .unwrap_or(value)
+        .to_string();
+    let html = value
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;");
+    let mut secrets = SECRETS.write().unwrap_or_else(|p| p.into_inner());
+    for form in [value.to_string(), json, html] {
+        if !secrets.contains(&form) {
+            secrets.push(form);
+        }
+    }
+    // Longest first, so a secret that contains another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// `text` with every registered secret value ([`register_secret`]) replaced by `<redacted>`.
+pub fn redact_secrets(text: &str) -> Cow<'_, str> {
+    let secrets = SECRETS.read().unwrap_or_else(|p| p.into_inner());
+    if !secrets.iter().any(|s| text.contains(s.as_str())) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = text.to_string();
+    for s in secrets.iter() {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "<redacted>");
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +309,21 @@ mod tests {
         assert!(is_secret_header("X-Api-Key"));
         assert!(is_secret_header("x-auth-token"));
         assert!(!is_secret_header("Accept"));
+    }
+
+    #[test]
+    fn registered_secrets_are_redacted_in_every_written_form() {
+        // Unique values: the registry is process-wide and other tests share it.
+        register_secret("");
+        register_secret("q\"<tok>9Zr-unit");
+        register_secret("q\"<tok>9Zr-unit-longer");
+        assert_eq!(redact_secrets("a q\"<tok>9Zr-unit b"), "a <redacted> b");
+        assert_eq!(redact_secrets("q\"<tok>9Zr-unit-longer"), "<redacted>");
+        assert_eq!(
+            redact_secrets(r#"{"t":"q\"<tok>9Zr-unit"}"#),
+            r#"{"t":"<redacted>"}"#
+        );
+        assert_eq!(redact_secrets("q&quot;&lt;tok&gt;9Zr-unit"), "<redacted>");
+        assert!(matches!(redact_secrets("nothing here"), Cow::Borrowed(_)));
     }
 }

@@ -25,6 +25,9 @@ pub enum GamedayCmd {
         /// Game-day files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// `--var` and `--var-file`.
+        #[command(flatten)]
+        vars: super::vars::VarArgs,
     },
 }
 
@@ -48,6 +51,9 @@ pub struct RunFlags {
     /// Kubeconfig context for Kubernetes faults and probes.
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// `--var` and `--var-file`.
+    #[command(flatten)]
+    pub vars: super::vars::VarArgs,
 }
 
 /// `rattle gameday run`.
@@ -113,11 +119,12 @@ pub struct ScheduleArgs {
     pub flags: RunFlags,
 }
 
-fn load_all(files: &[PathBuf]) -> Option<Vec<GameDay>> {
+fn load_all(files: &[PathBuf], vars: &super::vars::VarArgs) -> Option<Vec<GameDay>> {
+    let vars = vars.vars()?;
     let mut out = Vec::new();
     let mut ok = true;
     for f in files {
-        match gameday::load(f) {
+        match gameday::load_with(f, &vars) {
             Ok(g) => out.push(g),
             Err(e) => {
                 crate::errln!("error: {e}");
@@ -179,8 +186,8 @@ async fn confirm_targets(gds: &[GameDay], flags: &RunFlags, seed: u64) -> anyhow
 /// `rattle gameday ...`.
 pub async fn gameday_cmd(cmd: GamedayCmd) -> anyhow::Result<Outcome> {
     match cmd {
-        GamedayCmd::Validate { files } => {
-            let Some(gds) = load_all(&files) else {
+        GamedayCmd::Validate { files, vars } => {
+            let Some(gds) = load_all(&files, &vars) else {
                 return Ok(Outcome::BadInput);
             };
             for gd in gds {
@@ -202,7 +209,7 @@ pub async fn gameday_cmd(cmd: GamedayCmd) -> anyhow::Result<Outcome> {
 }
 
 async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<Outcome> {
-    let Some(mut gds) = load_all(std::slice::from_ref(&args.file)) else {
+    let Some(mut gds) = load_all(std::slice::from_ref(&args.file), &args.flags.vars) else {
         return Ok(Outcome::BadInput);
     };
     let Some(gd) = gds.pop() else {
@@ -318,7 +325,7 @@ async fn dry_run(gd: &GameDay, args: &GamedayRunArgs) -> anyhow::Result<Outcome>
 
 /// `rattle schedule`.
 pub async fn schedule_cmd(args: ScheduleArgs) -> anyhow::Result<Outcome> {
-    let Some(gds) = load_all(&args.files) else {
+    let Some(gds) = load_all(&args.files, &args.flags.vars) else {
         return Ok(Outcome::BadInput);
     };
     if let Some(EmitKind::Cronjob) = args.emit {

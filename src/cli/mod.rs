@@ -5,6 +5,7 @@ mod gameday;
 mod load;
 mod recover;
 mod report;
+pub mod vars;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ pub enum Command {
         /// Experiment files (YAML or JSON).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// `--var` and `--var-file`.
+        #[command(flatten)]
+        vars: vars::VarArgs,
     },
     /// Print the JSON Schema of the experiment format (for editors' YAML language servers).
     Schema {
@@ -118,6 +122,9 @@ pub struct RunArgs {
     /// in-cluster configuration].
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// `--var` and `--var-file`.
+    #[command(flatten)]
+    pub vars: vars::VarArgs,
 }
 
 /// `rattle demo`.
@@ -166,7 +173,7 @@ pub enum DemoSub {
 pub async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Run(args) => run_cmd(args).await,
-        Command::Validate { files } => Ok(validate_cmd(&files)),
+        Command::Validate { files, vars } => Ok(validate_cmd(&files, &vars)),
         Command::Schema { report, gameday } => {
             let schema = if report {
                 crate::report::json_schema()
@@ -193,10 +200,13 @@ fn print_experiment_error(e: &ExperimentError) {
     crate::errln!("error: {e}");
 }
 
-fn validate_cmd(files: &[PathBuf]) -> Outcome {
+fn validate_cmd(files: &[PathBuf], vars: &vars::VarArgs) -> Outcome {
+    let Some(vars) = vars.vars() else {
+        return Outcome::BadInput;
+    };
     let mut code = Outcome::Pass;
     for f in files {
-        match experiment::load(f) {
+        match experiment::load_with(f, &vars) {
             Ok(e) => crate::outln!(
                 "ok: {} ({}, {} faults)",
                 f.display(),
@@ -213,7 +223,10 @@ fn validate_cmd(files: &[PathBuf]) -> Outcome {
 }
 
 async fn run_cmd(args: RunArgs) -> anyhow::Result<Outcome> {
-    let experiment = match experiment::load(&args.file) {
+    let Some(vars) = args.vars.vars() else {
+        return Ok(Outcome::BadInput);
+    };
+    let experiment = match experiment::load_with(&args.file, &vars) {
         Ok(e) => e,
         Err(e) => {
             print_experiment_error(&e);

@@ -8,11 +8,18 @@ use super::diagnostic::{Diagnostic, ExperimentError};
 use super::parse::{parse_yaml, read_text};
 use super::spec::Experiment;
 use super::validate::validate;
+use super::vars::Vars;
 
-/// Reads, parses and validates the experiment file at `path`.
+/// Reads, parses and validates the experiment file at `path` (`${env:NAME}` read from the
+/// environment; no `--var`).
 pub fn load(path: &Path) -> Result<Experiment, ExperimentError> {
+    load_with(path, &Vars::new())
+}
+
+/// Reads, substitutes `vars` into, parses and validates the experiment file at `path`.
+pub fn load_with(path: &Path, vars: &Vars) -> Result<Experiment, ExperimentError> {
     let text = read_text(path)?;
-    parse_str(&text).map_err(|diagnostics| ExperimentError::Invalid {
+    parse_str_with(&text, vars).map_err(|diagnostics| ExperimentError::Invalid {
         path: path.to_path_buf(),
         diagnostics,
     })
@@ -20,7 +27,17 @@ pub fn load(path: &Path) -> Result<Experiment, ExperimentError> {
 
 /// Parses and validates an experiment from text.
 pub fn parse_str(text: &str) -> Result<Experiment, Vec<Diagnostic>> {
-    let experiment: Experiment = parse_yaml(text).map_err(|d| vec![d])?;
-    validate(&experiment)?;
+    parse_str_with(text, &Vars::new())
+}
+
+/// Substitutes `vars` into the text, then parses and validates it; every diagnostic points
+/// at the text as written.
+pub fn parse_str_with(text: &str, vars: &Vars) -> Result<Experiment, Vec<Diagnostic>> {
+    let substituted = vars.substitute(text)?;
+    let locate = |ds: Vec<Diagnostic>| -> Vec<Diagnostic> {
+        ds.into_iter().map(|d| substituted.locate(d)).collect()
+    };
+    let experiment: Experiment = parse_yaml(&substituted.text).map_err(|d| locate(vec![d]))?;
+    validate(&experiment).map_err(locate)?;
     Ok(experiment)
 }

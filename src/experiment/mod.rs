@@ -21,15 +21,17 @@ pub mod stop;
 pub mod url;
 mod validate;
 pub mod values;
+pub mod vars;
 
 pub use diagnostic::{Diagnostic, ExperimentError};
-pub use load::{load, parse_str};
+pub use load::{load, load_with, parse_str, parse_str_with};
 pub use located::Located;
 pub use spec::*;
 pub use stop::{StopWhen, Sustained};
 pub use values::{
     Cmp, DurationThreshold, HumanDuration, Percent, PercentThreshold, Rate, ValueError,
 };
+pub use vars::{Vars, VarsError};
 
 /// The JSON Schema (draft-07) of the experiment format, for editors.
 pub fn json_schema() -> serde_json::Value {

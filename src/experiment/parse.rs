@@ -221,6 +221,21 @@ fn redact_snippet(snippet: &str, text: &str) -> String {
     out.join("\n").trim_end().to_string()
 }
 
+/// A snippet of `text` at 1-based `line` and `column` (the line, redacted like every snippet,
+/// and a caret), for diagnostics found outside the parser (a variable reference, issue #15).
+pub(crate) fn snippet_at(text: &str, line: u64, column: u64) -> Option<String> {
+    let index = usize::try_from(line.checked_sub(1)?).ok()?;
+    let source = text.lines().nth(index)?;
+    let shown = redacted_lines(text)
+        .into_iter()
+        .nth(index)
+        .flatten()
+        .unwrap_or_else(|| crate::redact::redact_urls_in(source).into_owned());
+    let gutter = " ".repeat(line.to_string().len());
+    let caret = " ".repeat(usize::try_from(column.saturating_sub(1)).unwrap_or(0));
+    Some(format!("{gutter} |\n{line} | {shown}\n{gutter} | {caret}^"))
+}
+
 fn strip_location_prefix(msg: &str) -> &str {
     let msg = msg.strip_prefix("error: ").unwrap_or(msg);
     // "... at line 3, column 9" at the end repeats what the diagnostic already says.

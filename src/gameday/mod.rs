@@ -35,6 +35,8 @@ pub struct GameDay {
     pub schedule: Option<Schedule>,
     /// The allowed window, if any.
     pub window: Option<Window>,
+    /// The variables it was loaded with (`--var`, `--var-file`), to load it again with.
+    pub vars: experiment::Vars,
 }
 
 /// One experiment of a game day.
@@ -92,28 +94,45 @@ const SYNTAX_HELP: &str = "a game-day file";
 
 /// Reads, parses and validates a game-day file and every experiment it names.
 pub fn load(path: &Path) -> Result<GameDay, ExperimentError> {
+    load_with(path, &experiment::Vars::new())
+}
+
+/// [`load`] with variables: `${var:NAME}` and `${env:NAME}` are substituted in the game-day
+/// file and in every experiment it names.
+pub fn load_with(path: &Path, vars: &experiment::Vars) -> Result<GameDay, ExperimentError> {
     let text = experiment::parse::read_text(path)?;
-    load_str(&text, path)
+    load_str_with(&text, path, vars)
 }
 
 /// Parses and validates game-day text as if read from `path` (experiments are found relative
 /// to its directory).
 pub fn load_str(text: &str, path: &Path) -> Result<GameDay, ExperimentError> {
+    load_str_with(text, path, &experiment::Vars::new())
+}
+
+/// [`load_str`] with variables (see [`load_with`]).
+pub fn load_str_with(
+    text: &str,
+    path: &Path,
+    vars: &experiment::Vars,
+) -> Result<GameDay, ExperimentError> {
     let invalid = |diagnostics| ExperimentError::Invalid {
         path: path.to_path_buf(),
         diagnostics,
     };
-    let spec: GameDayFile = experiment::parse::parse_yaml(text).map_err(|mut d| {
+    let substituted = vars.substitute(text).map_err(invalid)?;
+    let spec: GameDayFile = experiment::parse::parse_yaml(&substituted.text).map_err(|mut d| {
         if d.message.contains("missing field") {
             d.message = format!(
                 "{} ({SYNTAX_HELP} needs version, name and experiments)",
                 d.message
             );
         }
-        invalid(vec![d])
+        invalid(vec![substituted.locate(d)])
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    validate(spec, base, path).map_err(invalid)
+    validate(spec, base, path, vars)
+        .map_err(|ds| invalid(ds.into_iter().map(|d| substituted.locate(d)).collect()))
 }
 
 fn diag<T>(loc: &Located<T>, field: impl Into<String>, message: impl Into<String>) -> Diagnostic {
@@ -126,7 +145,12 @@ fn diag<T>(loc: &Located<T>, field: impl Into<String>, message: impl Into<String
     }
 }
 
-fn validate(spec: GameDayFile, base: &Path, file: &Path) -> Result<GameDay, Vec<Diagnostic>> {
+fn validate(
+    spec: GameDayFile,
+    base: &Path,
+    file: &Path,
+    vars: &experiment::Vars,
+) -> Result<GameDay, Vec<Diagnostic>> {
     let mut problems = Vec::new();
     if *spec.version != 1 {
         problems.push(diag(
@@ -173,7 +197,7 @@ fn validate(spec: GameDayFile, base: &Path, file: &Path) -> Result<GameDay, Vec<
             }
         };
         for p in paths {
-            match experiment::load(&p) {
+            match experiment::load_with(&p, vars) {
                 Ok(experiment) => experiments.push(GameDayExperiment {
                     path: p,
                     experiment,
@@ -322,6 +346,7 @@ fn validate(spec: GameDayFile, base: &Path, file: &Path) -> Result<GameDay, Vec<
             experiments,
             schedule,
             window,
+            vars: vars.clone(),
         })
     } else {
         Err(problems)

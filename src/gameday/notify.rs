@@ -121,7 +121,9 @@ pub async fn send(
         .enable_http1()
         .wrap_connector(http);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let payload = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+    // The run's secret values (issue #15) never leave in a notification.
+    let payload = serde_json::to_string(body).unwrap_or_default();
+    let payload = Bytes::from(crate::redact::redact_secrets(&payload).into_owned());
 
     let attempts_max = 1 + *spec.retries;
     let mut wait = spec.backoff.get();

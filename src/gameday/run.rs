@@ -362,6 +362,8 @@ pub fn write(report: &GameDayReport, dir: &Path) -> Result<(), GameDayError> {
         .zip([json, markdown(report), super::html::render(report)])
     {
         let path = dir.join(name);
+        // The run's secret values (issue #15) never reach a file.
+        let content = crate::redact::redact_secrets(&content);
         // Temporary file and rename (issue #19): never through a symlink, never torn.
         crate::fsutil::write_atomic(&path, content.as_bytes())
             .map_err(|source| GameDayError::Write { path, source })?;

@@ -176,7 +176,9 @@ impl History {
         };
         // O_NOFOLLOW (issue #19): a symlink planted at history.jsonl is refused, not followed.
         let mut f = crate::fsutil::open_append(&self.path).map_err(err)?;
-        let mut line = serde_json::to_string(e).unwrap_or_default();
+        // The run's secret values (issue #15) never reach a file.
+        let json = serde_json::to_string(e).unwrap_or_default();
+        let mut line = crate::redact::redact_secrets(&json).into_owned();
         line.push('\n');
         f.write_all(line.as_bytes()).map_err(err)?;
         f.sync_data().map_err(err)
@@ -320,7 +322,7 @@ pub async fn run_scheduler(
                     continue;
                 }
                 // Re-read the file: experiments edited since the start take effect now.
-                let fresh = match super::load(&gd.file) {
+                let fresh = match super::load_with(&gd.file, &gd.vars) {
                     Ok(f) => f,
                     Err(e) => {
                         let reason = format!("cannot load the game day: {e}");

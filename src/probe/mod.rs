@@ -10,7 +10,7 @@
 //! trait (or [`needs_cluster`], [`recovery_deciders`]) instead.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,10 +20,12 @@ use tokio_util::sync::CancellationToken;
 use crate::fault::{BoxFuture, KubeAccess};
 use crate::metrics::RunClock;
 
+pub mod exec;
 pub mod http;
 pub mod kubernetes;
 pub mod prometheus;
 mod recovery;
+pub mod tcp;
 
 pub use recovery::probe_recovery;
 
@@ -101,15 +103,14 @@ pub trait Probe: Send + Sync + fmt::Debug {
 pub struct ProbeEnv {
     /// The kubeconfig context to use instead of the current one (`--context`).
     kube_context: Option<String>,
-    /// The HTTP client of the `http` probes (one pool for all of them); built on first use.
-    http: OnceLock<http::Client>,
+    /// The HTTP clients of the `http` probes (one pool per TLS setting); built on first use.
+    http: http::Clients,
 }
 
 impl fmt::Debug for ProbeEnv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProbeEnv")
             .field("kube_context", &self.kube_context)
-            .field("http", &self.http.get().is_some())
             .finish()
     }
 }
@@ -129,9 +130,9 @@ impl ProbeEnv {
         self.kube_context.as_deref()
     }
 
-    /// The HTTP client, built on first call.
-    pub(crate) fn http_client(&self) -> &http::Client {
-        self.http.get_or_init(http::client)
+    /// The HTTP clients, each built on first use.
+    pub(crate) fn http_clients(&self) -> &http::Clients {
+        &self.http
     }
 }
 
@@ -209,6 +210,8 @@ probe_kinds! {
     "http" => Http(http::HttpProbe);
     "kubernetes" => Kubernetes(kubernetes::KubernetesProbe);
     "prometheus" => Prometheus(prometheus::PrometheusProbe);
+    "exec" => Exec(exec::ExecProbe);
+    "tcp" => Tcp(tcp::TcpProbe);
 }
 
 /// One probe to run: an experiment entry resolved.

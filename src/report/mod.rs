@@ -186,6 +186,8 @@ pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     for format in FORMATS {
         let path = dir.join(format.file());
         let content = format.render(report)?;
+        // The run's secret values (issue #15) never reach a file, whatever field holds them.
+        let content = crate::redact::redact_secrets(&content);
         crate::fsutil::write_atomic(&path, content.as_bytes()).map_err(|source| {
             ReportError::Write {
                 path: path.clone(),

@@ -56,7 +56,8 @@ impl Printer {
             return;
         }
         // Event lines carry names, reasons and target descriptions: never raw to a terminal.
-        let line = crate::text::terminal_lines(line.trim_end());
+        let line = crate::redact::redact_secrets(line.trim_end());
+        let line = crate::text::terminal_lines(&line);
         match &self.bar {
             Some(bar) => bar.println(line),
             None => crate::errln!("{line}"),

@@ -250,12 +250,13 @@ fn probe_entries_are_parsed_like_fault_entries() {
         ],
     );
     rejects(
-        &with_probe(&HTTP_PROBE.replace("http://", "https://")),
+        // https is supported since issue #15; another scheme is still refused, located.
+        &with_probe(&HTTP_PROBE.replace("http://", "ftp://")),
         &[
             "exp.yaml:13:",
             "field `steady_state.probes[0].http`",
             "`url`:",
-            "https is not supported",
+            "expected an http:// or https:// URL",
         ],
     );
     rejects(
