@@ -367,4 +367,5 @@ fault_kinds! {
     "http-delay" => HttpDelay(net::HttpDelaySpec), revert: net::revert;
     "stress" => Stress(stress::StressSpec), revert: stress::revert;
     "exec" => Exec(exec::ExecSpec), revert: exec::revert;
+    "manifest" => Manifest(k8s::manifest::ManifestSpec), revert: k8s::manifest::revert;
 }

@@ -154,3 +154,153 @@ fn exec_bad_commands_are_refused_before_anything_runs() {
         assert!(err.contains(field), "{spec}: {err}");
     }
 }
+
+mod manifest {
+    use super::*;
+    use crate::fake_k8s::FakeK8s;
+
+    const GV: &str = "chaos-mesh.org/v1alpha1";
+
+    fn fake() -> FakeK8s {
+        let f = FakeK8s::start(Duration::from_millis(50), Duration::from_millis(50));
+        f.add_kind(GV, "IOChaos", "iochaos", true);
+        f
+    }
+
+    fn kube_env(f: &FakeK8s) -> [(&'static str, String); 1] {
+        [("KUBECONFIG", f.kubeconfig.display().to_string())]
+    }
+
+    fn env_refs<'a>(e: &'a [(&'static str, String); 1]) -> Vec<(&'static str, &'a str)> {
+        e.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    /// An experiment applying an IOChaos from a file (discovery finds its resource).
+    fn experiment(dir: &Path, duration: &str, total: &str, ns: &str) -> std::path::PathBuf {
+        write(
+            dir,
+            "iochaos.yaml",
+            &format!(
+                "apiVersion: {GV}\nkind: IOChaos\nmetadata:\n  name: io-latency\n  namespace: {ns}\n\
+                 spec:\n  action: latency\n  mode: one\n  selector: {{ labelSelectors: {{ app: web }} }}\n  \
+                 volumePath: /data\n  delay: 100ms\n"
+            ),
+        );
+        write(
+            dir,
+            "manifest.yaml",
+            &format!(
+                "version: 1\nname: manifest-it\nfaults:\n  - name: io\n    at: 2s\n    duration: {duration}\n    \
+                 manifest: {{ file: \"{}\" }}\nduration: {total}\n",
+                dir.join("iochaos.yaml").display()
+            ),
+        )
+    }
+
+    #[test]
+    fn applies_server_side_then_deletes_on_revert() {
+        let f = fake();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = experiment(dir.path(), "2s", "5s", "shop");
+        let env = kube_env(&f);
+        let mut run = spawn_run(&file, dir.path(), &env_refs(&env));
+        wait_for("the apply", Duration::from_secs(30), || {
+            f.get_generic(GV, "iochaos", "shop", "io-latency").is_some()
+        });
+        let obj = f.get_generic(GV, "iochaos", "shop", "io-latency").expect("applied");
+        assert_eq!(obj["spec"]["delay"], "100ms");
+        assert_eq!(obj["metadata"]["managedFields"][0]["manager"], "rattle");
+        let (code, out, err) = wait_run(&mut run, Duration::from_secs(60));
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(f.get_generic(GV, "iochaos", "shop", "io-latency").is_none());
+        let log = f.log();
+        assert_eq!(
+            log,
+            [
+                "APPLY iochaos shop/io-latency fieldManager=rattle",
+                "DELETE iochaos shop/io-latency"
+            ],
+            "{log:?}"
+        );
+    }
+
+    #[test]
+    fn recover_deletes_what_a_killed_run_applied() {
+        let f = fake();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = experiment(dir.path(), "60s", "70s", "shop");
+        let env = kube_env(&f);
+        let mut run = spawn_run(&file, dir.path(), &env_refs(&env));
+        wait_for("the apply", Duration::from_secs(30), || {
+            f.get_generic(GV, "iochaos", "shop", "io-latency").is_some()
+        });
+        let _ = run.0.kill();
+        let _ = run.0.wait();
+        assert!(f.get_generic(GV, "iochaos", "shop", "io-latency").is_some());
+        let (code, out, err) = recover(dir.path(), &env_refs(&env));
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(
+            f.get_generic(GV, "iochaos", "shop", "io-latency").is_none(),
+            "recover left the IOChaos: {out}"
+        );
+        assert!(f.log().contains(&"DELETE iochaos shop/io-latency".to_string()));
+    }
+
+    #[test]
+    fn an_existing_object_is_never_taken_over() {
+        let f = fake();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = experiment(dir.path(), "2s", "5s", "shop");
+        f.put_generic(
+            GV,
+            "iochaos",
+            "shop",
+            "io-latency",
+            serde_json::json!({"apiVersion": GV, "kind": "IOChaos",
+                "metadata": {"name": "io-latency", "namespace": "shop"}}),
+        );
+        let env = kube_env(&f);
+        let mut c = rattle();
+        c.args(["run", "--dry-run"]).arg(&file).env("KUBECONFIG", &env[0].1);
+        let (code, out, err) = run_bounded_cmd(c, Duration::from_secs(60));
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(out.contains("already exists"), "{out}");
+        let mut run = spawn_run(&file, dir.path(), &env_refs(&env));
+        let (code, out, err) = wait_run(&mut run, Duration::from_secs(60));
+        assert_ne!(code, 0, "{out}\n{err}");
+        assert!(f.get_generic(GV, "iochaos", "shop", "io-latency").is_some());
+        assert!(f.log().is_empty(), "{:?}", f.log());
+    }
+
+    #[test]
+    fn dry_run_names_the_exact_object() {
+        let f = fake();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = experiment(dir.path(), "2s", "5s", "shop");
+        let mut c = rattle();
+        c.args(["run", "--dry-run"])
+            .arg(&file)
+            .env("KUBECONFIG", f.kubeconfig.display().to_string());
+        let (code, out, err) = run_bounded_cmd(c, Duration::from_secs(60));
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(out.contains("IOChaos shop/io-latency"), "{out}");
+        assert!(out.contains("(iochaos)"), "{out}");
+        assert!(f.log().is_empty(), "a dry run touched the cluster: {:?}", f.log());
+    }
+
+    #[test]
+    fn protected_namespaces_are_refused_before_anything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = experiment(dir.path(), "2s", "5s", "kube-system");
+        let out = rattle()
+            .arg("validate")
+            .arg(&file)
+            .stdin(Stdio::null())
+            .output()
+            .expect("validate");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("manifest.yaml:7:"), "{err}");
+        assert!(err.contains("kube-system is protected"), "{err}");
+    }
+}
