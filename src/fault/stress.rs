@@ -69,7 +69,8 @@ struct Token {
 }
 
 impl StressSpec {
-    /// The engine's settings; `duration` is the entry's (one second when unknown, for checks).
+    /// The engine's settings; `duration` is the entry's (the longest allowed while unknown:
+    /// then `validate` checks everything else, and the entry's check, with it, the ramp).
     pub fn config(&self) -> std::result::Result<StressConfig, String> {
         let load = self.cpu_load.map(|p| p.get()).unwrap_or(100.0);
         if load.fract() != 0.0 || !(1.0..=100.0).contains(&load) {
@@ -82,7 +83,7 @@ impl StressSpec {
             cpu_load: load as u32,
             memory: self.memory.map(ByteSize::get).unwrap_or(0),
             ramp: self.ramp.map(|r| r.get()).unwrap_or_default(),
-            duration: self.duration.unwrap_or(Duration::from_secs(1)),
+            duration: self.duration.unwrap_or(crate::stress::MAX_DURATION),
         })
     }
 

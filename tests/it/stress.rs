@@ -405,3 +405,27 @@ fn recover_stops_the_stress_of_a_killed_run() {
     assert_eq!(code, 0);
     assert!(out.contains("nothing to recover"), "{out}");
 }
+
+#[test]
+fn stress_fault_settings_are_checked_with_their_location() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (spec, want) in [
+        ("{ cpu_workers: 1, ramp: 10s }", "`ramp`: 10s is longer than the duration 5s"),
+        ("{ cpu_workers: 1, cpu_load: 0% }", "`cpu_load`"),
+        ("{ memory: 999999TiB }", "`memory`"),
+        ("{ memory: lots }", "lots"),
+        ("{ }", "nothing to stress"),
+    ] {
+        let file = stress_experiment(dir.path(), "5s", "8s", spec);
+        let out = rattle()
+            .arg("validate")
+            .arg(&file)
+            .stdin(Stdio::null())
+            .output()
+            .expect("validate");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {err}");
+        assert!(err.contains("stress.yaml:7:"), "{spec}: {err}");
+        assert!(err.contains(want), "{spec}: {err}");
+    }
+}
