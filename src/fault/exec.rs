@@ -252,7 +252,7 @@ pub async fn revert(_env: &FaultEnv, token: &RevertToken) -> Result<()> {
 /// death by signal or the timeout is an error naming the command and quoting its stderr's end.
 async fn run(what: &str, cmd: &Command) -> Result<()> {
     let shown = display(&cmd.argv);
-    let fail = |m: String| FaultError::InvalidSelection(format!("{what} command `{shown}` {m}"));
+    let fail = |m: String| FaultError::Command(format!("{what} command `{shown}` {m}"));
     let mut c = tokio::process::Command::new(&cmd.argv[0]);
     c.args(&cmd.argv[1..])
         .envs(&cmd.env)

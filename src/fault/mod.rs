@@ -75,6 +75,9 @@ pub enum FaultError {
     /// The selection touches a protected namespace the experiment does not allow.
     #[error("refused: {0}")]
     Refused(String),
+    /// A process the fault runs (an `exec` command, a `rattle stress` child) failed.
+    #[error("{0}")]
+    Command(String),
 }
 
 /// Result alias of this module.

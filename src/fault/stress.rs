@@ -237,7 +237,7 @@ async fn spawn(args: &[String]) -> Result<()> {
         .await;
         let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
         let why = String::from_utf8_lossy(&err).trim().to_string();
-        return Err(FaultError::InvalidSelection(format!(
+        return Err(FaultError::Command(format!(
             "`rattle stress` did not start{}",
             if why.is_empty() {
                 match first {
