@@ -56,7 +56,8 @@ pub struct ExecSpec {
     /// Environment variables added to rattle's own for both commands.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Working directory of both commands (default: rattle's).
+    /// Working directory of both commands (default: the directory rattle runs in; the revert
+    /// journaled for `rattle recover` keeps it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
     /// The exit code that means success, for both commands (default 0).
@@ -75,11 +76,15 @@ struct Command {
 }
 
 impl ExecSpec {
+    /// The command as run and journaled. Its directory is made absolute (rattle's own when none
+    /// is given), so `rattle recover`, started anywhere, runs the revert where the run would
+    /// have: a relative `./revert.sh` or file argument means the same thing.
     fn command(&self, argv: &[String]) -> Command {
+        let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from("."));
         Command {
             argv: argv.to_vec(),
             env: self.env.clone(),
-            dir: self.dir.clone(),
+            dir: Some(std::path::absolute(&dir).unwrap_or(dir)),
             timeout_ms: u64::try_from(self.timeout().as_millis()).unwrap_or(u64::MAX),
             expect_exit: self.expect_exit.unwrap_or(0),
         }
@@ -387,8 +392,8 @@ mod tests {
         let _ = std::fs::create_dir_all(&dir);
         let marker = dir.join("reverted");
         let s = spec(&format!(
-            "{{ inject: [true], revert: [touch, {}] }}",
-            marker.display()
+            "{{ inject: [true], revert: [touch, reverted], dir: \"{}\" }}",
+            dir.display()
         ));
         let token = s.revert_token(&FaultEnv::new(), &[]).await.ok().flatten();
         let token = token.unwrap_or_else(|| panic!("a token"));
