@@ -98,7 +98,9 @@ impl ExecSpec {
 /// Why `argv` (the field `field`) cannot run, if it cannot.
 fn check_argv(field: &str, argv: &[String]) -> std::result::Result<(), String> {
     let Some(program) = argv.first() else {
-        return Err(format!("`{field}`: an empty command; give at least the program"));
+        return Err(format!(
+            "`{field}`: an empty command; give at least the program"
+        ));
     };
     if program.is_empty() {
         return Err(format!("`{field}`: the program (first element) is empty"));
@@ -189,7 +191,11 @@ impl Fault for ExecSpec {
         })
     }
 
-    fn inject<'a>(&'a self, _env: &'a FaultEnv, _targets: &'a [Target]) -> BoxFuture<'a, Result<()>> {
+    fn inject<'a>(
+        &'a self,
+        _env: &'a FaultEnv,
+        _targets: &'a [Target],
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.validate().map_err(FaultError::InvalidSelection)?;
             run("inject", &self.command(&self.inject)).await
@@ -235,7 +241,9 @@ impl Fault for ExecSpec {
         if let Some(code) = self.expect_exit
             && !(0..=255).contains(&code)
         {
-            return Err(format!("`expect_exit`: {code} is not an exit code (0 to 255)"));
+            return Err(format!(
+                "`expect_exit`: {code} is not an exit code (0 to 255)"
+            ));
         }
         Ok(())
     }
@@ -336,12 +344,7 @@ async fn keep(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
 fn tail(out: &[u8]) -> String {
     let text = String::from_utf8_lossy(out);
     let t = text.trim();
-    let start = t
-        .char_indices()
-        .rev()
-        .nth(300)
-        .map(|(i, _)| i)
-        .unwrap_or(0);
+    let start = t.char_indices().rev().nth(300).map(|(i, _)| i).unwrap_or(0);
     crate::redact::redact_urls_in(&t[start..]).into_owned()
 }
 
@@ -366,7 +369,10 @@ mod tests {
         assert!(err("{ inject: [true], env: { \"A=B\": x } }").starts_with("`env`"));
         assert!(err("{ inject: [true], dir: /nonexistent-dir }").starts_with("`dir`"));
         assert!(err("{ inject: [true], expect_exit: 300 }").starts_with("`expect_exit`"));
-        assert_eq!(spec("{ inject: [true], revert: [false] }").validate(), Ok(()));
+        assert_eq!(
+            spec("{ inject: [true], revert: [false] }").validate(),
+            Ok(())
+        );
         assert!(spec("{ inject: [true], revert: [true] }").needs_duration());
         assert!(!spec("{ inject: [true] }").needs_duration());
     }
@@ -376,14 +382,25 @@ mod tests {
         let ok = spec("{ inject: [sh, -c, 'test \"$X\" = y'], env: { X: y } }");
         assert!(ok.inject(&FaultEnv::new(), &[]).await.is_ok());
         let bad = spec("{ inject: [sh, -c, 'echo nope >&2; exit 3'] }");
-        let e = bad.inject(&FaultEnv::new(), &[]).await.err().map(|e| e.to_string());
+        let e = bad
+            .inject(&FaultEnv::new(), &[])
+            .await
+            .err()
+            .map(|e| e.to_string());
         let e = e.unwrap_or_default();
         assert!(e.contains("exited 3 (expected 0): nope"), "{e}");
         let expected = spec("{ inject: [sh, -c, 'exit 3'], expect_exit: 3 }");
         assert!(expected.inject(&FaultEnv::new(), &[]).await.is_ok());
         let slow = spec("{ inject: [sh, -c, 'sleep 30 & sleep 30'], timeout: 200ms }");
-        let e = slow.inject(&FaultEnv::new(), &[]).await.err().map(|e| e.to_string());
-        assert!(e.unwrap_or_default().contains("did not finish within 200ms"));
+        let e = slow
+            .inject(&FaultEnv::new(), &[])
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.unwrap_or_default()
+                .contains("did not finish within 200ms")
+        );
     }
 
     #[tokio::test]

@@ -20,12 +20,12 @@ use std::pin::Pin;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+pub mod exec;
 pub mod k8s;
 pub mod net;
 pub mod process;
 pub mod select;
 pub mod stress;
-pub mod exec;
 
 /// A boxed future, so that [`Fault`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -164,7 +164,11 @@ impl Fault for StressSpec {
         })
     }
 
-    fn inject<'a>(&'a self, _env: &'a FaultEnv, targets: &'a [Target]) -> BoxFuture<'a, Result<()>> {
+    fn inject<'a>(
+        &'a self,
+        _env: &'a FaultEnv,
+        targets: &'a [Target],
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let tag = tag_of(targets)?;
             if self.duration.is_none() {
@@ -222,7 +226,9 @@ async fn spawn(args: &[String]) -> Result<()> {
         })?;
     let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         let _ = child.start_kill();
-        return Err(FaultError::InvalidSelection("stress: no pipes to the child".into()));
+        return Err(FaultError::InvalidSelection(
+            "stress: no pipes to the child".into(),
+        ));
     };
     let mut lines = BufReader::new(stdout).lines();
     let first = tokio::time::timeout(START_TIMEOUT, lines.next_line()).await;
@@ -365,7 +371,10 @@ fn stat(pid: i32) -> Option<(char, u64)> {
     let line = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &line[line.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((fields.first()?.chars().next()?, fields.get(19)?.parse().ok()?))
+    Some((
+        fields.first()?.chars().next()?,
+        fields.get(19)?.parse().ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -394,12 +403,7 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let err = |y: &str| {
-            spec(y)
-                .and_then(|s| s.validate())
-                .err()
-                .unwrap_or_default()
-        };
+        let err = |y: &str| spec(y).and_then(|s| s.validate()).err().unwrap_or_default();
         assert!(err("{ cpu_workers: 1, cpu_load: 0% }").starts_with("`cpu_load`"));
         assert!(err("{ cpu_workers: 1, cpu_load: 12.5% }").starts_with("`cpu_load`"));
         assert!(err("{ cpu_workers: 100000 }").starts_with("`cpu_workers`"));
@@ -412,9 +416,11 @@ mod tests {
 
     #[tokio::test]
     async fn revert_of_nothing_succeeds() {
-        let token = RevertToken::new(KIND, &Token { tag: new_tag() }).unwrap_or_else(|e| panic!("{e}"));
+        let token =
+            RevertToken::new(KIND, &Token { tag: new_tag() }).unwrap_or_else(|e| panic!("{e}"));
         assert!(revert(&FaultEnv::new(), &token).await.is_ok());
-        let empty = RevertToken::new(KIND, &Token { tag: String::new() }).unwrap_or_else(|e| panic!("{e}"));
+        let empty =
+            RevertToken::new(KIND, &Token { tag: String::new() }).unwrap_or_else(|e| panic!("{e}"));
         assert!(revert(&FaultEnv::new(), &empty).await.is_err());
     }
 }

@@ -177,7 +177,8 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
             name: f.name.value.clone(),
             spec: {
                 let mut spec = f.spec.value.clone();
-                spec.fault_mut().set_duration(f.duration.as_ref().map(|d| d.get()));
+                spec.fault_mut()
+                    .set_duration(f.duration.as_ref().map(|d| d.get()));
                 spec
             },
             at: f.at.get(),

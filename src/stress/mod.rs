@@ -132,7 +132,11 @@ impl StressConfig {
         if !self.ramp.is_zero() {
             parts.push(format!("ramp {}", format_duration(self.ramp)));
         }
-        format!("{}, for {}", parts.join(", "), format_duration(self.duration))
+        format!(
+            "{}, for {}",
+            parts.join(", "),
+            format_duration(self.duration)
+        )
     }
 }
 
@@ -262,7 +266,8 @@ impl ThreadClock {
                 x = std::hint::black_box(x.rotate_left(5) ^ 0x5851_F42D_4C95_7F2D);
             }
         }
-        self.spun.set(self.spun.get() + from.elapsed().as_secs_f64());
+        self.spun
+            .set(self.spun.get() + from.elapsed().as_secs_f64());
     }
 }
 
@@ -298,7 +303,11 @@ fn hold_memory(
             ((now - start).as_secs_f64() / cfg.ramp.as_secs_f64()).min(1.0)
         };
         let want = ((cfg.memory as f64) * share) as u64;
-        let want = if share >= 1.0 { cfg.memory } else { want.min(cfg.memory) };
+        let want = if share >= 1.0 {
+            cfg.memory
+        } else {
+            want.min(cfg.memory)
+        };
         // Grow in chunks, checking the stop flag between them: touching a few GiB takes a while.
         while bytes < want && !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
             let n = (want - bytes).min(CHUNK);
@@ -522,19 +531,71 @@ mod tests {
 
     #[test]
     fn validation_names_the_setting() {
-        let err = |c: StressConfig| c.validate().err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err(StressConfig { cpu_load: 0, ..cfg() }).starts_with("cpu_load"));
-        assert!(err(StressConfig { cpu_load: 101, ..cfg() }).starts_with("cpu_load"));
-        assert!(err(StressConfig { cpu_workers: 5000, ..cfg() }).starts_with("cpu_workers"));
-        assert!(err(StressConfig { cpu_workers: 0, ..cfg() }).contains("nothing to stress"));
-        assert!(err(StressConfig { duration: Duration::ZERO, ..cfg() }).starts_with("duration"));
+        let err = |c: StressConfig| {
+            c.validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
         assert!(
-            err(StressConfig { ramp: Duration::from_secs(2), ..cfg() }).starts_with("ramp")
+            err(StressConfig {
+                cpu_load: 0,
+                ..cfg()
+            })
+            .starts_with("cpu_load")
         );
-        assert!(err(StressConfig { memory: u64::MAX, ..cfg() }).starts_with("memory"));
+        assert!(
+            err(StressConfig {
+                cpu_load: 101,
+                ..cfg()
+            })
+            .starts_with("cpu_load")
+        );
+        assert!(
+            err(StressConfig {
+                cpu_workers: 5000,
+                ..cfg()
+            })
+            .starts_with("cpu_workers")
+        );
+        assert!(
+            err(StressConfig {
+                cpu_workers: 0,
+                ..cfg()
+            })
+            .contains("nothing to stress")
+        );
+        assert!(
+            err(StressConfig {
+                duration: Duration::ZERO,
+                ..cfg()
+            })
+            .starts_with("duration")
+        );
+        assert!(
+            err(StressConfig {
+                ramp: Duration::from_secs(2),
+                ..cfg()
+            })
+            .starts_with("ramp")
+        );
+        assert!(
+            err(StressConfig {
+                memory: u64::MAX,
+                ..cfg()
+            })
+            .starts_with("memory")
+        );
         assert!(cfg().validate().is_ok());
         assert_eq!(
-            StressConfig { cpu_workers: 2, memory: 256 << 20, ramp: Duration::from_secs(5), duration: Duration::from_secs(30), ..cfg() }.describe(),
+            StressConfig {
+                cpu_workers: 2,
+                memory: 256 << 20,
+                ramp: Duration::from_secs(5),
+                duration: Duration::from_secs(30),
+                ..cfg()
+            }
+            .describe(),
             "2 CPU workers at 50%, 256 MiB, ramp 5s, for 30s"
         );
     }

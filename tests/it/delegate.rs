@@ -102,7 +102,10 @@ fn exec_failing_inject_fails_the_run_and_still_reverts() {
         "{out}\n{err}"
     );
     // Journaled before the inject, so reverted although the inject failed.
-    assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "revert\n");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        "revert\n"
+    );
 }
 
 #[test]
@@ -111,7 +114,9 @@ fn exec_revert_runs_from_recover_after_sigkill() {
     let file = exec_experiment(dir.path(), "60s", "70s");
     let marker = dir.path().join("injected");
     let mut run = spawn_run(&file, dir.path(), &[]);
-    wait_for("the inject command", Duration::from_secs(30), || marker.exists());
+    wait_for("the inject command", Duration::from_secs(30), || {
+        marker.exists()
+    });
     let _ = run.0.kill();
     let _ = run.0.wait();
     assert!(marker.exists());
@@ -132,7 +137,10 @@ fn exec_bad_commands_are_refused_before_anything_runs() {
         ("{ inject: [] }", "inject"),
         ("{ inject: [no-such-program-rattle] }", "inject"),
         ("{ inject: [true], revert: [true], timeout: 0s }", "timeout"),
-        ("{ inject: [true], revert: [true], expect_exit: 999 }", "expect_exit"),
+        (
+            "{ inject: [true], revert: [true], expect_exit: 999 }",
+            "expect_exit",
+        ),
         ("{ inject: \"rm -rf /tmp/x\" }", "inject"),
     ] {
         let file = write(
@@ -207,7 +215,9 @@ mod manifest {
         wait_for("the apply", Duration::from_secs(30), || {
             f.get_generic(GV, "iochaos", "shop", "io-latency").is_some()
         });
-        let obj = f.get_generic(GV, "iochaos", "shop", "io-latency").expect("applied");
+        let obj = f
+            .get_generic(GV, "iochaos", "shop", "io-latency")
+            .expect("applied");
         assert_eq!(obj["spec"]["delay"], "100ms");
         assert_eq!(obj["metadata"]["managedFields"][0]["manager"], "rattle");
         let (code, out, err) = wait_run(&mut run, Duration::from_secs(60));
@@ -243,7 +253,10 @@ mod manifest {
             f.get_generic(GV, "iochaos", "shop", "io-latency").is_none(),
             "recover left the IOChaos: {out}"
         );
-        assert!(f.log().contains(&"DELETE iochaos shop/io-latency".to_string()));
+        assert!(
+            f.log()
+                .contains(&"DELETE iochaos shop/io-latency".to_string())
+        );
     }
 
     #[test]
@@ -261,7 +274,9 @@ mod manifest {
         );
         let env = kube_env(&f);
         let mut c = rattle();
-        c.args(["run", "--dry-run"]).arg(&file).env("KUBECONFIG", &env[0].1);
+        c.args(["run", "--dry-run"])
+            .arg(&file)
+            .env("KUBECONFIG", &env[0].1);
         let (code, out, err) = run_bounded_cmd(c, Duration::from_secs(60));
         assert_eq!(code, 0, "{out}\n{err}");
         assert!(out.contains("already exists"), "{out}");
@@ -285,7 +300,11 @@ mod manifest {
         assert_eq!(code, 0, "{out}\n{err}");
         assert!(out.contains("IOChaos shop/io-latency"), "{out}");
         assert!(out.contains("(iochaos)"), "{out}");
-        assert!(f.log().is_empty(), "a dry run touched the cluster: {:?}", f.log());
+        assert!(
+            f.log().is_empty(),
+            "a dry run touched the cluster: {:?}",
+            f.log()
+        );
     }
 
     #[test]

@@ -946,7 +946,13 @@ impl FakeK8s {
     }
 
     /// An object of another group, if it exists.
-    pub fn get_generic(&self, group_version: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
+    pub fn get_generic(
+        &self,
+        group_version: &str,
+        plural: &str,
+        ns: &str,
+        name: &str,
+    ) -> Option<Value> {
         self.with(|s| {
             s.generic
                 .objects
@@ -958,9 +964,10 @@ impl FakeK8s {
     /// Puts an object of another group in place (as if someone else created it).
     pub fn put_generic(&self, group_version: &str, plural: &str, ns: &str, name: &str, obj: Value) {
         self.with(|s| {
-            s.generic
-                .objects
-                .insert((group_version.into(), plural.into(), ns.into(), name.into()), obj)
+            s.generic.objects.insert(
+                (group_version.into(), plural.into(), ns.into(), name.into()),
+                obj,
+            )
         });
     }
 }
@@ -1017,11 +1024,18 @@ fn generic_handle(
         return Some(status(
             StatusCode::NOT_FOUND,
             "NotFound",
-            format!("{plural} is {}namespaced", if kind.namespaced { "" } else { "not " }),
+            format!(
+                "{plural} is {}namespaced",
+                if kind.namespaced { "" } else { "not " }
+            ),
         ));
     }
     let key = (gv.clone(), plural.to_string(), ns.clone(), name.to_string());
-    let shown = if ns.is_empty() { name.to_string() } else { format!("{ns}/{name}") };
+    let shown = if ns.is_empty() {
+        name.to_string()
+    } else {
+        format!("{ns}/{name}")
+    };
     Some(match method {
         &Method::GET => match s.generic.objects.get(&key) {
             Some(o) => json_response(StatusCode::OK, o.clone()),
@@ -1039,7 +1053,9 @@ fn generic_handle(
                 return Some(status(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "UnsupportedMediaType",
-                    format!("the fake serves {plural} by server-side apply only, not {content_type}"),
+                    format!(
+                        "the fake serves {plural} by server-side apply only, not {content_type}"
+                    ),
                 ));
             }
             let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
@@ -1071,9 +1087,17 @@ fn generic_handle(
                 "manager": manager, "operation": "Apply", "apiVersion": gv,
                 "fieldsType": "FieldsV1", "fieldsV1": {}
             }]);
-            s.log.push(format!("APPLY {plural} {shown} fieldManager={manager}"));
+            s.log
+                .push(format!("APPLY {plural} {shown} fieldManager={manager}"));
             s.generic.objects.insert(key, obj.clone());
-            json_response(if existed { StatusCode::OK } else { StatusCode::CREATED }, obj)
+            json_response(
+                if existed {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                },
+                obj,
+            )
         }
         _ => status(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -39,7 +39,11 @@ fn stat_at(path: &str) -> Option<(char, u64, u64)> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
-    Some((f[0].chars().next()?, utime + stime, f.get(19)?.parse().ok()?))
+    Some((
+        f[0].chars().next()?,
+        utime + stime,
+        f.get(19)?.parse().ok()?,
+    ))
 }
 
 fn uptime_s() -> Option<f64> {
@@ -58,7 +62,10 @@ fn sample(pid: u32) -> Option<Sample> {
     }
     let mut workers = Vec::new();
     let mut life_s = f64::MAX;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
         let dir = t.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         if !comm.starts_with("stress-cpu-") {
@@ -137,7 +144,10 @@ fn stress_child_of(parent: u32, limit: Duration) -> (u32, u64) {
                 return (pid, start);
             }
         }
-        assert!(t0.elapsed() < limit, "no stress child of {parent} within {limit:?}");
+        assert!(
+            t0.elapsed() < limit,
+            "no stress child of {parent} within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -212,7 +222,10 @@ const LOAD: f64 = 0.10;
 fn assert_workers(cores: &[f64], n: usize) {
     assert_eq!(cores.len(), n, "{cores:?}");
     for c in cores {
-        assert!(within(*c, LOAD, 0.10), "a worker burnt {c:.4} cores, asked {LOAD}: {cores:?}");
+        assert!(
+            within(*c, LOAD, 0.10),
+            "a worker burnt {c:.4} cores, asked {LOAD}: {cores:?}"
+        );
     }
 }
 
@@ -248,8 +261,14 @@ fn rattle_stress_holds_the_memory_asked() {
     let (_, _, start) = stat(pid).expect("stat");
     let samples = samples_while(pid, start, 0.0, Duration::from_secs(30));
     let (_, rss) = best(&samples, LOAD);
-    println!("asked 128 MiB: {:.1} MiB resident (anonymous)", rss as f64 / MIB as f64);
-    assert!(within(rss as f64, (128 * MIB) as f64, 0.10), "{rss} bytes, asked 128 MiB");
+    println!(
+        "asked 128 MiB: {:.1} MiB resident (anonymous)",
+        rss as f64 / MIB as f64
+    );
+    assert!(
+        within(rss as f64, (128 * MIB) as f64, 0.10),
+        "{rss} bytes, asked 128 MiB"
+    );
     let status = g.0.wait().expect("wait");
     assert_eq!(status.code(), Some(0), "exit at the deadline");
 }
@@ -273,14 +292,21 @@ fn rattle_stress_ramps_and_exits_0_on_sigterm() {
     // Ramping: after the start, far less than the 64 MiB is held (64 MiB is reached at 20 s).
     std::thread::sleep(Duration::from_millis(500));
     let s = sample(pid).expect("sample");
-    assert!(s.rss_anon < 48 * MIB, "{} bytes held early in a 20 s ramp", s.rss_anon);
+    assert!(
+        s.rss_anon < 48 * MIB,
+        "{} bytes held early in a 20 s ramp",
+        s.rss_anon
+    );
     kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("SIGTERM");
     let t0 = Instant::now();
     let status = loop {
         if let Some(st) = g.0.try_wait().expect("try_wait") {
             break st;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "no exit after SIGTERM");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
@@ -290,7 +316,14 @@ fn rattle_stress_ramps_and_exits_0_on_sigterm() {
 fn rattle_stress_refuses_bad_flags_with_exit_2() {
     for args in [
         vec!["--cpu-workers", "1", "--cpu-load", "0", "--duration", "1s"],
-        vec!["--cpu-workers", "1", "--cpu-load", "150%", "--duration", "1s"],
+        vec![
+            "--cpu-workers",
+            "1",
+            "--cpu-load",
+            "150%",
+            "--duration",
+            "1s",
+        ],
         vec!["--memory", "12XB", "--duration", "1s"],
         vec!["--memory", "1000000TiB", "--duration", "1s"],
         vec!["--cpu-workers", "1"],
@@ -350,7 +383,10 @@ fn stress_fault_is_measured_then_released_on_revert() {
         rss as f64 / MIB as f64
     );
     assert_workers(&cores, 1);
-    assert!(within(rss as f64, (64 * MIB) as f64, 0.10), "{rss} bytes, asked 64 MiB");
+    assert!(
+        within(rss as f64, (64 * MIB) as f64, 0.10),
+        "{rss} bytes, asked 64 MiB"
+    );
     let (code, out, err) = wait_run(&mut run, Duration::from_secs(60));
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(!alive(pid, start), "the stress process outlived the run");
@@ -358,7 +394,8 @@ fn stress_fault_is_measured_then_released_on_revert() {
     let (code, out, _) = crate::support::run_bounded_cmd(
         {
             let mut c = rattle();
-            c.args(["recover", "--yes"]).env("RATTLE_STATE_DIR", dir.path().join("state"));
+            c.args(["recover", "--yes"])
+                .env("RATTLE_STATE_DIR", dir.path().join("state"));
             c
         },
         Duration::from_secs(30),
@@ -389,14 +426,20 @@ fn recover_stops_the_stress_of_a_killed_run() {
     // The child is started after its journal entry is written, so the entry is there.
     let _ = run.0.kill();
     let _ = run.0.wait();
-    assert!(alive(pid, start), "the stress should outlive a SIGKILLed run");
+    assert!(
+        alive(pid, start),
+        "the stress should outlive a SIGKILLed run"
+    );
     let mut c = rattle();
     c.args(["recover", "--yes"]).env("RATTLE_STATE_DIR", &state);
     let (code, out, err) = crate::support::run_bounded_cmd(c, Duration::from_secs(30));
     assert_eq!(code, 0, "{out}\n{err}");
     let t0 = Instant::now();
     while alive(pid, start) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "recover left the stress running: {out}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "recover left the stress running: {out}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut c = rattle();
@@ -410,7 +453,10 @@ fn recover_stops_the_stress_of_a_killed_run() {
 fn stress_fault_settings_are_checked_with_their_location() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (spec, want) in [
-        ("{ cpu_workers: 1, ramp: 10s }", "`ramp`: 10s is longer than the duration 5s"),
+        (
+            "{ cpu_workers: 1, ramp: 10s }",
+            "`ramp`: 10s is longer than the duration 5s",
+        ),
         ("{ cpu_workers: 1, cpu_load: 0% }", "`cpu_load`"),
         ("{ memory: 999999TiB }", "`memory`"),
         ("{ memory: lots }", "lots"),

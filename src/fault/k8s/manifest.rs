@@ -135,21 +135,31 @@ impl ManifestSpec {
                     .map_err(|e| format!("`file`: {}: {e}", path.display()))?;
                 (
                     "file",
-                    serde_saphyr::from_str::<Value>(&text)
-                        .map_err(|e| format!("`file`: {}: not a YAML document: {e}", path.display()))?,
+                    serde_saphyr::from_str::<Value>(&text).map_err(|e| {
+                        format!("`file`: {}: not a YAML document: {e}", path.display())
+                    })?,
                 )
             }
         };
         if !body.is_object() {
             return Err(format!("`{field}`: not a mapping (a Kubernetes object)"));
         }
-        let text = |k: &str| body.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-        let api_version = text("apiVersion").ok_or(format!("`{field}`: `apiVersion` is missing"))?;
+        let text = |k: &str| {
+            body.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let api_version =
+            text("apiVersion").ok_or(format!("`{field}`: `apiVersion` is missing"))?;
         let kind = text("kind").ok_or(format!("`{field}`: `kind` is missing"))?;
         let (group, version) = match api_version.split_once('/') {
             Some((g, v)) if !g.is_empty() && !v.is_empty() && !v.contains('/') => (g, v),
             None => ("", api_version),
-            _ => return Err(format!("`{field}`: apiVersion {api_version:?} is not group/version")),
+            _ => {
+                return Err(format!(
+                    "`{field}`: apiVersion {api_version:?} is not group/version"
+                ));
+            }
         };
         if kind.contains('/') || version.is_empty() {
             return Err(format!("`{field}`: kind {kind:?} is not a kind"));
@@ -162,9 +172,13 @@ impl ManifestSpec {
                 "`{field}`: `metadata.name` is missing (generateName cannot be deleted on revert)"
             ))?;
         if !valid_name(name) {
-            return Err(format!("`{field}`: metadata.name {name:?} is not a valid name"));
+            return Err(format!(
+                "`{field}`: metadata.name {name:?} is not a valid name"
+            ));
         }
-        let meta_ns = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str);
+        let meta_ns = meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str);
         let namespace = match (meta_ns, self.namespace.as_deref()) {
             (Some(a), Some(b)) if a != b => {
                 return Err(format!(
@@ -175,7 +189,9 @@ impl ManifestSpec {
             (None, b) => b.map(str::to_string),
         };
         if namespace.as_deref().is_some_and(|n| !valid_name(n)) {
-            return Err(format!("`namespace`: {namespace:?} is not a valid namespace"));
+            return Err(format!(
+                "`namespace`: {namespace:?} is not a valid namespace"
+            ));
         }
         Ok(Object {
             gvk: GroupVersionKind::gvk(group, version, kind),
@@ -299,7 +315,11 @@ impl Fault for ManifestSpec {
         })
     }
 
-    fn inject<'a>(&'a self, env: &'a FaultEnv, _targets: &'a [Target]) -> BoxFuture<'a, Result<()>> {
+    fn inject<'a>(
+        &'a self,
+        env: &'a FaultEnv,
+        _targets: &'a [Target],
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.validate().map_err(FaultError::Refused)?;
             let obj = self.object().map_err(FaultError::InvalidSelection)?;
@@ -309,14 +329,13 @@ impl Fault for ManifestSpec {
             if let (Some(ns), Some(meta)) = (&obj.namespace, body.get_mut("metadata")) {
                 meta["namespace"] = Value::String(ns.clone());
             }
-            api.patch(&obj.name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&body))
-                .await
-                .map_err(|e| {
-                    kube_err(
-                        &format!("applying {} {}", ar.plural, Self::id(&obj)),
-                        e,
-                    )
-                })?;
+            api.patch(
+                &obj.name,
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map_err(|e| kube_err(&format!("applying {} {}", ar.plural, Self::id(&obj)), e))?;
             Ok(())
         })
     }
@@ -339,7 +358,9 @@ impl Fault for ManifestSpec {
             ));
         }
         if self.cluster_scoped && self.resource.is_none() {
-            return Err("`cluster_scoped`: only read with `resource` (discovery says it otherwise)".into());
+            return Err(
+                "`cluster_scoped`: only read with `resource` (discovery says it otherwise)".into(),
+            );
         }
         if let Some(ns) = &obj.namespace
             && protected_namespaces().contains(ns)
@@ -388,7 +409,10 @@ pub async fn revert(env: &FaultEnv, token: &RevertToken) -> Result<()> {
         Some((g, v)) => (g, v),
         None => ("", t.api_version.as_str()),
     };
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, &t.kind), &t.plural);
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, &t.kind),
+        &t.plural,
+    );
     let client = env.kube().await?;
     let api: Api<DynamicObject> = match &t.namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
@@ -456,8 +480,10 @@ mod tests {
         assert!(err("{ object: { kind: X, metadata: { name: a } } }").contains("apiVersion"));
         assert!(err("{ object: { apiVersion: v1, metadata: { name: a } } }").contains("kind"));
         assert!(err("{ object: { apiVersion: v1, kind: X } }").contains("metadata.name"));
-        assert!(err("{ object: { apiVersion: v1, kind: X, metadata: { name: Bad_Name } } }")
-            .contains("not a valid name"));
+        assert!(
+            err("{ object: { apiVersion: v1, kind: X, metadata: { name: Bad_Name } } }")
+                .contains("not a valid name")
+        );
         assert!(
             err("{ namespace: a, object: { apiVersion: v1, kind: X, metadata: { name: x, namespace: b } } }")
                 .starts_with("`namespace`")
@@ -470,8 +496,10 @@ mod tests {
         assert!(err("{ file: /dev/zero }").starts_with("`file`"));
         assert!(err("{ object: \"a: [\" }").starts_with("`object`"));
         assert!(
-            err("{ resource: IOChaos, object: { apiVersion: v1, kind: X, metadata: { name: x } } }")
-                .starts_with("`resource`")
+            err(
+                "{ resource: IOChaos, object: { apiVersion: v1, kind: X, metadata: { name: x } } }"
+            )
+            .starts_with("`resource`")
         );
         let allowed = spec(
             "{ allow_namespaces: [kube-system], object: { apiVersion: v1, kind: X, metadata: { name: x, namespace: kube-system } } }",
