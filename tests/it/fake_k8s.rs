@@ -1036,19 +1036,19 @@ fn generic_handle(
     } else {
         format!("{ns}/{name}")
     };
-    Some(match method {
-        &Method::GET => match s.generic.objects.get(&key) {
+    Some(match *method {
+        Method::GET => match s.generic.objects.get(&key) {
             Some(o) => json_response(StatusCode::OK, o.clone()),
             None => not_found(plural, name),
         },
-        &Method::DELETE => match s.generic.objects.remove(&key) {
+        Method::DELETE => match s.generic.objects.remove(&key) {
             Some(_) => {
                 s.log.push(format!("DELETE {plural} {shown}"));
                 status(StatusCode::OK, "", format!("{plural} {shown} deleted"))
             }
             None => not_found(plural, name),
         },
-        &Method::PATCH => {
+        Method::PATCH => {
             if content_type != "application/apply-patch+yaml" {
                 return Some(status(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -475,3 +475,53 @@ fn stress_fault_settings_are_checked_with_their_location() {
         assert!(err.contains(want), "{spec}: {err}");
     }
 }
+
+#[test]
+fn an_orphaned_stress_stops_at_its_own_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = stress_experiment(dir.path(), "3s", "8s", "{ cpu_workers: 1, cpu_load: 5% }");
+    let mut run = Guard(
+        rattle()
+            .args(["run", "--yes", "--progress", "quiet", "--out"])
+            .arg(dir.path().join("out"))
+            .arg(&file)
+            .env("RATTLE_STATE_DIR", dir.path().join("state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn run"),
+    );
+    let (pid, start) = stress_child_of(run.0.id(), Duration::from_secs(30));
+    let _stray = Stray(pid, start);
+    let _ = run.0.kill();
+    let _ = run.0.wait();
+    // Nobody reverts it: it ends by itself when its 3 s are over (bounded wait, no timing).
+    let t0 = Instant::now();
+    while alive(pid, start) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "an orphaned stress outlived its deadline"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn dry_run_names_the_stress_and_starts_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = stress_experiment(
+        dir.path(),
+        "5s",
+        "8s",
+        "{ cpu_workers: 2, cpu_load: 30%, memory: 64MiB }",
+    );
+    let mut c = rattle();
+    c.args(["run", "--dry-run"]).arg(&file);
+    let (code, out, err) = crate::support::run_bounded_cmd(c, Duration::from_secs(30));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("a new `rattle stress` process: 2 CPU workers at 30%, 64 MiB, for 5s"),
+        "{out}"
+    );
+}
