@@ -17,8 +17,9 @@ use crate::stress::{self, Ended, StressConfig};
     after_help = "Examples:\n  rattle stress --cpu-workers 2 --cpu-load 80 --duration 30s\n  \
                   rattle stress --memory 256MiB --ramp 10s --duration 1m\n\n\
                   Each CPU worker burns --cpu-load percent of one core, measured on its own CPU \
-                  time, so a busy machine gets what was asked, not less. Memory is written page \
-                  by page, so it is resident. The process stops itself after --duration even if \
+                  time: CPU lost to other processes is caught up (up to 1 s owed), but a worker \
+                  cannot get more than the machine gives it. Memory is written page by page, so \
+                  it is resident. The process stops itself after --duration even if \
                   whatever started it is gone; SIGTERM or SIGINT stop it at once (exit 0)."
 )]
 pub struct StressArgs {
