@@ -81,10 +81,19 @@ impl ExecSpec {
     /// have: a relative `./revert.sh` or file argument means the same thing.
     fn command(&self, argv: &[String]) -> Command {
         let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        let mut argv = argv.to_vec();
+        // A relative program path (`./revert.sh`) is the one in `dir`, whoever runs it.
+        if let Some(p) = argv.first_mut()
+            && p.contains('/')
+            && !p.starts_with('/')
+        {
+            *p = dir.join(&*p).to_string_lossy().into_owned();
+        }
         Command {
-            argv: argv.to_vec(),
+            argv,
             env: self.env.clone(),
-            dir: Some(std::path::absolute(&dir).unwrap_or(dir)),
+            dir: Some(dir),
             timeout_ms: u64::try_from(self.timeout().as_millis()).unwrap_or(u64::MAX),
             expect_exit: self.expect_exit.unwrap_or(0),
         }
@@ -96,7 +105,7 @@ impl ExecSpec {
 }
 
 /// Why `argv` (the field `field`) cannot run, if it cannot.
-fn check_argv(field: &str, argv: &[String]) -> std::result::Result<(), String> {
+fn check_argv(field: &str, argv: &[String], dir: Option<&Path>) -> std::result::Result<(), String> {
     let Some(program) = argv.first() else {
         return Err(format!(
             "`{field}`: an empty command; give at least the program"
@@ -108,7 +117,13 @@ fn check_argv(field: &str, argv: &[String]) -> std::result::Result<(), String> {
     if let Some(i) = argv.iter().position(|a| a.contains('\0')) {
         return Err(format!("`{field}`: argument {i} contains a NUL byte"));
     }
-    if find_program(program).is_none() {
+    let relative_to_dir = match dir {
+        Some(d) if program.contains('/') && !program.starts_with('/') => {
+            Some(d.join(program).to_string_lossy().into_owned())
+        }
+        _ => None,
+    };
+    if find_program(relative_to_dir.as_deref().unwrap_or(program)).is_none() {
         return Err(format!(
             "`{field}`: program {program:?} {}",
             if program.contains('/') {
@@ -211,9 +226,9 @@ impl Fault for ExecSpec {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        check_argv("inject", &self.inject)?;
+        check_argv("inject", &self.inject, self.dir.as_deref())?;
         if let Some(r) = &self.revert {
-            check_argv("revert", r)?;
+            check_argv("revert", r, self.dir.as_deref())?;
         }
         let t = self.timeout();
         if t.is_zero() || t > MAX_TIMEOUT {
@@ -401,6 +416,29 @@ mod tests {
             e.unwrap_or_default()
                 .contains("did not finish within 200ms")
         );
+    }
+
+    #[tokio::test]
+    async fn a_relative_program_is_the_one_in_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("rattle-exec-rel-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let script = dir.join("mark.sh");
+        std::fs::write(&script, "#!/bin/sh\ntouch marked\n").unwrap_or_default();
+        let _ = std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755));
+        let s = spec(&format!(
+            "{{ inject: [./mark.sh], dir: \"{}\" }}",
+            dir.display()
+        ));
+        assert_eq!(s.validate(), Ok(()));
+        assert!(s.inject(&FaultEnv::new(), &[]).await.is_ok());
+        assert!(dir.join("marked").exists());
+        let missing = spec(&format!(
+            "{{ inject: [./nope.sh], dir: \"{}\" }}",
+            dir.display()
+        ));
+        assert!(missing.validate().is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
