@@ -57,4 +57,5 @@ pub mod proxy;
 pub mod redact;
 pub mod report;
 pub mod runner;
+pub mod stress;
 pub mod text;

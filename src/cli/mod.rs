@@ -6,6 +6,7 @@ mod load;
 mod recover;
 mod report;
 pub mod vars;
+mod stress;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -78,6 +79,8 @@ pub enum Command {
     /// Run game days on their cron schedules (long-running), or print a Kubernetes CronJob
     /// that does (--emit cronjob).
     Schedule(gameday::ScheduleArgs),
+    /// Burn CPU and hold memory for a while (what the `stress` and `pod-stress` faults run).
+    Stress(stress::StressArgs),
 }
 
 /// How progress is shown.
@@ -193,6 +196,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Proxy(args) => proxy::proxy_cmd(args).await,
         Command::Gameday(cmd) => gameday::gameday_cmd(cmd).await,
         Command::Schedule(args) => gameday::schedule_cmd(args).await,
+        Command::Stress(args) => stress::stress_cmd(args).await,
     }
 }
 

@@ -208,7 +208,12 @@ pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
             }
             (None, false) => {}
         }
-        if let Err(msg) = fault.validate() {
+        // Validated as the plan will hold it: with the entry's duration (Fault::set_duration).
+        let mut planned = f.spec.value.clone();
+        planned
+            .fault_mut()
+            .set_duration(f.duration.as_ref().map(|d| d.get()));
+        if let Err(msg) = planned.fault().validate() {
             c.at(&f.spec, format!("faults[{i}].{}", f.spec.kind()), msg);
         }
     }

@@ -20,10 +20,12 @@ use std::pin::Pin;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+pub mod exec;
 pub mod k8s;
 pub mod net;
 pub mod process;
 pub mod select;
+pub mod stress;
 
 /// A boxed future, so that [`Fault`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -73,6 +75,9 @@ pub enum FaultError {
     /// The selection touches a protected namespace the experiment does not allow.
     #[error("refused: {0}")]
     Refused(String),
+    /// A process the fault runs (an `exec` command, a `rattle stress` child) failed.
+    #[error("{0}")]
+    Command(String),
 }
 
 /// Result alias of this module.
@@ -241,6 +246,11 @@ pub trait Fault: Send + Sync + fmt::Debug {
     fn kube_access(&self) -> Vec<KubeAccess> {
         Vec::new()
     }
+
+    /// Receives the entry's `duration` when the plan is built, before anything else is called.
+    /// For kinds whose injected state must end by itself even if rattle dies before its revert
+    /// (a `stress` process stops at this deadline); others ignore it.
+    fn set_duration(&mut self, _duration: Option<std::time::Duration>) {}
 }
 
 /// Where a fault acts: what a run must provide for it, and where its effect lands.
@@ -319,6 +329,11 @@ macro_rules! fault_kinds {
             pub fn fault(&self) -> &dyn Fault {
                 match self { $(FaultSpec::$variant(s) => s,)* }
             }
+
+            /// The kind's behaviour, mutable (for [`Fault::set_duration`]).
+            pub fn fault_mut(&mut self) -> &mut dyn Fault {
+                match self { $(FaultSpec::$variant(s) => s,)* }
+            }
         }
 
         // How an experiment file's fault entry reads its kind key (experiment/entry.rs).
@@ -353,4 +368,7 @@ fault_kinds! {
     "net-blackhole" => NetBlackhole(net::BlackholeSpec), revert: net::revert;
     "http-abort" => HttpAbort(net::HttpAbortSpec), revert: net::revert;
     "http-delay" => HttpDelay(net::HttpDelaySpec), revert: net::revert;
+    "stress" => Stress(stress::StressSpec), revert: stress::revert;
+    "exec" => Exec(exec::ExecSpec), revert: exec::revert;
+    "manifest" => Manifest(k8s::manifest::ManifestSpec), revert: k8s::manifest::revert;
 }

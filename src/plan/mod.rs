@@ -175,7 +175,12 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
         .map(|(index, f)| PlannedFault {
             index,
             name: f.name.value.clone(),
-            spec: f.spec.value.clone(),
+            spec: {
+                let mut spec = f.spec.value.clone();
+                spec.fault_mut()
+                    .set_duration(f.duration.as_ref().map(|d| d.get()));
+                spec
+            },
             at: f.at.get(),
             duration: f.duration.as_ref().map(|d| d.get()),
             seed: fault_seed(seed, index),

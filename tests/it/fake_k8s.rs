@@ -122,6 +122,8 @@ pub struct State {
     pub keep_history: bool,
     /// Time spent answering requests (for benchmarks: what is not client-side work).
     pub server_time: Duration,
+    /// Objects of any other group (custom resources), applied server-side.
+    pub generic: Generic,
 }
 
 /// The running fake.
@@ -169,6 +171,7 @@ impl FakeK8s {
             seq: 0,
             keep_history: true,
             server_time: Duration::ZERO,
+            generic: Generic::default(),
         }));
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -658,6 +661,12 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body>
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let q = query(&req);
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let body = req
         .into_body()
         .collect()
@@ -666,6 +675,9 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body>
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let Some(r) = route(&path) else {
+        if let Some(resp) = generic_handle(&st, &method, &path, &q, &content_type, &body) {
+            return resp;
+        }
         return status(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -896,4 +908,201 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body>
             format!("{method} {path} is not supported by the fake"),
         ),
     }
+}
+
+/// A kind of another API group the fake serves (discovery, server-side apply, get, delete).
+#[derive(Debug, Clone)]
+pub struct GenericKind {
+    /// `group/version`.
+    pub group_version: String,
+    /// The kind, e.g. `IOChaos`.
+    pub kind: String,
+    /// The resource, e.g. `iochaos`.
+    pub plural: String,
+    /// Namespaced (else cluster-scoped).
+    pub namespaced: bool,
+}
+
+/// Objects of other groups: what a `manifest` fault applies.
+#[derive(Debug, Default)]
+pub struct Generic {
+    /// The kinds served.
+    pub kinds: Vec<GenericKind>,
+    /// Objects by (group/version, plural, namespace or "", name).
+    pub objects: BTreeMap<(String, String, String, String), Value>,
+}
+
+impl FakeK8s {
+    /// Serves a kind of another group (as if its CRD were installed).
+    pub fn add_kind(&self, group_version: &str, kind: &str, plural: &str, namespaced: bool) {
+        self.with(|s| {
+            s.generic.kinds.push(GenericKind {
+                group_version: group_version.into(),
+                kind: kind.into(),
+                plural: plural.into(),
+                namespaced,
+            })
+        });
+    }
+
+    /// An object of another group, if it exists.
+    pub fn get_generic(
+        &self,
+        group_version: &str,
+        plural: &str,
+        ns: &str,
+        name: &str,
+    ) -> Option<Value> {
+        self.with(|s| {
+            s.generic
+                .objects
+                .get(&(group_version.into(), plural.into(), ns.into(), name.into()))
+                .cloned()
+        })
+    }
+
+    /// Puts an object of another group in place (as if someone else created it).
+    pub fn put_generic(&self, group_version: &str, plural: &str, ns: &str, name: &str, obj: Value) {
+        self.with(|s| {
+            s.generic.objects.insert(
+                (group_version.into(), plural.into(), ns.into(), name.into()),
+                obj,
+            )
+        });
+    }
+}
+
+/// Discovery (`GET /apis/<group>/<version>`), server-side apply (`PATCH` with
+/// `application/apply-patch+yaml` and a `fieldManager`), `GET` and `DELETE` for the kinds of
+/// [`Generic`]. `None` for paths it does not serve.
+fn generic_handle(
+    st: &Arc<Mutex<State>>,
+    method: &Method,
+    path: &str,
+    q: &BTreeMap<String, String>,
+    content_type: &str,
+    body: &Value,
+) -> Option<Response<Body>> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ["apis", group, version, rest @ ..] = parts.as_slice() else {
+        return None;
+    };
+    let gv = format!("{group}/{version}");
+    let mut s = lock(st);
+    let kinds: Vec<GenericKind> = s
+        .generic
+        .kinds
+        .iter()
+        .filter(|k| k.group_version == gv)
+        .cloned()
+        .collect();
+    if kinds.is_empty() {
+        return None;
+    }
+    if rest.is_empty() && method == Method::GET {
+        let resources: Vec<Value> = kinds
+            .iter()
+            .map(|k| {
+                json!({"name": k.plural, "singularName": k.kind.to_lowercase(),
+                    "namespaced": k.namespaced, "kind": k.kind,
+                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+            })
+            .collect();
+        return Some(json_response(
+            StatusCode::OK,
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+                "resources": resources}),
+        ));
+    }
+    let (ns, plural, name) = match rest {
+        ["namespaces", ns, plural, name] => (ns.to_string(), *plural, *name),
+        [plural, name] => (String::new(), *plural, *name),
+        _ => return None,
+    };
+    let kind = kinds.iter().find(|k| k.plural == plural)?.clone();
+    if kind.namespaced == ns.is_empty() {
+        return Some(status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!(
+                "{plural} is {}namespaced",
+                if kind.namespaced { "" } else { "not " }
+            ),
+        ));
+    }
+    let key = (gv.clone(), plural.to_string(), ns.clone(), name.to_string());
+    let shown = if ns.is_empty() {
+        name.to_string()
+    } else {
+        format!("{ns}/{name}")
+    };
+    Some(match *method {
+        Method::GET => match s.generic.objects.get(&key) {
+            Some(o) => json_response(StatusCode::OK, o.clone()),
+            None => not_found(plural, name),
+        },
+        Method::DELETE => match s.generic.objects.remove(&key) {
+            Some(_) => {
+                s.log.push(format!("DELETE {plural} {shown}"));
+                status(StatusCode::OK, "", format!("{plural} {shown} deleted"))
+            }
+            None => not_found(plural, name),
+        },
+        Method::PATCH => {
+            if content_type != "application/apply-patch+yaml" {
+                return Some(status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    format!(
+                        "the fake serves {plural} by server-side apply only, not {content_type}"
+                    ),
+                ));
+            }
+            let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
+                return Some(status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "fieldManager is required for apply requests".into(),
+                ));
+            };
+            let named = body["metadata"]["name"].as_str() == Some(name);
+            let typed = body["kind"].as_str() == Some(kind.kind.as_str())
+                && body["apiVersion"].as_str() == Some(gv.as_str());
+            if !named || !typed {
+                return Some(status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("the object is not {} {gv} named {name}", kind.kind),
+                ));
+            }
+            let rv = s.next_rv();
+            let existed = s.generic.objects.contains_key(&key);
+            let mut obj = body.clone();
+            if !ns.is_empty() {
+                obj["metadata"]["namespace"] = json!(ns);
+            }
+            obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+            obj["metadata"]["uid"] = json!(format!("uid-{rv}"));
+            obj["metadata"]["managedFields"] = json!([{
+                "manager": manager, "operation": "Apply", "apiVersion": gv,
+                "fieldsType": "FieldsV1", "fieldsV1": {}
+            }]);
+            s.log
+                .push(format!("APPLY {plural} {shown} fieldManager={manager}"));
+            s.generic.objects.insert(key, obj.clone());
+            json_response(
+                if existed {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                },
+                obj,
+            )
+        }
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} {path} is not supported by the fake"),
+        ),
+    })
 }

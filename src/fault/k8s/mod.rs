@@ -272,6 +272,7 @@ macro_rules! k8s_spec {
     };
 }
 
+pub mod manifest;
 pub mod netem;
 pub mod node;
 pub mod pod_failure;
