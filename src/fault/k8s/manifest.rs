@@ -391,7 +391,7 @@ impl Fault for ManifestSpec {
             scope,
             api_group: intern(&obj.gvk.group),
             resource: intern(&plural),
-            verbs: &["get", "patch", "delete"],
+            verbs: &["get", "create", "patch", "delete"],
         }]
     }
 }
