@@ -3,6 +3,7 @@
 
 mod gameday;
 mod load;
+mod observe;
 mod recover;
 mod report;
 
@@ -118,6 +119,9 @@ pub struct RunArgs {
     /// in-cluster configuration].
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// Outputs to dashboards.
+    #[command(flatten)]
+    pub outputs: observe::ObserveArgs,
 }
 
 /// `rattle demo`.
@@ -250,6 +254,7 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<Outcome> {
         state_dir: args.state_dir,
         kube_context: args.context,
         progress: progress_mode(args.progress),
+        observe: args.outputs.into(),
     };
     let outcome = runner::run(plan, opts, shutdown_signal()).await?;
     print_outcome(&outcome);

@@ -285,6 +285,7 @@ async fn run_one(
         progress: settings.progress,
         state_dir: settings.state_dir.clone(),
         kube_context: settings.kube_context.clone(),
+        observe: Default::default(),
     };
     let stop = stop.clone();
     runner::run(plan, opts, async move { stop.cancelled().await })

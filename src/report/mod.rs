@@ -21,6 +21,7 @@
 //! ([`compare`]).
 
 mod chart;
+pub mod cluster;
 pub mod compare;
 pub mod gates;
 pub mod html;
@@ -37,6 +38,7 @@ pub use model::{
     PlanReport, ProbeReport, RecoveryReport, Report, SloCheckReport, SloReport, SteadyCheck,
     SteadyState, StopReport, TargetReport, TimelineEvent, Totals, WindowReport,
 };
+pub use model::ClusterEventReport;
 pub use score::Score;
 
 use std::path::{Path, PathBuf};
