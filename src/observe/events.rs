@@ -163,7 +163,13 @@ impl Watch {
                             Some(ns) => Api::namespaced(client, ns),
                             None => Api::all(client),
                         };
-                        match self.watch(api, |_, ev| self.on_event(ev)).await {
+                        // What a list returns is the state before: only changes are evidence.
+                        let on = |change, ev| {
+                            if change != Change::Listed {
+                                self.on_event(ev)
+                            }
+                        };
+                        match self.watch(api, on).await {
                             None => return,
                             Some(e) => e,
                         }

@@ -68,6 +68,8 @@ pub enum Res {
     ReplicaSets,
     /// core/v1 Node.
     Nodes,
+    /// core/v1 Event (fed by the tests through [`FakeK8s::add_event`]).
+    Events,
 }
 
 impl Res {
@@ -78,6 +80,7 @@ impl Res {
             Res::StatefulSets => "StatefulSet",
             Res::ReplicaSets => "ReplicaSet",
             Res::Nodes => "Node",
+            Res::Events => "Event",
         }
     }
     fn api_version(self) -> &'static str {
@@ -320,6 +323,35 @@ impl FakeK8s {
                 p["spec"]["nodeName"] = json!(node);
                 s.put(Res::Pods, ns, pod, p, Some("MODIFIED"));
             }
+        })
+    }
+}
+
+/// The cluster's event stream, for the tests of the report's cluster evidence.
+impl FakeK8s {
+    /// Emits a core/v1 Event about `kind/name` in `ns` to the events' watchers (and list).
+    pub fn add_event(&self, ns: &str, kind: &str, name: &str, type_: &str, reason: &str, message: &str) {
+        self.with(|s| {
+            s.seq += 1;
+            let ev_name = format!("{name}.{:x}", s.seq);
+            let e = json!({"apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": ev_name, "namespace": ns},
+                "involvedObject": {"kind": kind, "name": name, "namespace": ns},
+                "reason": reason, "message": message, "type": type_, "count": 1,
+                "lastTimestamp": jiff::Timestamp::now().to_string()});
+            s.put(Res::Events, ns, &ev_name, e, Some("ADDED"));
+        })
+    }
+
+    /// Replaces pod `ns/name`'s status (a watch sees MODIFIED); false if there is no such pod.
+    pub fn set_pod_status(&self, ns: &str, name: &str, status: Value) -> bool {
+        self.with(|s| {
+            let Some(mut p) = s.objects.get(&(Res::Pods, ns.into(), name.into())).cloned() else {
+                return false;
+            };
+            p["status"] = status;
+            s.put(Res::Pods, ns, name, p, Some("MODIFIED"));
+            true
         })
     }
 }
@@ -644,6 +676,7 @@ fn route(path: &str) -> Option<Route> {
         "statefulsets" => Res::StatefulSets,
         "replicasets" => Res::ReplicaSets,
         "nodes" => Res::Nodes,
+        "events" => Res::Events,
         _ => return None,
     };
     Some(Route {
@@ -679,6 +712,7 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body>
         Res::StatefulSets => "statefulsets.apps",
         Res::ReplicaSets => "replicasets.apps",
         Res::Nodes => "nodes",
+        Res::Events => "events",
     };
     match (&method, r.name.as_deref(), r.sub.as_deref()) {
         (&Method::GET, None, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {

@@ -13,6 +13,7 @@ mod k8s;
 mod kinds;
 mod load;
 mod load_cli;
+mod observe;
 mod process;
 mod proxy;
 mod report;
