@@ -604,7 +604,8 @@ fn cluster_events_from_the_api_stream_are_on_the_timeline_under_their_fault_and_
     assert!(html.contains("What the cluster did in this window"));
     assert!(html.contains("FailedScheduling"));
     assert!(html.contains("0/3 nodes are available"));
-    // report.json stays readable by `rattle report`.
+    // report.json keeps to its schema and stays readable by `rattle report`.
+    crate::report::assert_valid(&crate::report::report_schema(), &r);
     let mut cmd = rattle();
     cmd.args(["report", dir.path().join("out/report.json").to_str().unwrap(), "--format", "markdown"]);
     let (code, _, stderr) = crate::support::run_bounded_cmd(cmd, Duration::from_secs(30));
