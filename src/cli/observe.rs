@@ -20,13 +20,23 @@ pub struct ObserveArgs {
     /// Push the same figures to this Prometheus Pushgateway at each window's close and at the
     /// end (job="rattle", grouped by experiment and run_id; the last push adds
     /// rattle_run_verdict). Failures are warnings, never a change of verdict.
-    #[arg(long, env = "RATTLE_PUSHGATEWAY_URL", value_name = "URL", help_heading = "Outputs")]
+    #[arg(
+        long,
+        env = "RATTLE_PUSHGATEWAY_URL",
+        value_name = "URL",
+        help_heading = "Outputs"
+    )]
     pub pushgateway: Option<String>,
     /// Annotate each fault's window in this Grafana (POST /api/annotations at injection, end
     /// time at revert, the verdict as a tag at the end; tags: rattle, experiment:<name>,
     /// fault:<name>, kind:<kind>, verdict:<verdict>). Needs a service-account token in the
     /// variable named by --grafana-token-env.
-    #[arg(long, env = "RATTLE_GRAFANA_URL", value_name = "URL", help_heading = "Outputs")]
+    #[arg(
+        long,
+        env = "RATTLE_GRAFANA_URL",
+        value_name = "URL",
+        help_heading = "Outputs"
+    )]
     pub grafana_url: Option<String>,
     /// Environment variable holding Grafana's token (sent as a bearer token, never printed).
     #[arg(long, value_name = "NAME", default_value = DEFAULT_GRAFANA_TOKEN_ENV,

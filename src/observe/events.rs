@@ -1,6 +1,7 @@
-//! Cluster evidence: while a run that touches Kubernetes lasts, watch the Events and the pods of
-//! the namespaces it touches and keep what the cluster did (restarts with their reason,
-//! OOMKilled, readiness flips, evictions, failed scheduling, pods created and deleted), each at
+//! Cluster evidence: while a run that touches Kubernetes lasts, watch the Events, the pods and the
+//! EndpointSlices of the namespaces it touches and keep what the cluster did (restarts with their
+//! reason, OOMKilled, readiness flips, evictions, failed scheduling, pods created and deleted, a
+//! Service's ready endpoints changing), each at
 //! the instant rattle saw it on the run's clock. The runner puts them on the report's timeline,
 //! each under the fault whose window it fell in.
 //!
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -38,13 +40,14 @@ pub struct ClusterEvent {
     pub object: String,
     /// Short reason: the Event's (`FailedScheduling`, `Evicted`, `Killing`, `BackOff`...) or
     /// one of the pod watcher's (`Restarted`, `OOMKilled`, `Ready`, `NotReady`, `PodCreated`,
-    /// `PodDeleted`, `Evicted`).
+    /// `PodDeleted`, `Evicted`; `EndpointsChanged` from the EndpointSlices).
     pub reason: String,
     /// `Warning` or `Normal`.
     pub severity: String,
     /// What happened, in the cluster's words.
     pub message: String,
-    /// `event` (a Kubernetes Event) or `pod` (seen in a pod's status).
+    /// `event` (a Kubernetes Event), `pod` (seen in a pod's status) or `endpoints` (a
+    /// Service's ready endpoints, from its EndpointSlices).
     pub source: &'static str,
 }
 
@@ -108,7 +111,7 @@ impl Watchers {
         };
         let mut tasks = Vec::new();
         for ns in scopes {
-            for what in [Watched::Events, Watched::Pods] {
+            for what in [Watched::Events, Watched::Pods, Watched::Endpoints] {
                 let w = Watch {
                     context: context.clone(),
                     namespace: ns.clone(),
@@ -138,6 +141,17 @@ impl Watchers {
 enum Watched {
     Events,
     Pods,
+    Endpoints,
+}
+
+impl Watched {
+    fn as_str(self) -> &'static str {
+        match self {
+            Watched::Events => "events",
+            Watched::Pods => "pods",
+            Watched::Endpoints => "endpointslices",
+        }
+    }
 }
 
 struct Watch {
@@ -154,6 +168,7 @@ impl Watch {
     async fn run(self) {
         let mut warned = false;
         let mut pods = PodMemory::default();
+        let mut endpoints = EndpointMemory::default();
         loop {
             let err = match crate::kube_env::client(self.context.as_deref()).await {
                 Err(e) => e.to_string(),
@@ -184,6 +199,17 @@ impl Watch {
                             Some(e) => e,
                         }
                     }
+                    Watched::Endpoints => {
+                        let api: Api<EndpointSlice> = match &self.namespace {
+                            Some(ns) => Api::namespaced(client, ns),
+                            None => Api::all(client),
+                        };
+                        let on = |kind, e| endpoints.on_slice(&self, kind, e);
+                        match self.watch(api, on).await {
+                            None => return,
+                            Some(e) => e,
+                        }
+                    }
                 },
             };
             if !warned {
@@ -191,10 +217,7 @@ impl Watch {
                 (self.warn)(format!(
                     "cluster evidence: cannot watch {} in {}: {err} (retrying; the verdict \
                      does not depend on it)",
-                    match self.what {
-                        Watched::Events => "events",
-                        Watched::Pods => "pods",
-                    },
+                    self.what.as_str(),
                     self.namespace.as_deref().unwrap_or("every namespace")
                 ));
             }
@@ -335,7 +358,11 @@ fn pod_state(p: &Pod) -> PodState {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
         restarts: status
             .and_then(|s| s.container_statuses.as_ref())
-            .map(|cs| cs.iter().map(|c| (c.name.clone(), c.restart_count)).collect())
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| (c.name.clone(), c.restart_count))
+                    .collect()
+            })
             .unwrap_or_default(),
         evicted: status.and_then(|s| s.reason.as_deref()) == Some("Evicted"),
     }
@@ -381,10 +408,18 @@ impl PodMemory {
                 for (container, n) in &now.restarts {
                     let was = before.restarts.get(container).copied().unwrap_or(0);
                     if *n > was {
-                        let (why, code) = last_termination(&p, container)
-                            .unwrap_or_else(|| (String::new(), 0));
-                        let reason = if why == "OOMKilled" { "OOMKilled" } else { "Restarted" };
-                        let why = if why.is_empty() { "unknown reason".into() } else { why };
+                        let (why, code) =
+                            last_termination(&p, container).unwrap_or_else(|| (String::new(), 0));
+                        let reason = if why == "OOMKilled" {
+                            "OOMKilled"
+                        } else {
+                            "Restarted"
+                        };
+                        let why = if why.is_empty() {
+                            "unknown reason".into()
+                        } else {
+                            why
+                        };
                         w.pod_event(
                             &ns,
                             &name,
@@ -419,6 +454,75 @@ impl PodMemory {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Ready endpoints of a slice: `conditions.ready` unset counts as ready (the API's rule).
+fn ready_endpoints(e: &EndpointSlice) -> usize {
+    e.endpoints
+        .iter()
+        .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .count()
+}
+
+/// The EndpointSlices of one watch, to report each Service's count of ready endpoints when it
+/// changes (a Service is the sum of its slices, labelled `kubernetes.io/service-name`).
+#[derive(Default)]
+struct EndpointMemory {
+    /// (namespace, slice) → (service, ready endpoints).
+    slices: BTreeMap<(String, String), (String, usize)>,
+}
+
+impl EndpointMemory {
+    fn service_ready(&self, ns: &str, service: &str) -> usize {
+        self.slices
+            .iter()
+            .filter(|((n, _), (svc, _))| n == ns && svc == service)
+            .map(|(_, (_, r))| r)
+            .sum()
+    }
+
+    fn on_slice(&mut self, w: &Watch, change: Change, e: EndpointSlice) {
+        let ns = e.metadata.namespace.clone().unwrap_or_default();
+        let slice = e.metadata.name.clone().unwrap_or_default();
+        let Some(service) = e
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+            .cloned()
+        else {
+            return;
+        };
+        let before = self.service_ready(&ns, &service);
+        let key = (ns.clone(), slice);
+        match change {
+            Change::Deleted => {
+                self.slices.remove(&key);
+            }
+            _ => {
+                self.slices
+                    .insert(key, (service.clone(), ready_endpoints(&e)));
+            }
+        }
+        if change == Change::Listed {
+            return;
+        }
+        let now = self.service_ready(&ns, &service);
+        if now != before {
+            keep(
+                &w.sink,
+                ClusterEvent {
+                    t_us: w.clock.now_us(),
+                    namespace: ns,
+                    object: format!("Service/{service}"),
+                    reason: "EndpointsChanged".into(),
+                    severity: if now < before { "Warning" } else { "Normal" }.into(),
+                    message: format!("{now} ready endpoint(s), was {before}"),
+                    source: "endpoints",
+                },
+            );
         }
     }
 }

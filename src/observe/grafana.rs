@@ -139,7 +139,10 @@ pub async fn run(
                     let mut tags = p.tags.clone();
                     tags.push(format!("verdict:{v}"));
                     if let Err(e) = patch(&client, &g, &auth, p.id, json!({"tags": tags})).await {
-                        warn(format!("Grafana: tagging annotation {} with the verdict: {e}", p.id));
+                        warn(format!(
+                            "Grafana: tagging annotation {} with the verdict: {e}",
+                            p.id
+                        ));
                     }
                 }
             }

@@ -75,11 +75,7 @@ impl Client {
             .body(Full::new(body))
             .map_err(|e| format!("cannot build the request: {e}"))?;
         let exchange = async {
-            let resp = self
-                .inner
-                .request(req)
-                .await
-                .map_err(|e| error_chain(&e))?;
+            let resp = self.inner.request(req).await.map_err(|e| error_chain(&e))?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), BODY_MAX)
                 .collect()
@@ -116,7 +112,9 @@ pub fn base_url(url: &str) -> Result<http::Uri, String> {
         return Err("has no host".into());
     }
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err("has credentials (user:password@) in it: use the token variable".into());
+        return Err(
+            "has credentials (user:password@) in it, which logs would show: not supported".into(),
+        );
     }
     if uri.query().is_some() {
         return Err("must not have a query (?...)".into());

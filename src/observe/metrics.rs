@@ -135,7 +135,11 @@ fn num(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else {
         format!("{v}")
     }
@@ -243,7 +247,10 @@ fn render_load(o: &mut String, rec: &Recording) {
         }
     }
     for (le, c) in BUCKETS_SECONDS.iter().zip(cumulative) {
-        let _ = writeln!(o, "rattle_request_duration_seconds_bucket{{le=\"{le}\"}} {c}");
+        let _ = writeln!(
+            o,
+            "rattle_request_duration_seconds_bucket{{le=\"{le}\"}} {c}"
+        );
     }
     let _ = writeln!(
         o,
@@ -379,15 +386,42 @@ mod tests {
         let live = Live::new("x\"y".into(), "r1".into(), RunClock::start_now(), Some(rec));
         live.injected(1);
         let text = render(&live);
-        assert!(text.contains("rattle_run_info{experiment=\"x\\\"y\",run_id=\"r1\"} 1"), "{text}");
-        assert!(text.contains("rattle_requests_total{outcome=\"ok\"} 6"), "{text}");
-        assert!(text.contains("rattle_requests_total{outcome=\"status_5xx\"} 1"), "{text}");
-        assert!(text.contains("rattle_request_duration_seconds_bucket{le=\"0.005\"} 3\n"), "{text}");
-        assert!(text.contains("rattle_request_duration_seconds_bucket{le=\"0.01\"} 4\n"), "{text}");
-        assert!(text.contains("rattle_request_duration_seconds_bucket{le=\"0.05\"} 6\n"), "{text}");
-        assert!(text.contains("rattle_request_duration_seconds_bucket{le=\"2.5\"} 6\n"), "{text}");
-        assert!(text.contains("rattle_request_duration_seconds_bucket{le=\"5\"} 7\n"), "{text}");
-        assert!(text.contains("rattle_request_duration_seconds_count 7\n"), "{text}");
+        assert!(
+            text.contains("rattle_run_info{experiment=\"x\\\"y\",run_id=\"r1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rattle_requests_total{outcome=\"ok\"} 6"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rattle_requests_total{outcome=\"status_5xx\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rattle_request_duration_seconds_bucket{le=\"0.005\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rattle_request_duration_seconds_bucket{le=\"0.01\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rattle_request_duration_seconds_bucket{le=\"0.05\"} 6\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rattle_request_duration_seconds_bucket{le=\"2.5\"} 6\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rattle_request_duration_seconds_bucket{le=\"5\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rattle_request_duration_seconds_count 7\n"),
+            "{text}"
+        );
         assert!(text.contains("rattle_active_faults 1\n"), "{text}");
         live.reverted(0);
         assert!(render(&live).contains("rattle_active_faults 0\n"));

@@ -53,6 +53,12 @@ pub enum ObserveError {
          token) is not: set it, or name another with --grafana-token-env"
     )]
     GrafanaToken(String),
+    /// The Grafana token holds characters an HTTP header cannot carry.
+    #[error(
+        "the environment variable {0} (the Grafana token) holds control or non-ASCII characters: \
+         check how it was set"
+    )]
+    GrafanaTokenInvalid(String),
     /// An output's URL cannot be used.
     #[error("{flag}: {message}")]
     Url {
@@ -131,8 +137,10 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, ObserveError> {
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| ObserveError::GrafanaToken(cfg.grafana_token_env.clone()))?;
-            if token.bytes().any(|b| b.is_ascii_control()) {
-                return Err(ObserveError::GrafanaToken(cfg.grafana_token_env.clone()));
+            if token.bytes().any(|b| b.is_ascii_control() || !b.is_ascii()) {
+                return Err(ObserveError::GrafanaTokenInvalid(
+                    cfg.grafana_token_env.clone(),
+                ));
             }
             Some(grafana::Grafana {
                 url,
@@ -393,7 +401,11 @@ impl Observer {
         if let Some(p) = pusher {
             let _ = p.await;
         }
-        let grafana = self.grafana.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let grafana = self
+            .grafana
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(tx) = grafana {
             let _ = tx.send(grafana::Note::Verdict(verdict.to_string()));
         }

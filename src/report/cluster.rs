@@ -13,7 +13,9 @@ pub fn fault_window(f: &FaultReport, run_end_ms: f64) -> Option<(f64, f64)> {
     let end = if recovered.is_none() && f.recovery.is_some() {
         run_end_ms
     } else {
-        f.reverted_at_ms.unwrap_or(inj).max(recovered.unwrap_or(inj))
+        f.reverted_at_ms
+            .unwrap_or(inj)
+            .max(recovered.unwrap_or(inj))
     };
     Some((inj, end.max(inj)))
 }

@@ -33,12 +33,12 @@ pub mod score;
 
 pub use gates::{CheckStatus, GateResult};
 pub use markdown::markdown;
+pub use model::ClusterEventReport;
 pub use model::{
     EffectReport, EventKind, ExperimentRef, FaultReport, LatencyReport, PhaseStats, Phases,
     PlanReport, ProbeReport, RecoveryReport, Report, SloCheckReport, SloReport, SteadyCheck,
     SteadyState, StopReport, TargetReport, TimelineEvent, Totals, WindowReport,
 };
-pub use model::ClusterEventReport;
 pub use score::Score;
 
 use std::path::{Path, PathBuf};

@@ -280,8 +280,9 @@ pub async fn run(
     interrupt: impl std::future::Future<Output = ()>,
 ) -> Result<RunOutcome, RunError> {
     let printer = progress::Printer::new(opts.progress);
-    let journal = preflight(&plan, &opts, &printer)?;
+    // The outputs first: a bad flag must leave nothing behind (not even a report directory).
     let outputs = crate::observe::prepare(&opts.observe).await?;
+    let journal = preflight(&plan, &opts, &printer)?;
     tokio::pin!(interrupt);
 
     // Setup before the clock: nothing has been touched before this.
@@ -302,6 +303,11 @@ pub async fn run(
     let (shared, phase_rx) = Shared::new(plan, env, journal, printer, outputs);
     if !interrupted && let Err(e) = setup.start_load(&shared, phase_rx) {
         setup.stop(&shared).await;
+        let failed = Outcome::BadInput;
+        shared
+            .observer
+            .finish(failed.verdict().as_str(), failed.exit_code())
+            .await;
         return Err(e);
     }
 
@@ -356,7 +362,11 @@ fn kube_namespaces(plan: &Plan) -> Option<Option<Vec<String>>> {
         .faults
         .iter()
         .flat_map(|f| f.spec.fault().kube_access())
-        .chain(plan.probes.iter().flat_map(|p| p.spec.probe().kube_access()));
+        .chain(
+            plan.probes
+                .iter()
+                .flat_map(|p| p.spec.probe().kube_access()),
+        );
     let mut any = false;
     let mut namespaces = std::collections::BTreeSet::new();
     for a in access {

@@ -35,7 +35,10 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Optio
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.split(' ').nth(1)?.parse().ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -87,7 +90,10 @@ fn sample(s: &[(String, String, f64)], name: &str, label: &str) -> Option<f64> {
 /// Checks that an exposition parses and is coherent: every sample line well-formed, histogram
 /// buckets cumulative and ending with +Inf = count, counters not negative.
 fn check_exposition(text: &str) -> Vec<(String, String, f64)> {
-    for l in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for l in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         assert!(
             l.starts_with("rattle_") && l.rsplit_once(' ').is_some(),
             "bad line {l:?} in\n{text}"
@@ -143,35 +149,50 @@ impl FakeGrafana {
             while let Ok((sock, _)) = listener.accept().await {
                 let (g, next) = (g.clone(), next.clone());
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (g, next) = (g.clone(), next.clone());
-                        async move {
-                            let method = req.method().to_string();
-                            let path = req.uri().path().to_string();
-                            let auth = req
-                                .headers()
-                                .get("authorization")
-                                .and_then(|v| v.to_str().ok())
-                                .map(String::from);
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                            g.lock().unwrap().push(Received { method: method.clone(), path: path.clone(), auth, body });
-                            let (code, answer) = match (method.as_str(), path.as_str()) {
-                                ("POST", "/api/annotations") => {
-                                    let mut n = next.lock().unwrap();
-                                    *n += 1;
-                                    (200, json!({"id": *n, "message": "Annotation added"}))
-                                }
-                                ("PATCH", p) if p.starts_with("/api/annotations/") => {
-                                    (200, json!({"message": "Annotation patched"}))
-                                }
-                                _ => (404, json!({"message": "not found"})),
-                            };
-                            let mut r = hyper::Response::new(Full::new(bytes::Bytes::from(answer.to_string())));
-                            *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
-                            Ok::<_, std::convert::Infallible>(r)
-                        }
-                    });
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (g, next) = (g.clone(), next.clone());
+                            async move {
+                                let method = req.method().to_string();
+                                let path = req.uri().path().to_string();
+                                let auth = req
+                                    .headers()
+                                    .get("authorization")
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(String::from);
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let body: Value =
+                                    serde_json::from_slice(&body).unwrap_or(Value::Null);
+                                g.lock().unwrap().push(Received {
+                                    method: method.clone(),
+                                    path: path.clone(),
+                                    auth,
+                                    body,
+                                });
+                                let (code, answer) = match (method.as_str(), path.as_str()) {
+                                    ("POST", "/api/annotations") => {
+                                        let mut n = next.lock().unwrap();
+                                        *n += 1;
+                                        (200, json!({"id": *n, "message": "Annotation added"}))
+                                    }
+                                    ("PATCH", p) if p.starts_with("/api/annotations/") => {
+                                        (200, json!({"message": "Annotation patched"}))
+                                    }
+                                    _ => (404, json!({"message": "not found"})),
+                                };
+                                let mut r = hyper::Response::new(Full::new(bytes::Bytes::from(
+                                    answer.to_string(),
+                                )));
+                                *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
+                                Ok::<_, std::convert::Infallible>(r)
+                            }
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
                         .await;
@@ -189,14 +210,16 @@ impl FakeGrafana {
 /// The real Pushgateway on a free port, killed when dropped; `None` (with a notice) when it is
 /// not installed, unless RATTLE_REQUIRE_PUSHGATEWAY is set (CI), where that fails.
 fn pushgateway() -> Option<(Guard, String)> {
-    let bin = ["prometheus-pushgateway", "pushgateway"].into_iter().find(|b| {
-        Command::new(b)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
+    let bin = ["prometheus-pushgateway", "pushgateway"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
     let Some(bin) = bin else {
         assert!(
             std::env::var_os("RATTLE_REQUIRE_PUSHGATEWAY").is_none(),
@@ -221,7 +244,10 @@ fn pushgateway() -> Option<(Guard, String)> {
     );
     let start = Instant::now();
     while http(&addr, "GET", "/-/ready", &[]).is_none_or(|(c, _)| c != 200) {
-        assert!(start.elapsed() < Duration::from_secs(30), "pushgateway not ready");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "pushgateway not ready"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // The data file's directory must outlive the process; leak it with the test's lifetime.
@@ -263,7 +289,14 @@ fn spawn_run(dir: &Path, file: &Path, extra: &[&str], env: &[(&str, &str)]) -> G
     let mut cmd = rattle();
     cmd.env("RATTLE_STATE_DIR", dir.join("state"))
         .env_remove("RATTLE_GRAFANA_TOKEN")
-        .args(["run", file.to_str().unwrap(), "--yes", "--progress", "plain", "--out"])
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--yes",
+            "--progress",
+            "plain",
+            "--out",
+        ])
         .arg(dir.join("out"))
         .args(extra)
         .stdin(Stdio::null())
@@ -297,7 +330,10 @@ fn scrape_until(
         if matches!(g.0.try_wait(), Ok(Some(_))) {
             return None;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "no matching scrape");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no matching scrape"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -334,47 +370,79 @@ fn metrics_scraped_during_a_run_pushes_read_back_and_annotations_recorded() {
             && sample(s, "rattle_requests_total", "outcome=\"ok\"").is_some_and(|v| v > 0.0)
     })
     .expect("a scrape while the fault was active");
-    assert_eq!(sample(&during, "rattle_faults_injected_total", ""), Some(1.0));
+    assert_eq!(
+        sample(&during, "rattle_faults_injected_total", ""),
+        Some(1.0)
+    );
     assert!(sample(&during, "rattle_run_info", "experiment=\"observe-all\"").is_some());
-    assert!(sample(&during, "rattle_run_verdict", "").is_none(), "no verdict yet");
+    assert!(
+        sample(&during, "rattle_run_verdict", "").is_none(),
+        "no verdict yet"
+    );
     // A web page cannot read it (cross-site, DNS rebinding).
-    let (code, _) = http(&metrics_addr, "GET", "/metrics", &[("Origin", "http://evil.example")])
-        .expect("answer");
+    let (code, _) = http(
+        &metrics_addr,
+        "GET",
+        "/metrics",
+        &[("Origin", "http://evil.example")],
+    )
+    .expect("answer");
     assert_eq!(code, 403);
-    let (code, _) = http(&metrics_addr, "GET", "/metrics", &[("Sec-Fetch-Site", "cross-site")])
-        .expect("answer");
+    let (code, _) = http(
+        &metrics_addr,
+        "GET",
+        "/metrics",
+        &[("Sec-Fetch-Site", "cross-site")],
+    )
+    .expect("answer");
     assert_eq!(code, 403);
     let (code, _) = http(&metrics_addr, "GET", "/other", &[]).expect("answer");
     assert_eq!(code, 404);
 
     let (code, stdout, stderr) = wait_run(&mut g, Duration::from_secs(90));
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
-    assert!(!stdout.contains(token) && !stderr.contains(token), "token leaked");
+    assert!(
+        !stdout.contains(token) && !stderr.contains(token),
+        "token leaked"
+    );
     let r = read_report(dir.path());
     assert!(!serde_json::to_string(&r).unwrap().contains(token));
     // The server lived while the run lasted only.
-    assert!(TcpStream::connect(&metrics_addr).is_err(), "/metrics still served after the run");
+    assert!(
+        TcpStream::connect(&metrics_addr).is_err(),
+        "/metrics still served after the run"
+    );
 
     // Pushgateway: the final push carries the report's own totals, exactly, and the verdict.
     let (code, text) = http(&pg_addr, "GET", "/metrics", &[]).expect("pushgateway answers");
     assert_eq!(code, 200);
     let pushed: Vec<_> = samples(&text)
         .into_iter()
-        .filter(|(_, l, _)| l.contains("experiment=\"observe-all\"") && l.contains("job=\"rattle\""))
+        .filter(|(_, l, _)| {
+            l.contains("experiment=\"observe-all\"") && l.contains("job=\"rattle\"")
+        })
         .collect();
     println!(
         "pushgateway series for the run: {}",
-        pushed.iter().filter(|(n, _, _)| n.starts_with("rattle_")).count()
+        pushed
+            .iter()
+            .filter(|(n, _, _)| n.starts_with("rattle_"))
+            .count()
     );
     let ok_pushed = sample(&pushed, "rattle_requests_total", "outcome=\"ok\"").expect("pushed ok");
     let ok_report = r["totals"]["ok"].as_f64().expect("totals.ok");
     assert_eq!(ok_pushed, ok_report, "pushed ok count = report's");
     let count = sample(&pushed, "rattle_request_duration_seconds_count", "").expect("count");
     assert_eq!(count, r["totals"]["sent"].as_f64().expect("sent"));
-    assert_eq!(sample(&pushed, "rattle_run_verdict", "verdict=\"pass\""), Some(1.0));
+    assert_eq!(
+        sample(&pushed, "rattle_run_verdict", "verdict=\"pass\""),
+        Some(1.0)
+    );
     assert_eq!(sample(&pushed, "rattle_active_faults", ""), Some(0.0));
     assert!(
-        pushed.iter().any(|(n, l, _)| n == "rattle_run_info" && l.contains("run_id=\"observe-all-")),
+        pushed
+            .iter()
+            .any(|(n, l, _)| n == "rattle_run_info" && l.contains("run_id=\"observe-all-")),
         "{pushed:?}"
     );
 
@@ -382,12 +450,29 @@ fn metrics_scraped_during_a_run_pushes_read_back_and_annotations_recorded() {
     // the verdict at the end, every call with the bearer token.
     let got = grafana.received();
     println!("annotation calls received: {}", got.len());
-    assert!(got.iter().all(|c| c.auth.as_deref() == Some(&format!("Bearer {token}"))), "{got:?}");
+    assert!(
+        got.iter()
+            .all(|c| c.auth.as_deref() == Some(&format!("Bearer {token}"))),
+        "{got:?}"
+    );
     let posts: Vec<_> = got.iter().filter(|c| c.method == "POST").collect();
     assert_eq!(posts.len(), 1, "{got:?}");
     let post = &posts[0].body;
-    let tags: Vec<&str> = post["tags"].as_array().expect("tags").iter().filter_map(Value::as_str).collect();
-    assert_eq!(tags, ["rattle", "experiment:observe-all", "fault:slow", "kind:net-latency"]);
+    let tags: Vec<&str> = post["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            "rattle",
+            "experiment:observe-all",
+            "fault:slow",
+            "kind:net-latency"
+        ]
+    );
     assert_eq!(post["dashboardUID"], "dash-1");
     let start = r["started_at_unix_ms"].as_f64().expect("start");
     let fault = &r["faults"][0];
@@ -397,18 +482,34 @@ fn metrics_scraped_during_a_run_pushes_read_back_and_annotations_recorded() {
     // statements apart: 1 ms of rounding plus the gap between them.
     let t = post["time"].as_f64().expect("time");
     println!("annotation time - injection: {:.1} ms", t - injected);
-    assert!((t - injected).abs() <= 250.0, "annotation at {t}, injection at {injected}");
+    assert!(
+        (t - injected).abs() <= 250.0,
+        "annotation at {t}, injection at {injected}"
+    );
     let patches: Vec<_> = got.iter().filter(|c| c.method == "PATCH").collect();
     assert_eq!(patches.len(), 2, "{got:?}");
     assert!(patches.iter().all(|p| p.path == "/api/annotations/1"));
     let end = patches[0].body["timeEnd"].as_f64().expect("timeEnd");
     println!("annotation timeEnd - revert: {:.1} ms", end - reverted);
-    assert!((end - reverted).abs() <= 250.0, "timeEnd {end}, revert at {reverted}");
-    let final_tags: Vec<&str> = patches[1].body["tags"].as_array().expect("tags").iter().filter_map(Value::as_str).collect();
+    assert!(
+        (end - reverted).abs() <= 250.0,
+        "timeEnd {end}, revert at {reverted}"
+    );
+    let final_tags: Vec<&str> = patches[1].body["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     assert!(final_tags.contains(&"verdict:pass"), "{final_tags:?}");
     assert!(final_tags.contains(&"fault:slow"), "{final_tags:?}");
     // No warning: every output answered.
-    let warnings: Vec<_> = r["timeline"].as_array().unwrap().iter().filter(|e| e["event"] == "warning").collect();
+    let warnings: Vec<_> = r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "warning")
+        .collect();
     assert!(warnings.is_empty(), "{warnings:?}");
 }
 
@@ -445,13 +546,21 @@ fn failing_outputs_are_warnings_that_change_no_verdict_and_never_hang() {
         .filter(|e| e["event"] == "warning")
         .map(|e| e["detail"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert!(warnings.iter().any(|w| w.starts_with("Pushgateway:")), "{warnings:?}");
     assert!(
-        warnings.iter().any(|w| w.starts_with("Grafana:") && w.contains("no answer within")),
+        warnings.iter().any(|w| w.starts_with("Pushgateway:")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("Grafana:") && w.contains("no answer within")),
         "{warnings:?}"
     );
     // One warning for the window pushes, however many windows failed.
-    let window_push = warnings.iter().filter(|w| w.contains("Pushgateway: push failed")).count();
+    let window_push = warnings
+        .iter()
+        .filter(|w| w.contains("Pushgateway: push failed"))
+        .count();
     assert!(window_push <= 1, "{warnings:?}");
 }
 
@@ -461,9 +570,19 @@ fn bad_output_flags_are_exit_2_before_anything_starts() {
     let file = proxy_experiment(dir.path(), "observe-bad", "1s");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken_addr = taken.local_addr().expect("addr").to_string();
-    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str)> = vec![
-        (vec!["--metrics-addr".into(), taken_addr.clone()], vec![], "--metrics-addr"),
-        (vec!["--metrics-addr".into(), "nonsense".into()], vec![], "not an address"),
+    // (flags, environment, what the error must say)
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--metrics-addr".into(), taken_addr.clone()],
+            vec![],
+            "--metrics-addr",
+        ),
+        (
+            vec!["--metrics-addr".into(), "nonsense".into()],
+            vec![],
+            "not an address",
+        ),
         (
             vec!["--grafana-url".into(), "http://127.0.0.1:3000".into()],
             vec![],
@@ -475,7 +594,10 @@ fn bad_output_flags_are_exit_2_before_anything_starts() {
             "--grafana-url",
         ),
         (
-            vec!["--pushgateway".into(), "http://user:pw@127.0.0.1:9091".into()],
+            vec![
+                "--pushgateway".into(),
+                "http://user:pw@127.0.0.1:9091".into(),
+            ],
             vec![],
             "credentials",
         ),
@@ -485,8 +607,14 @@ fn bad_output_flags_are_exit_2_before_anything_starts() {
         let mut g = spawn_run(dir.path(), &file, &args, &env);
         let (code, stdout, stderr) = wait_run(&mut g, Duration::from_secs(60));
         assert_eq!(code, 2, "{args:?}\nstdout: {stdout}\nstderr: {stderr}");
-        assert!(stderr.contains(needle) || stdout.contains(needle), "{args:?}: {stderr}");
-        assert!(!stdout.contains("setup: starting the demo"), "{args:?} started the demo: {stdout}");
+        assert!(
+            stderr.contains(needle) || stdout.contains(needle),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stdout.contains("setup: starting the demo"),
+            "{args:?} started the demo: {stdout}"
+        );
         assert!(!dir.path().join("out/report.json").exists());
     }
     drop(taken);
@@ -515,26 +643,43 @@ fn cluster_events_from_the_api_stream_are_on_the_timeline_under_their_fault_and_
     let fake = FakeK8s::start(Duration::from_millis(100), Duration::from_millis(100));
     fake.add_deployment("shop", "web", 3);
     fake.add_deployment("shop", "db", 1);
+    fake.set_endpoints("shop", "web", 3, 0);
     // Before the run: the baseline, never reported.
-    fake.add_event("shop", "Pod", "old", "Warning", "BackOff", "from before the run");
+    fake.add_event(
+        "shop",
+        "Pod",
+        "old",
+        "Warning",
+        "BackOff",
+        "from before the run",
+    );
     let db = fake
         .pod_names("shop")
         .into_iter()
         .find(|p| p.starts_with("db-"))
         .expect("db pod");
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = write(dir.path(), "k.yaml", &SCALE.replace("DEMO", &free_port().to_string()));
+    let file = write(
+        dir.path(),
+        "k.yaml",
+        &SCALE.replace("DEMO", &free_port().to_string()),
+    );
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let kubeconfig = fake.kubeconfig.to_str().unwrap().to_string();
     let mut g = spawn_run(
         dir.path(),
         &file,
         &["--metrics-addr", &metrics_addr],
-        &[("KUBECONFIG", &kubeconfig), ("RATTLE_PROTECTED_NAMESPACES", "")],
+        &[
+            ("KUBECONFIG", &kubeconfig),
+            ("RATTLE_PROTECTED_NAMESPACES", ""),
+        ],
     );
     // The fault is active (after its injection instant): the cluster misbehaves.
-    scrape_until(&mut g, &metrics_addr, |s| sample(s, "rattle_active_faults", "") == Some(1.0))
-        .expect("fault active");
+    scrape_until(&mut g, &metrics_addr, |s| {
+        sample(s, "rattle_active_faults", "") == Some(1.0)
+    })
+    .expect("fault active");
     fake.add_event(
         "shop",
         "Pod",
@@ -552,7 +697,15 @@ fn cluster_events_from_the_api_stream_are_on_the_timeline_under_their_fault_and_
                 "imageID": "", "started": false,
                 "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]})
     ));
-    fake.add_event("shop", "Pod", &db, "Normal", "Pulled", "image pulled (chatter, not kept)");
+    fake.add_event(
+        "shop",
+        "Pod",
+        &db,
+        "Normal",
+        "Pulled",
+        "image pulled (chatter, not kept)",
+    );
+    fake.set_endpoints("shop", "web", 1, 2);
     let (code, stdout, stderr) = wait_run(&mut g, Duration::from_secs(90));
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     let r = read_report(dir.path());
@@ -572,13 +725,25 @@ fn cluster_events_from_the_api_stream_are_on_the_timeline_under_their_fault_and_
     assert_eq!(fs["fault"], "scale-web");
     let oom = find("OOMKilled");
     assert_eq!(oom["object"], format!("Pod/{db}"));
-    assert!(oom["message"].as_str().unwrap().contains("exit code 137"), "{oom}");
+    assert!(
+        oom["message"].as_str().unwrap().contains("exit code 137"),
+        "{oom}"
+    );
     assert_eq!(oom["fault"], "scale-web");
     assert_eq!(find("NotReady")["fault"], "scale-web");
+    let ep = find("EndpointsChanged");
+    assert_eq!(ep["object"], "Service/web");
+    assert_eq!(ep["message"], "1 ready endpoint(s), was 3");
+    assert_eq!(ep["fault"], "scale-web");
     // The fault's own doing: the scaled-down pods deleted.
-    assert!(events.iter().any(|e| e["reason"] == "PodDeleted"), "{events:#?}");
     assert!(
-        !events.iter().any(|e| e["reason"] == "BackOff" || e["reason"] == "Pulled"),
+        events.iter().any(|e| e["reason"] == "PodDeleted"),
+        "{events:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["reason"] == "BackOff" || e["reason"] == "Pulled"),
         "{events:#?}"
     );
     // Each event inside its fault's window on the report's own clock.
@@ -596,18 +761,29 @@ fn cluster_events_from_the_api_stream_are_on_the_timeline_under_their_fault_and_
     assert!(timeline
         .iter()
         .any(|e| e["event"] == "cluster" && e["detail"].as_str().unwrap().contains("OOMKilled")));
-    let ts: Vec<f64> = timeline.iter().map(|e| e["t_ms"].as_f64().unwrap()).collect();
+    let ts: Vec<f64> = timeline
+        .iter()
+        .map(|e| e["t_ms"].as_f64().unwrap())
+        .collect();
     assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
     // In the HTML: markers on the charts and a table under the fault.
     let html = std::fs::read_to_string(dir.path().join("out/report.html")).expect("html");
-    assert!(html.contains(r#"class="marker cluster""#), "no cluster marker");
+    assert!(
+        html.contains(r#"class="marker cluster""#),
+        "no cluster marker"
+    );
     assert!(html.contains("What the cluster did in this window"));
     assert!(html.contains("FailedScheduling"));
     assert!(html.contains("0/3 nodes are available"));
     // report.json keeps to its schema and stays readable by `rattle report`.
     crate::report::assert_valid(&crate::report::report_schema(), &r);
     let mut cmd = rattle();
-    cmd.args(["report", dir.path().join("out/report.json").to_str().unwrap(), "--format", "markdown"]);
+    cmd.args([
+        "report",
+        dir.path().join("out/report.json").to_str().unwrap(),
+        "--format",
+        "markdown",
+    ]);
     let (code, _, stderr) = crate::support::run_bounded_cmd(cmd, Duration::from_secs(30));
     assert_eq!(code, 0, "{stderr}");
 }
