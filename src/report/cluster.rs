@@ -57,3 +57,77 @@ pub fn attach(r: &mut Report, mut events: Vec<ClusterEventReport>) {
     r.cluster_events.extend(events);
     r.cluster_events.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Report {
+        // One fault, kill-one: injected at 5000.5 ms, no revert, recovered at 5812.9 ms.
+        serde_json::from_str(include_str!("../../tests/it/fixtures/report-v1-old.json"))
+            .expect("fixture")
+    }
+
+    fn ev(t_ms: f64, reason: &str) -> ClusterEventReport {
+        ClusterEventReport {
+            t_ms,
+            namespace: "shop".into(),
+            object: "Pod/web-1".into(),
+            reason: reason.into(),
+            severity: "Warning".into(),
+            message: "m".into(),
+            source: "event".into(),
+            fault: None,
+        }
+    }
+
+    #[test]
+    fn events_go_under_the_fault_whose_window_holds_them_and_on_the_timeline_in_order() {
+        let mut r = fixture();
+        let before = r.timeline.len();
+        attach(
+            &mut r,
+            vec![
+                ev(5900.0, "After"),
+                ev(4999.0, "Before"),
+                ev(5000.5, "AtInjection"),
+                ev(5812.9, "AtRecovery"),
+            ],
+        );
+        let got: Vec<(&str, Option<&str>)> = r
+            .cluster_events
+            .iter()
+            .map(|e| (e.reason.as_str(), e.fault.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("Before", None),
+                ("AtInjection", Some("kill-one")),
+                ("AtRecovery", Some("kill-one")),
+                ("After", None),
+            ]
+        );
+        assert_eq!(r.timeline.len(), before + 4);
+        assert!(r.timeline.windows(2).all(|w| w[0].t_ms <= w[1].t_ms));
+        let cluster: Vec<&TimelineEvent> = r
+            .timeline
+            .iter()
+            .filter(|e| e.event == EventKind::Cluster)
+            .collect();
+        assert_eq!(
+            cluster[1].detail,
+            "shop Pod/web-1 AtInjection: m (during kill-one)"
+        );
+    }
+
+    #[test]
+    fn an_unrecovered_fault_holds_its_events_to_the_end_of_the_run() {
+        let mut r = fixture();
+        if let Some(rec) = r.faults[0].recovery.as_mut() {
+            rec.recovered_at_ms = None;
+        }
+        assert_eq!(fault_at(&r, 11_000.0).as_deref(), Some("kill-one"));
+        assert_eq!(fault_at(&r, 12_001.0), None);
+    }
+}

@@ -787,6 +787,9 @@ fn cluster_events_from_the_api_stream_are_on_the_timeline_under_their_fault_and_
     let (code, _, stderr) = crate::support::run_bounded_cmd(cmd, Duration::from_secs(30));
     let md = std::fs::read_to_string(dir.path().join("out/summary.md")).expect("summary.md");
     assert!(md.contains("## What the cluster did"), "{md}");
-    assert!(md.contains("| scale-web | shop Pod/web-pending | FailedScheduling |"), "{md}");
+    assert!(
+        md.contains("| scale-web | shop Pod/web-pending | FailedScheduling |"),
+        "{md}"
+    );
     assert_eq!(code, 0, "{stderr}");
 }
