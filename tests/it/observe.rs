@@ -209,7 +209,7 @@ impl FakeGrafana {
 
 /// The real Pushgateway on a free port, killed when dropped; `None` (with a notice) when it is
 /// not installed, unless RATTLE_REQUIRE_PUSHGATEWAY is set (CI), where that fails.
-fn pushgateway() -> Option<(Guard, String)> {
+fn pushgateway() -> Option<(Guard, String, tempfile::TempDir)> {
     let bin = ["prometheus-pushgateway", "pushgateway"]
         .into_iter()
         .find(|b| {
@@ -250,9 +250,7 @@ fn pushgateway() -> Option<(Guard, String)> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The data file's directory must outlive the process; leak it with the test's lifetime.
-    std::mem::forget(dir);
-    Some((g, addr))
+    Some((g, addr, dir))
 }
 
 /// An experiment with load on the demo through a fault proxy and one latency fault.
@@ -340,7 +338,9 @@ fn scrape_until(
 
 #[test]
 fn metrics_scraped_during_a_run_pushes_read_back_and_annotations_recorded() {
-    let Some((_pg, pg_addr)) = pushgateway() else {
+    // The data directory may go first: the Pushgateway writes it only every 5 minutes or on a
+    // clean shutdown, and it is killed (SIGKILL, by pid).
+    let Some((_pg, pg_addr, _pg_dir)) = pushgateway() else {
         return;
     };
     let grafana = FakeGrafana::start();
