@@ -526,3 +526,98 @@ impl EndpointMemory {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch() -> Watch {
+        Watch {
+            context: None,
+            namespace: Some("shop".into()),
+            what: Watched::Pods,
+            clock: RunClock::start_now(),
+            sink: Arc::default(),
+            warn: Arc::new(|_| {}),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "shop"},
+            "status": status,
+        }))
+        .expect("pod")
+    }
+
+    fn reasons(w: &Watch) -> Vec<(String, String)> {
+        w.sink
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| (e.reason.clone(), e.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn pod_changes_become_restarts_oomkills_evictions_and_readiness_flips() {
+        let w = watch();
+        let mut m = PodMemory::default();
+        let ready = |r: bool| serde_json::json!([{"type": "Ready", "status": if r {"True"} else {"False"}}]);
+        // The state before the run: remembered, not reported.
+        m.on_pod(&w, Change::Listed, pod(serde_json::json!({"conditions": ready(true),
+            "containerStatuses": [{"name": "app", "ready": true, "restartCount": 2, "image": "a", "imageID": ""}]})));
+        assert!(reasons(&w).is_empty());
+        // Restarted by the OOM killer, no longer ready.
+        m.on_pod(&w, Change::Modified, pod(serde_json::json!({"conditions": ready(false),
+            "containerStatuses": [{"name": "app", "ready": false, "restartCount": 3, "image": "a", "imageID": "",
+                "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]})));
+        // Crashed with an error, ready again.
+        m.on_pod(&w, Change::Modified, pod(serde_json::json!({"conditions": ready(true),
+            "containerStatuses": [{"name": "app", "ready": true, "restartCount": 4, "image": "a", "imageID": "",
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]})));
+        // Evicted.
+        m.on_pod(&w, Change::Modified, pod(serde_json::json!({"reason": "Evicted",
+            "message": "The node was low on resource: memory.", "conditions": ready(false),
+            "containerStatuses": [{"name": "app", "ready": false, "restartCount": 4, "image": "a", "imageID": ""}]})));
+        m.on_pod(&w, Change::Deleted, pod(serde_json::json!({})));
+        let got: Vec<String> = reasons(&w).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(
+            got,
+            [
+                "OOMKilled",
+                "NotReady",
+                "Restarted",
+                "Ready",
+                "Evicted",
+                "NotReady",
+                "PodDeleted"
+            ]
+        );
+        let all = reasons(&w);
+        assert_eq!(
+            all[0].1,
+            "container app restarted (OOMKilled, exit code 137); 3 restart(s) in all"
+        );
+        assert_eq!(all[4].1, "The node was low on resource: memory.");
+    }
+
+    #[test]
+    fn events_are_capped() {
+        let w = watch();
+        for i in 0..MAX_EVENTS + 5 {
+            w.pod_event(
+                "shop",
+                &format!("p{i}"),
+                "PodCreated",
+                "Normal",
+                String::new(),
+            );
+        }
+        let c = w.sink.lock().unwrap();
+        assert_eq!(c.events.len(), MAX_EVENTS);
+        assert_eq!(c.dropped, 5);
+    }
+}
