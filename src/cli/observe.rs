@@ -14,7 +14,7 @@ pub struct ObserveArgs {
     /// lasts: rattle_requests_total{outcome}, rattle_request_duration_seconds (histogram),
     /// rattle_active_faults, ... Use 127.0.0.1:PORT (the default host when only a port is
     /// given: `:9464`); a non-loopback address exposes it to the network.
-    #[arg(long, env = "RATTLE_METRICS_ADDR", value_name = "ADDR", value_parser = parse_addr,
+    #[arg(long, env = "RATTLE_METRICS_ADDR", value_name = "ADDR", value_parser = crate::observe::parse_addr,
           help_heading = "Outputs")]
     pub metrics_addr: Option<SocketAddr>,
     /// Push the same figures to this Prometheus Pushgateway at each window's close and at the
@@ -50,18 +50,6 @@ pub struct ObserveArgs {
     /// report's cluster evidence).
     #[arg(long, help_heading = "Outputs")]
     pub no_cluster_events: bool,
-}
-
-/// `ADDR` as `host:port`, or `:port` for 127.0.0.1.
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    let full = match s.strip_prefix(':') {
-        Some(port) => format!("127.0.0.1:{port}"),
-        None => s.to_string(),
-    };
-    full.parse().map_err(|_| {
-        format!("{s:?} is not an address: give IP:PORT, e.g. 127.0.0.1:9464 (or :9464)")
-    })
 }
 
 impl From<ObserveArgs> for Config {

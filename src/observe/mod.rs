@@ -103,6 +103,48 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The outputs named by the environment variables `rattle run`'s flags also read
+    /// (`RATTLE_METRICS_ADDR`, `RATTLE_PUSHGATEWAY_URL`, `RATTLE_GRAFANA_URL`, and the token in
+    /// `RATTLE_GRAFANA_TOKEN`): what a game day's runs use, having no flags of their own.
+    /// Empty variables count as unset.
+    pub fn from_env() -> Result<Self, ObserveError> {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let metrics_addr = var("RATTLE_METRICS_ADDR")
+            .map(|a| {
+                parse_addr(&a).map_err(|message| ObserveError::Url {
+                    flag: "RATTLE_METRICS_ADDR",
+                    message,
+                })
+            })
+            .transpose()?;
+        Ok(Config {
+            metrics_addr,
+            pushgateway: var("RATTLE_PUSHGATEWAY_URL"),
+            grafana_url: var("RATTLE_GRAFANA_URL"),
+            ..Config::default()
+        })
+    }
+}
+
+/// `ADDR` as `IP:PORT`, or `:PORT` for 127.0.0.1 (the default host: the figures stay on this
+/// machine unless an address says otherwise).
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let full = match s.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => s.to_string(),
+    };
+    full.parse().map_err(|_| {
+        format!("{s:?} is not an address: give IP:PORT, e.g. 127.0.0.1:9464 (or :9464)")
+    })
+}
+
 /// The outputs, checked and bound, not yet started.
 #[derive(Debug, Default)]
 pub struct Prepared {

@@ -793,3 +793,73 @@ fn cluster_events_from_the_api_stream_are_on_the_timeline_under_their_fault_and_
     );
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn game_day_runs_take_their_outputs_from_the_environment() {
+    let grafana = FakeGrafana::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = format!("rattle-obs-gd-{}", std::process::id());
+    let target = crate::support::sleeper(&marker);
+    for name in ["first", "second"] {
+        write(
+            dir.path(),
+            &format!("exp-{name}.yaml"),
+            &format!(
+                r#"version: 1
+name: {name}
+steady_state: {{ warmup: 0s, hold: 200ms }}
+faults:
+  - name: freeze
+    at: 300ms
+    duration: 500ms
+    process-pause: {{ match: "^{marker} ", mode: all }}
+duration: 1500ms
+"#
+            ),
+        );
+    }
+    let gd = write(
+        dir.path(),
+        "gd.yaml",
+        "version: 1\nname: nightly\nexperiments: [\"exp-*.yaml\"]\n",
+    );
+    let mut cmd = rattle();
+    cmd.args(["gameday", "run"])
+        .arg(&gd)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--yes")
+        .env("RATTLE_GRAFANA_URL", format!("http://{}", grafana.addr))
+        .env("RATTLE_GRAFANA_TOKEN", "gd-token")
+        .env_remove("RATTLE_METRICS_ADDR")
+        .env_remove("RATTLE_PUSHGATEWAY_URL");
+    let (code, stdout, stderr) = crate::support::run_bounded_cmd(cmd, Duration::from_secs(90));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        crate::support::resumed(target.0.id()),
+        "the sleeper was left paused"
+    );
+    let got = grafana.received();
+    let experiments: Vec<&str> = got
+        .iter()
+        .filter(|c| c.method == "POST")
+        .filter_map(|c| c.body["tags"][1].as_str())
+        .collect();
+    assert_eq!(
+        experiments,
+        ["experiment:first", "experiment:second"],
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .all(|c| c.auth.as_deref() == Some("Bearer gd-token"))
+    );
+    // Each region closed and tagged with its run's verdict.
+    assert_eq!(
+        got.iter().filter(|c| c.method == "PATCH").count(),
+        4,
+        "{got:?}"
+    );
+}
