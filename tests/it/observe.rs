@@ -379,6 +379,28 @@ fn metrics_scraped_during_a_run_pushes_read_back_and_annotations_recorded() {
         sample(&during, "rattle_run_verdict", "").is_none(),
         "no verdict yet"
     );
+    // The window pushes: while the run goes on, the Pushgateway already holds the group, with
+    // the fault counted and no verdict yet (only the final push has one).
+    let seen = Instant::now();
+    let window_push = loop {
+        let (_, text) = http(&pg_addr, "GET", "/metrics", &[]).expect("pushgateway answers");
+        let group: Vec<_> = samples(&text)
+            .into_iter()
+            .filter(|(_, l, _)| l.contains("experiment=\"observe-all\""))
+            .collect();
+        if sample(&group, "rattle_faults_injected_total", "") == Some(1.0) {
+            break group;
+        }
+        assert!(
+            seen.elapsed() < Duration::from_secs(30),
+            "no window push: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        sample(&window_push, "rattle_run_verdict", "").is_none(),
+        "the first push seen after the injection was already the final one"
+    );
     // A web page cannot read it (cross-site, DNS rebinding).
     let (code, _) = http(
         &metrics_addr,
