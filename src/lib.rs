@@ -49,6 +49,7 @@ pub mod journal;
 pub mod kube_env;
 pub mod load;
 pub mod metrics;
+pub mod observe;
 pub mod outcome;
 pub mod plan;
 pub mod probe;

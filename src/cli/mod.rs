@@ -3,6 +3,7 @@
 
 mod gameday;
 mod load;
+mod observe;
 mod recover;
 mod report;
 pub mod vars;
@@ -128,6 +129,9 @@ pub struct RunArgs {
     /// `--var` and `--var-file`.
     #[command(flatten)]
     pub vars: vars::VarArgs,
+    /// Outputs to dashboards.
+    #[command(flatten)]
+    pub outputs: observe::ObserveArgs,
 }
 
 /// `rattle demo`.
@@ -267,6 +271,7 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<Outcome> {
         state_dir: args.state_dir,
         kube_context: args.context,
         progress: progress_mode(args.progress),
+        observe: args.outputs.into(),
     };
     let outcome = runner::run(plan, opts, shutdown_signal()).await?;
     print_outcome(&outcome);

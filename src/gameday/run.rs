@@ -285,6 +285,8 @@ async fn run_one(
         progress: settings.progress,
         state_dir: settings.state_dir.clone(),
         kube_context: settings.kube_context.clone(),
+        // A game day has no output flags: its runs read the same environment variables.
+        observe: crate::observe::Config::from_env().map_err(|e| e.to_string())?,
     };
     let stop = stop.clone();
     runner::run(plan, opts, async move { stop.cancelled().await })

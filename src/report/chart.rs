@@ -33,7 +33,8 @@ pub struct Marker {
     pub at: f64,
     /// Label.
     pub label: String,
-    /// `inject` or `recover`: drawn in red or green.
+    /// `inject` or `recover`: drawn in red or green; `cluster` (an event in the cluster):
+    /// a thin orange line, its label in a tooltip only.
     pub kind: &'static str,
 }
 
@@ -206,6 +207,15 @@ pub fn render(
     // Markers on top.
     for m in markers {
         let xx = x(m.at);
+        if m.kind == "cluster" {
+            let _ = write!(
+                s,
+                r#"<line class="marker cluster" x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{:.1}"><title>{l}</title></line>"#,
+                TOP + ph,
+                l = esc(&m.label)
+            );
+            continue;
+        }
         let _ = write!(
             s,
             r#"<line class="marker {k}" x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{:.1}"><title>{l}</title></line><text class="marker-label {k}" x="{:.1}" y="{:.1}">{l}</text>"#,

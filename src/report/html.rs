@@ -50,6 +50,24 @@ struct FaultView {
     kind: String,
     rows: Vec<(String, String)>,
     error: Option<String>,
+    /// The cluster's events in this fault's window: [t, object, reason, message].
+    cluster: Vec<[String; 4]>,
+}
+
+/// The cluster events under fault `fault` (`None`: outside every window), as table rows.
+fn cluster_rows(r: &Report, fault: Option<&str>) -> Vec<[String; 4]> {
+    r.cluster_events
+        .iter()
+        .filter(|e| e.fault.as_deref() == fault)
+        .map(|e| {
+            [
+                secs(e.t_ms),
+                format!("{} {}", e.namespace, e.object),
+                format!("{} ({})", e.reason, e.severity),
+                e.message.clone(),
+            ]
+        })
+        .collect()
 }
 
 fn secs(ms: f64) -> String {
@@ -124,6 +142,15 @@ fn charts(r: &Report) -> (String, String) {
                 kind: "recover",
             });
         }
+    }
+    // What the cluster did: thin markers whose text is their tooltip (a pod restart storm
+    // would otherwise cover the chart in labels).
+    for e in &r.cluster_events {
+        markers.push(Marker {
+            at: e.t_ms / 1000.0,
+            label: e.summary(),
+            kind: "cluster",
+        });
     }
     // The last window may be cut short by the end of load: divide by the time it covered.
     let end_s = r.duration_ms as f64 / 1000.0;
@@ -272,6 +299,7 @@ fn fault_views(r: &Report) -> Vec<FaultView> {
                 kind: f.kind.clone(),
                 rows,
                 error: f.error.clone(),
+                cluster: cluster_rows(r, Some(&f.name)),
             }
         })
         .collect()
@@ -452,6 +480,7 @@ pub fn html(r: &Report) -> Result<String, ReportError> {
         phases => Value::from(Serde(phase_rows(r))),
         plan => plan.unwrap_or(Value::UNDEFINED),
         timeline => Serde(&timeline),
+        cluster_outside => Serde(&cluster_rows(r, None)),
     };
     tmpl.render(ctx)
         .map_err(|e| ReportError::Html(e.to_string()))

@@ -150,6 +150,7 @@ pub fn markdown(r: &Report) -> String {
             }
         }
     }
+    cluster_events(&mut s, r);
     let t = &r.totals;
     let tl = t.success_latency();
     let _ = writeln!(s, "## Load\n");
@@ -256,4 +257,37 @@ pub fn markdown(r: &Report) -> String {
         }
     }
     s
+}
+
+/// Most cluster events listed in summary.md (report.json and report.html have them all).
+const CLUSTER_ROWS: usize = 30;
+
+/// What the cluster did, by fault: a table, absent when the run saw nothing.
+fn cluster_events(s: &mut String, r: &Report) {
+    if r.cluster_events.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "## What the cluster did\n");
+    let _ = writeln!(s, "| t | during | object | reason | message |");
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for e in r.cluster_events.iter().take(CLUSTER_ROWS) {
+        let _ = writeln!(
+            s,
+            "| {:.3} s | {} | {} {} | {} | {} |",
+            e.t_ms / 1000.0,
+            e.fault.as_deref().map_or("–".into(), cell),
+            cell(&e.namespace),
+            cell(&e.object),
+            cell(&e.reason),
+            cell(&e.message)
+        );
+    }
+    if r.cluster_events.len() > CLUSTER_ROWS {
+        let _ = writeln!(
+            s,
+            "\n{} more in report.json and report.html.",
+            r.cluster_events.len() - CLUSTER_ROWS
+        );
+    }
+    let _ = writeln!(s);
 }

@@ -21,6 +21,7 @@
 //! ([`compare`]).
 
 mod chart;
+pub mod cluster;
 pub mod compare;
 pub mod gates;
 pub mod html;
@@ -32,6 +33,7 @@ pub mod score;
 
 pub use gates::{CheckStatus, GateResult};
 pub use markdown::markdown;
+pub use model::ClusterEventReport;
 pub use model::{
     EffectReport, EventKind, ExperimentRef, FaultReport, LatencyReport, PhaseStats, Phases,
     PlanReport, ProbeReport, RecoveryReport, Report, SloCheckReport, SloReport, SteadyCheck,

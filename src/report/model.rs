@@ -67,6 +67,43 @@ pub struct Report {
     /// The resilience score (see the README); null in reports older than this key.
     #[serde(default)]
     pub score: Option<Score>,
+    /// What the cluster did during a run that touched Kubernetes (Events and pod changes in
+    /// the namespaces involved), each under the fault whose window it fell in; absent when the
+    /// run touched no cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_events: Vec<ClusterEventReport>,
+}
+
+/// One thing the cluster did, as rattle saw it (see `observe::events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterEventReport {
+    /// When rattle's watch delivered it, ms since run start.
+    pub t_ms: f64,
+    /// Namespace.
+    pub namespace: String,
+    /// The object, `Kind/name`.
+    pub object: String,
+    /// Short reason (`FailedScheduling`, `Evicted`, `OOMKilled`, `Restarted`, `NotReady`...).
+    pub reason: String,
+    /// `Warning` or `Normal`.
+    pub severity: String,
+    /// What happened, in the cluster's words.
+    pub message: String,
+    /// `event` (a Kubernetes Event) or `pod` (a change seen in a pod's status).
+    pub source: String,
+    /// The fault whose window (injection to revert, or to recovery when later) it fell in;
+    /// null outside every window.
+    pub fault: Option<String>,
+}
+
+impl ClusterEventReport {
+    /// The event as one line for the timeline: `ns Pod/web-1 OOMKilled: message`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {} {}: {}",
+            self.namespace, self.object, self.reason, self.message
+        )
+    }
 }
 
 /// The experiment's identity.
@@ -287,6 +324,9 @@ pub enum EventKind {
     /// A fault could not be resolved, injected or reverted; the run panicked; the demo service
     /// did not stop.
     Error,
+    /// The cluster did something during the run (an Event, a restart, a readiness flip); the
+    /// detail says what, and `cluster_events` has it in full.
+    Cluster,
 }
 
 impl EventKind {
@@ -300,6 +340,7 @@ impl EventKind {
             EventKind::Stop => "stop",
             EventKind::Warning => "warning",
             EventKind::Error => "error",
+            EventKind::Cluster => "cluster",
         }
     }
 }

@@ -96,6 +96,8 @@ pub(super) async fn inject_one(s: &Shared, i: usize) -> Result<(), String> {
         EventKind::Inject,
         format!("{} ({}) on {list}", pf.name, pf.spec.kind()),
     );
+    s.observer
+        .fault_injected(i, &pf.name, pf.spec.kind(), lock(&s.active).len());
     if std::env::var_os(DEBUG_PANIC_AFTER_INJECT).is_some() {
         // A test hook: proves that a panic in the run still reverts what was injected.
         panic!(
@@ -125,6 +127,7 @@ pub(super) async fn revert_one(s: &Shared, i: usize) -> bool {
             Ok(()) => {
                 lock(&s.faults)[a.fault].reverted_us = Some(s.clock.now_us());
                 s.event(EventKind::Revert, name.clone());
+                s.observer.fault_reverted(a.fault, lock(&s.active).len());
                 if let Err(e) = s.journal.remove(&a.journal) {
                     // Reverted, but the entry stays: `recover` will find it and revert again,
                     // which is harmless (reverts are idempotent).

@@ -63,6 +63,10 @@ pub enum RunError {
     /// (the message holds the query and Prometheus's own error); nothing was touched.
     #[error("Prometheus preflight: {0}")]
     Prometheus(String),
+    /// An output to the dashboards cannot be used (`--metrics-addr` taken, Grafana's token
+    /// unset); found before anything was touched.
+    #[error("outputs")]
+    Observe(#[from] crate::observe::ObserveError),
 }
 
 /// Options of one run.
@@ -78,6 +82,8 @@ pub struct RunOptions {
     pub state_dir: Option<PathBuf>,
     /// Kubeconfig context for Kubernetes faults and probes; default the current context.
     pub kube_context: Option<String>,
+    /// Outputs to the dashboards (`/metrics`, Pushgateway, Grafana) and cluster evidence.
+    pub observe: crate::observe::Config,
 }
 
 /// What a finished run produced.
@@ -151,6 +157,8 @@ struct Shared {
     env: FaultEnv,
     /// Unique id of this run: `<experiment>-<start unix ms>-<pid>`.
     run_id: String,
+    /// The outputs to the dashboards and the cluster watchers.
+    observer: crate::observe::Observer,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -164,6 +172,7 @@ impl Shared {
         env: FaultEnv,
         journal: Journal,
         printer: progress::Printer,
+        outputs: crate::observe::Prepared,
     ) -> (Arc<Self>, watch::Receiver<Phase>) {
         let clock = RunClock::start_now();
         let (phase_tx, phase_rx) = watch::channel(Phase::Warmup);
@@ -173,9 +182,23 @@ impl Shared {
             clock.start_unix_ms(),
             std::process::id()
         );
+        let recording = Recording::new(plan.window, true);
+        let observer = outputs.start(crate::observe::RunInfo {
+            experiment: plan.experiment.name.value.clone(),
+            run_id: run_id.clone(),
+            clock,
+            recording: plan.load.as_ref().map(|_| recording.clone()),
+            window: plan.window,
+            kube_context: env.kube_context().map(str::to_string),
+            kube_namespaces: kube_namespaces(&plan),
+            log: {
+                let p = printer.clone();
+                Arc::new(move |line: &str| p.log(line))
+            },
+        });
         let shared = Arc::new(Shared {
             clock,
-            recording: Recording::new(plan.window, true),
+            recording,
             active: Mutex::new(Vec::new()),
             faults: Mutex::new(vec![FaultState::default(); plan.faults.len()]),
             timeline: Mutex::new(Vec::new()),
@@ -185,6 +208,7 @@ impl Shared {
             journal,
             env,
             run_id,
+            observer,
             plan,
         });
         (shared, phase_rx)
@@ -261,6 +285,8 @@ pub async fn run(
     interrupt: impl std::future::Future<Output = ()>,
 ) -> Result<RunOutcome, RunError> {
     let printer = progress::Printer::new(opts.progress);
+    // The outputs first: a bad flag must leave nothing behind (not even a report directory).
+    let outputs = crate::observe::prepare(&opts.observe).await?;
     let journal = preflight(&plan, &opts, &printer)?;
     prom::preflight(&plan).await.map_err(RunError::Prometheus)?;
     tokio::pin!(interrupt);
@@ -280,9 +306,14 @@ pub async fn run(
     };
 
     // t = 0: the clock, the load, the probes.
-    let (shared, phase_rx) = Shared::new(plan, env, journal, printer);
+    let (shared, phase_rx) = Shared::new(plan, env, journal, printer, outputs);
     if !interrupted && let Err(e) = setup.start_load(&shared, phase_rx) {
         setup.stop(&shared).await;
+        let failed = Outcome::BadInput;
+        shared
+            .observer
+            .finish(failed.verdict().as_str(), failed.exit_code())
+            .await;
         return Err(e);
     }
 
@@ -296,6 +327,7 @@ pub async fn run(
     // Rollback guarantee: whatever happened above, revert what is still active.
     let (revert_failed, reverted_all_us) = rollback(&shared, &ending).await;
     let stopped = setup.stop(&shared).await;
+    let cluster = shared.observer.cluster_evidence().await;
 
     let mut report = analyse(
         &shared,
@@ -311,6 +343,7 @@ pub async fn run(
         report.gates = prom::evaluate_gates(&prom_gates.prometheus, &report).await;
         report::judge(&mut report, prom_gates);
     }
+    add_evidence(&shared, &mut report, cluster).await;
     let report_dir = opts
         .out_dir
         .clone()
@@ -331,6 +364,79 @@ pub async fn run(
         report,
         write_error,
     })
+}
+
+/// The namespaces a run touches in a cluster, from what its faults and probes declare they
+/// need: `None` if it touches no cluster, `Some(None)` if it touches every namespace.
+fn kube_namespaces(plan: &Plan) -> Option<Option<Vec<String>>> {
+    use crate::fault::KubeScope;
+    let access = plan
+        .faults
+        .iter()
+        .flat_map(|f| f.spec.fault().kube_access())
+        .chain(
+            plan.probes
+                .iter()
+                .flat_map(|p| p.spec.probe().kube_access()),
+        );
+    let mut any = false;
+    let mut namespaces = std::collections::BTreeSet::new();
+    for a in access {
+        any = true;
+        match a.scope {
+            KubeScope::Cluster => return Some(None),
+            KubeScope::Namespaces(ns) => namespaces.extend(ns),
+        }
+    }
+    any.then(|| Some(namespaces.into_iter().collect()))
+}
+
+/// The outputs' part of the report: the cluster's events under their faults and on the
+/// timeline, then (the verdict being known) the last push and annotation updates, whose
+/// warnings join the timeline too. Warnings never change the verdict.
+async fn add_evidence(
+    shared: &Shared,
+    report: &mut Report,
+    cluster: crate::observe::events::Collected,
+) {
+    let events = cluster
+        .events
+        .into_iter()
+        .map(|e| report::ClusterEventReport {
+            t_ms: analysis::us_to_ms(e.t_us),
+            namespace: e.namespace,
+            object: e.object,
+            reason: e.reason,
+            severity: e.severity,
+            message: e.message,
+            source: e.source.to_string(),
+            fault: None,
+        })
+        .collect();
+    report::cluster::attach(report, events);
+    if cluster.dropped > 0 {
+        report.timeline.push(TimelineEvent {
+            t_ms: report.timeline.last().map_or(0.0, |e| e.t_ms),
+            event: EventKind::Warning,
+            detail: format!(
+                "{} more cluster event(s) not kept (at most {} per run)",
+                cluster.dropped,
+                crate::observe::events::MAX_EVENTS
+            ),
+        });
+    }
+    let warnings = shared
+        .observer
+        .finish(report.verdict.as_str(), report.exit_code)
+        .await;
+    for (t_us, detail) in warnings {
+        report.timeline.push(TimelineEvent {
+            t_ms: analysis::us_to_ms(t_us),
+            event: EventKind::Warning,
+            detail,
+        });
+    }
+    report.timeline.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
 }
 
 /// Before anything starts: the plan printed, the load's configuration checked, the journal
@@ -858,6 +964,7 @@ fn analyse(
         phases: None,
         gates: Vec::new(),
         score: None,
+        cluster_events: Vec::new(),
     };
     if plan.load.is_some() {
         let spans = report::phase_spans(&report);

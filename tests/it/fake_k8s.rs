@@ -68,6 +68,10 @@ pub enum Res {
     ReplicaSets,
     /// core/v1 Node.
     Nodes,
+    /// core/v1 Event (fed by the tests through [`FakeK8s::add_event`]).
+    Events,
+    /// discovery.k8s.io/v1 EndpointSlice (fed through [`FakeK8s::set_endpoints`]).
+    EndpointSlices,
 }
 
 impl Res {
@@ -78,11 +82,14 @@ impl Res {
             Res::StatefulSets => "StatefulSet",
             Res::ReplicaSets => "ReplicaSet",
             Res::Nodes => "Node",
+            Res::Events => "Event",
+            Res::EndpointSlices => "EndpointSlice",
         }
     }
     fn api_version(self) -> &'static str {
         match self {
             Res::Deployments | Res::StatefulSets | Res::ReplicaSets => "apps/v1",
+            Res::EndpointSlices => "discovery.k8s.io/v1",
             _ => "v1",
         }
     }
@@ -323,6 +330,71 @@ impl FakeK8s {
                 p["spec"]["nodeName"] = json!(node);
                 s.put(Res::Pods, ns, pod, p, Some("MODIFIED"));
             }
+        })
+    }
+}
+
+/// The cluster's event stream, for the tests of the report's cluster evidence.
+impl FakeK8s {
+    /// Emits a core/v1 Event about `kind/name` in `ns` to the events' watchers (and list).
+    pub fn add_event(
+        &self,
+        ns: &str,
+        kind: &str,
+        name: &str,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        self.with(|s| {
+            s.seq += 1;
+            let ev_name = format!("{name}.{:x}", s.seq);
+            let e = json!({"apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": ev_name, "namespace": ns},
+                "involvedObject": {"kind": kind, "name": name, "namespace": ns},
+                "reason": reason, "message": message, "type": type_, "count": 1,
+                "lastTimestamp": jiff::Timestamp::now().to_string()});
+            s.put(Res::Events, ns, &ev_name, e, Some("ADDED"));
+        })
+    }
+
+    /// Sets the one EndpointSlice of Service `ns/service` to `ready` ready and `not_ready`
+    /// unready endpoints (ADDED the first time, MODIFIED after).
+    pub fn set_endpoints(&self, ns: &str, service: &str, ready: u32, not_ready: u32) {
+        self.with(|s| {
+            let name = format!("{service}-slice");
+            let existed = s
+                .objects
+                .contains_key(&(Res::EndpointSlices, ns.into(), name.clone()));
+            let eps: Vec<Value> = (0..ready + not_ready)
+                .map(|i| {
+                    json!({"addresses": [format!("10.0.0.{i}")],
+                    "conditions": {"ready": i < ready}})
+                })
+                .collect();
+            let e = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": name, "namespace": ns,
+                    "labels": {"kubernetes.io/service-name": service}},
+                "addressType": "IPv4", "endpoints": eps});
+            s.put(
+                Res::EndpointSlices,
+                ns,
+                &name,
+                e,
+                Some(if existed { "MODIFIED" } else { "ADDED" }),
+            );
+        })
+    }
+
+    /// Replaces pod `ns/name`'s status (a watch sees MODIFIED); false if there is no such pod.
+    pub fn set_pod_status(&self, ns: &str, name: &str, status: Value) -> bool {
+        self.with(|s| {
+            let Some(mut p) = s.objects.get(&(Res::Pods, ns.into(), name.into())).cloned() else {
+                return false;
+            };
+            p["status"] = status;
+            s.put(Res::Pods, ns, name, p, Some("MODIFIED"));
+            true
         })
     }
 }
@@ -635,6 +707,7 @@ fn route(path: &str) -> Option<Route> {
     let rest: &[&str] = match parts.as_slice() {
         ["api", "v1", rest @ ..] => rest,
         ["apis", "apps", "v1", rest @ ..] => rest,
+        ["apis", "discovery.k8s.io", "v1", rest @ ..] => rest,
         _ => return None,
     };
     let (ns, rest) = match rest {
@@ -647,6 +720,8 @@ fn route(path: &str) -> Option<Route> {
         "statefulsets" => Res::StatefulSets,
         "replicasets" => Res::ReplicaSets,
         "nodes" => Res::Nodes,
+        "events" => Res::Events,
+        "endpointslices" => Res::EndpointSlices,
         _ => return None,
     };
     Some(Route {
@@ -691,6 +766,8 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body>
         Res::StatefulSets => "statefulsets.apps",
         Res::ReplicaSets => "replicasets.apps",
         Res::Nodes => "nodes",
+        Res::Events => "events",
+        Res::EndpointSlices => "endpointslices.discovery.k8s.io",
     };
     match (&method, r.name.as_deref(), r.sub.as_deref()) {
         (&Method::GET, None, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {

@@ -16,6 +16,7 @@ mod load;
 mod load_cli;
 mod packaging;
 mod probes;
+mod observe;
 mod process;
 mod prometheus;
 mod proxy;

@@ -99,7 +99,7 @@ fn junit_xml_snapshot() {
     insta::assert_snapshot!("junit_xml", redact(&xml));
 }
 
-fn report_schema() -> Value {
+pub(crate) fn report_schema() -> Value {
     let out = rattle()
         .args(["schema", "--report"])
         .output()
@@ -108,7 +108,7 @@ fn report_schema() -> Value {
     serde_json::from_slice(&out.stdout).expect("schema is JSON")
 }
 
-fn assert_valid(schema: &Value, instance: &Value) {
+pub(crate) fn assert_valid(schema: &Value, instance: &Value) {
     let validator = jsonschema::validator_for(schema).expect("the report schema compiles");
     let errors: Vec<String> = validator
         .iter_errors(instance)
