@@ -6,6 +6,11 @@ use rattle::outcome::Outcome;
 
 fn main() {
     let cli = rattle::cli::Cli::parse();
+    // Diagnostics go to stderr from here on; a failure to install them is not worth refusing
+    // the command over (it can only happen if something installed a subscriber first).
+    if let Err(e) = cli.init_logging() {
+        rattle::errln!("warning: {e}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
