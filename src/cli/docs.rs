@@ -72,7 +72,9 @@ fn collect(cmd: clap::Command, out: &mut Vec<(String, Vec<u8>)>) -> std::io::Res
         .filter(|s| !s.is_hide_set())
         .cloned()
         .collect();
-    let man = clap_mangen::Man::new(cmd).manual("rattle manual");
+    let man = clap_mangen::Man::new(cmd)
+        .manual("rattle manual")
+        .source(format!("rattle {}", super::VERSION));
     let mut roff = Vec::new();
     man.render(&mut roff)?;
     out.push((man.get_filename(), roff));

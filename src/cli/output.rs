@@ -354,6 +354,17 @@ pub struct JsonProbe {
     pub description: String,
 }
 
+/// The demo of `run --dry-run --format json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JsonDemo {
+    /// Worker processes.
+    pub replicas: u32,
+    /// The balancer's port on 127.0.0.1.
+    pub port: u16,
+    /// Delay before a dead worker is restarted (ms).
+    pub restart_delay_ms: u64,
+}
+
 /// The document of `run --dry-run --format json`: the resolved plan; nothing was touched.
 #[derive(Debug, Clone, Serialize)]
 pub struct DryRun {
@@ -375,6 +386,9 @@ pub struct DryRun {
     pub hold_ms: u64,
     /// Longest extension to observe recovery (ms).
     pub recovery_timeout_ms: u64,
+    /// The demo service the run starts in setup; `null` without one. Its workers do not exist
+    /// yet, so faults that target them have no targets now (`targets_error` says so).
+    pub demo: Option<JsonDemo>,
     /// The load's settings (secret header values and URL credentials redacted); `null` without
     /// load.
     pub load: Option<serde_json::Value>,
@@ -406,6 +420,11 @@ impl DryRun {
             baseline_end_ms: ms(plan.baseline_end()),
             hold_ms: ms(plan.hold),
             recovery_timeout_ms: ms(plan.recovery_timeout),
+            demo: plan.demo.as_ref().map(|d| JsonDemo {
+                replicas: d.replicas,
+                port: d.port,
+                restart_delay_ms: ms(d.restart_delay),
+            }),
             load: summary.load,
             slo: serde_json::to_value(plan.slo()).unwrap_or_default(),
             slo_text: crate::plan::describe_slo(plan.slo()),

@@ -92,7 +92,8 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<Outcome> {
     let dir = args.state_dir.unwrap_or_else(journal::default_state_dir);
     let mut doc = JsonRecover {
         version: JSON_VERSION,
-        journal: dir.display().to_string(),
+        // Where the journal lives (Journal::open and open_existing use this), even when absent.
+        journal: dir.join("journal").display().to_string(),
         dry_run: args.dry_run,
         torn_writes: Vec::new(),
         in_progress: 0,
@@ -246,7 +247,8 @@ pub async fn recover_cmd(args: RecoverArgs) -> anyhow::Result<Outcome> {
             }
             Err(e) => {
                 failed += 1;
-                tracing::error!(
+                // Info, not error: the error itself is on stderr below, once.
+                tracing::info!(
                     experiment = %entry.experiment,
                     fault = %entry.fault,
                     error = %e,

@@ -1,6 +1,7 @@
 //! rattle's integration tests: one binary, a module per topic. Every test is bounded in time,
 //! talks only to 127.0.0.1, and kills (by pid) every process it starts.
 
+mod cli;
 mod demo;
 mod experiment;
 mod fake_k8s;
