@@ -48,7 +48,8 @@ pub struct Cli {
     /// probe failures, reports written), -vv debug, -vvv trace. Overrides RUST_LOG.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Only errors on stderr, and no progress line from `run` unless --progress asks for one.
+    /// Only errors on stderr, and no progress line from `run` unless `--progress plain` asks
+    /// for one.
     /// Results on stdout are unchanged. Overrides RUST_LOG.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,

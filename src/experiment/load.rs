@@ -20,7 +20,17 @@ pub fn load(path: &Path) -> Result<Experiment, ExperimentError> {
 
 /// Parses and validates an experiment from text.
 pub fn parse_str(text: &str) -> Result<Experiment, Vec<Diagnostic>> {
-    let experiment: Experiment = parse_yaml(text).map_err(|d| vec![d])?;
-    validate(&experiment)?;
-    Ok(experiment)
+    // Every unknown key, not just the first, then the meaning checks (see tolerant.rs).
+    let (parsed, mut problems) = super::tolerant::parse_collecting(text, parse_yaml);
+    let Some(experiment) = parsed else {
+        return Err(problems);
+    };
+    if let Err(meaning) = validate(&experiment) {
+        problems.extend(meaning);
+    }
+    if problems.is_empty() {
+        Ok(experiment)
+    } else {
+        Err(problems)
+    }
 }

@@ -17,6 +17,7 @@ pub mod parse;
 pub mod proxies;
 pub mod spec;
 pub mod stop;
+mod tolerant;
 pub mod url;
 mod validate;
 pub mod values;
