@@ -633,3 +633,67 @@ fn recover_speaks_json() {
     assert!(torn["path"].as_str().unwrap().ends_with("torn.json"));
     assert!(torn["error"].is_string());
 }
+
+#[test]
+fn validate_reports_every_unknown_key_and_then_the_meaning_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "multi.yaml",
+        r#"version: 2
+name: x
+durration: 10s
+load:
+  http: { url: "http://127.0.0.1:1/", rate: 10/s }
+  bogus:
+    - 1
+faults:
+  - name: a
+    at: 20s
+    typo: 1
+    process-kill: { match: "x", mode: one }
+duration: 10s
+"#,
+    );
+    let (code, out, err) = run({
+        let mut c = rattle();
+        c.args(["validate", "--format", "json"]).arg(&f);
+        c
+    });
+    assert_eq!(code, 2, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let found: Vec<(u64, String)> = doc["files"][0]["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["line"].as_u64().unwrap(),
+                d["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let lines: Vec<u64> = found.iter().map(|(l, _)| *l).collect();
+    // Three unknown keys in the order found, then the two meaning problems, each on its line.
+    assert_eq!(lines, vec![3, 6, 11, 1, 10], "{found:?}");
+    assert!(found[0].1.contains("`durration`") && found[2].1.contains("`typo`"));
+    assert!(found[3].1.contains("unsupported version 2"), "{found:?}");
+    // A flow-style unknown key cannot be skipped soundly: the pass stops there.
+    let flow = write(
+        dir.path(),
+        "flow.yaml",
+        "version: 2\nname: x\nload:\n  http: { url: \"http://127.0.0.1:1/\", rate: 10/s, rat: 1 }\nduration: 10s\n",
+    );
+    let (code, out, _) = run({
+        let mut c = rattle();
+        c.args(["validate", "--format", "json"]).arg(&flow);
+        c
+    });
+    assert_eq!(code, 2);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        doc["files"][0]["diagnostics"].as_array().unwrap().len(),
+        1,
+        "{doc}"
+    );
+}
