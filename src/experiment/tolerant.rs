@@ -7,8 +7,9 @@
 //! text is parsed again; this repeats until the text parses or another kind of error is found.
 //!
 //! What still stops the pass: a syntax error (the structure after it is unknown), a value of
-//! the wrong type or a missing field (removing it would invent a second error), and an unknown
-//! key in flow style (`{a: 1, typo: 2}`) or as the first key of a sequence item, whose lines
+//! the wrong type or a missing field (removing it would invent a second error), an unknown key
+//! whose lines hold a `&` (an anchor an alias elsewhere may need), and an unknown key in flow
+//! style (`{a: 1, typo: 2}`) or as the first key of a sequence item, whose lines
 //! cannot be blanked without breaking their neighbours. Meaning checks (`validate`) run once
 //! the text parses, on the text without the unknown keys, so they are reported too.
 
@@ -97,6 +98,10 @@ fn blank_unknown_key(text: &str, d: &Diagnostic) -> Option<String> {
     while end > index + 1 && lines[end - 1].trim().is_empty() {
         end -= 1;
     }
+    // An anchor defined there may be used elsewhere: blanking it would invent an error.
+    if lines[index..end].iter().any(|l| l.contains('&')) {
+        return None;
+    }
     let mut out: Vec<&str> = lines;
     for l in out.iter_mut().take(end).skip(index) {
         *l = "";
@@ -143,6 +148,8 @@ mod tests {
         let mut d = diag(1, 1, "a");
         d.message = "invalid type: string, expected u32".into();
         assert!(blank_unknown_key("a: x\n", &d).is_none());
+        // An anchor that an alias elsewhere may use.
+        assert!(blank_unknown_key("bogus: &x 5\nb: *x\n", &diag(1, 1, "bogus")).is_none());
         // A key whose name only starts like the unknown one.
         assert!(blank_unknown_key("bogusx: 1\n", &diag(1, 1, "bogus")).is_none());
     }
