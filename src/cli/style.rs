@@ -44,6 +44,42 @@ impl ColorChoice {
     }
 }
 
+impl ColorChoice {
+    /// clap's equivalent, for its own help and usage errors.
+    pub fn to_clap(self) -> clap::ColorChoice {
+        match self {
+            ColorChoice::Auto => clap::ColorChoice::Auto,
+            ColorChoice::Always => clap::ColorChoice::Always,
+            ColorChoice::Never => clap::ColorChoice::Never,
+        }
+    }
+
+    /// The `--color` of a command line, read before clap parses it, so that clap's own help
+    /// and usage errors follow it too. The last one wins; `--` ends the options; a value clap
+    /// will refuse counts as `auto` here.
+    pub fn from_args<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> Self {
+        let mut choice = ColorChoice::Auto;
+        let mut args = args.into_iter();
+        while let Some(a) = args.next() {
+            let value = match a.to_str() {
+                Some("--") => break,
+                Some("--color") => args.next(),
+                Some(s) => match s.strip_prefix("--color=") {
+                    Some(v) => Some(v.into()),
+                    None => continue,
+                },
+                None => continue,
+            };
+            choice = match value.as_ref().and_then(|v| v.to_str()) {
+                Some("always") => ColorChoice::Always,
+                Some("never") => ColorChoice::Never,
+                _ => ColorChoice::Auto,
+            };
+        }
+        choice
+    }
+}
+
 static CHOICE: std::sync::OnceLock<ColorChoice> = std::sync::OnceLock::new();
 
 /// Records the process's `--color` choice (the first call wins; `main` makes it, once).
@@ -100,6 +136,26 @@ mod tests {
         assert!(!ColorChoice::Auto.decide(true, false, true));
         assert!(ColorChoice::Always.decide(false, true, true));
         assert!(!ColorChoice::Never.decide(true, false, false));
+    }
+
+    #[test]
+    fn color_flag_is_read_before_parsing() {
+        let read = |a: &[&str]| ColorChoice::from_args(a.iter().map(|s| s.into()));
+        assert_eq!(read(&["rattle", "run", "x"]), ColorChoice::Auto);
+        assert_eq!(
+            read(&["rattle", "--color", "never", "run"]),
+            ColorChoice::Never
+        );
+        assert_eq!(
+            read(&["rattle", "run", "--color=always"]),
+            ColorChoice::Always
+        );
+        assert_eq!(
+            read(&["rattle", "--color=never", "--color", "always"]),
+            ColorChoice::Always
+        );
+        assert_eq!(read(&["rattle", "--", "--color=never"]), ColorChoice::Auto);
+        assert_eq!(read(&["rattle", "--color"]), ColorChoice::Auto);
     }
 
     #[test]
