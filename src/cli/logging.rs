@@ -32,12 +32,13 @@ pub enum LoggingError {
     Install(String),
 }
 
-/// The filter directive of the verbosity flags: `-q` errors only, none warnings, `-v` rattle's
+/// The filter directive of the verbosity flags: `-q` errors only; none rattle's warnings (and
+/// other crates' errors only: their warnings are for those who ask, with `-v`); `-v` rattle's
 /// info, `-vv` rattle's debug (and other crates' info), `-vvv` rattle's trace (others' debug).
 pub fn directive(verbose: u8, quiet: bool) -> &'static str {
     match (quiet, verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
+        (false, 0) => "error,rattle=warn",
         (false, 1) => "warn,rattle=info",
         (false, 2) => "info,rattle=debug",
         (false, _) => "debug,rattle=trace",
@@ -103,7 +104,7 @@ mod tests {
 
     #[test]
     fn flags_set_the_level() {
-        assert_eq!(directive(0, false), "warn");
+        assert_eq!(directive(0, false), "error,rattle=warn");
         assert_eq!(directive(1, false), "warn,rattle=info");
         assert_eq!(directive(2, false), "info,rattle=debug");
         assert_eq!(directive(9, false), "debug,rattle=trace");
@@ -127,7 +128,7 @@ mod tests {
     #[test]
     fn bad_rust_log_is_reported_not_fatal() {
         let (f, p) = filter(0, false, Some("rattle=loud\u{1b}[2J"));
-        assert_eq!(f.to_string(), "warn");
+        assert_eq!(f.to_string(), EnvFilter::new("error,rattle=warn").to_string());
         let p = p.unwrap();
         assert!(p.contains("RUST_LOG"), "{p}");
         assert!(!p.contains('\u{1b}'), "{p}");
