@@ -128,7 +128,10 @@ mod tests {
     #[test]
     fn bad_rust_log_is_reported_not_fatal() {
         let (f, p) = filter(0, false, Some("rattle=loud\u{1b}[2J"));
-        assert_eq!(f.to_string(), EnvFilter::new("error,rattle=warn").to_string());
+        assert_eq!(
+            f.to_string(),
+            EnvFilter::new("error,rattle=warn").to_string()
+        );
         let p = p.unwrap();
         assert!(p.contains("RUST_LOG"), "{p}");
         assert!(!p.contains('\u{1b}'), "{p}");

@@ -18,6 +18,11 @@ use super::diagnostic::Diagnostic;
 /// At most this many unknown keys are skipped before the pass stops (each costs a parse).
 const MAX_SKIPPED: usize = 50;
 
+/// And the parses after the first read at most this many bytes in all, so a hostile 1 MiB file
+/// of unknown keys costs a few parses, not fifty (a real experiment is a few KiB: it gets all
+/// fifty).
+const MAX_PARSED_BYTES: usize = 8 * 1024 * 1024;
+
 /// Parses with `parse`, and on each unknown key that can be blanked soundly, blanks it and
 /// parses again. Returns the value when the text (less its unknown keys) parses, and every
 /// diagnostic found: the unknown keys in the order found, then what stopped the pass. A later
@@ -27,12 +32,13 @@ pub fn parse_collecting<T>(
     parse: impl Fn(&str) -> Result<T, Diagnostic>,
 ) -> (Option<T>, Vec<Diagnostic>) {
     let mut found: Vec<Diagnostic> = Vec::new();
+    let max_skipped = MAX_SKIPPED.min(MAX_PARSED_BYTES / text.len().max(1));
     let mut current = std::borrow::Cow::Borrowed(text);
     loop {
         match parse(&current) {
             Ok(v) => return (Some(v), found),
             Err(d) => {
-                let blanked = if found.len() < MAX_SKIPPED {
+                let blanked = if found.len() < max_skipped {
                     blank_unknown_key(&current, &d)
                 } else {
                     None
@@ -138,6 +144,25 @@ mod tests {
             blank_unknown_key(text, &diag(3, 5, "bogus")).unwrap(),
             "list:\n  - a: 1\n\n  - a: 3\n"
         );
+    }
+
+    #[test]
+    fn stops_after_the_budget() {
+        // Every parse fails on an unknown key at the first non-blank line.
+        let text: String = (0..80).map(|i| format!("k{i}: 1\n")).collect();
+        let parse = |t: &str| -> Result<(), Diagnostic> {
+            match t.split('\n').enumerate().find(|(_, l)| !l.is_empty()) {
+                Some((i, l)) => Err(diag(i as u64 + 1, 1, l.split(':').next().unwrap_or(""))),
+                None => Ok(()),
+            }
+        };
+        let (v, found) = parse_collecting(&text, parse);
+        assert!(v.is_none());
+        assert_eq!(found.len(), MAX_SKIPPED + 1);
+        // A 2 MiB text: four keys skipped (five parses, 10 MiB), then the pass stops.
+        let big = format!("{text}{}", "#".repeat(MAX_PARSED_BYTES / 4 - text.len()));
+        let (_, found) = parse_collecting(&big, parse);
+        assert_eq!(found.len(), 4 + 1);
     }
 
     #[test]
