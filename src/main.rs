@@ -1,11 +1,24 @@
 //! The `rattle` binary: builds the runtime, parses arguments, and maps the one top-level result
 //! to an exit code, in one place.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use rattle::outcome::Outcome;
 
 fn main() {
-    let cli = rattle::cli::Cli::parse();
+    // `--color` applies to clap's own help and usage errors too, so it is read first.
+    let color = rattle::cli::style::ColorChoice::from_args(std::env::args_os());
+    let matches = rattle::cli::Cli::command()
+        .color(color.to_clap())
+        .get_matches();
+    let cli = match rattle::cli::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Diagnostics go to stderr from here on; a failure to install them is not worth refusing
+    // the command over (it can only happen if something installed a subscriber first).
+    if let Err(e) = cli.init_logging() {
+        rattle::errln!("warning: {e}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -256,11 +256,10 @@ async fn run_cmd(args: GamedayRunArgs) -> anyhow::Result<Outcome> {
         signal_stop.cancel();
     });
     let report = gdrun::run(&gd, &s, stop, &log_line).await?;
-    crate::outln!(
-        "{}: game day {} — {}",
-        report.verdict.as_str().to_uppercase(),
-        report.name,
-        report.reason
+    super::style::verdict_line(
+        &report.verdict.as_str().to_uppercase(),
+        &format!(": game day {} — {}", report.name, report.reason),
+        super::style::stdout_color(),
     );
     for e in &report.experiments {
         crate::outln!(

@@ -1,20 +1,24 @@
 //! Command-line interface: clap types and dispatch only. Every command returns an
 //! [`ExitCode`]-like number; `main.rs` maps it to the process's exit status in one place.
 
+mod docs;
 mod gameday;
 mod load;
 mod observe;
+pub mod logging;
+pub mod output;
 mod recover;
 mod report;
-pub mod vars;
 mod stress;
+pub mod style;
+pub mod vars;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 mod proxy;
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
 use crate::demo::{self, DemoConfig};
 use crate::experiment::{self, ExperimentError, HumanDuration};
@@ -22,11 +26,20 @@ use crate::outcome::{Outcome, Verdict};
 use crate::plan;
 use crate::runner::{self, ProgressMode, RunOptions};
 
+/// The version `--version` prints: the package version and the git commit it was built from
+/// ("unknown" when built without git; see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RATTLE_GIT_COMMIT"),
+    ")"
+);
+
 /// rattle: drive load at a service, inject faults, measure impact and recovery, always revert.
 #[derive(Debug, Parser)]
 #[command(
     name = "rattle",
-    version,
+    version = VERSION,
     about,
     propagate_version = true,
     after_help = "Exit codes: 0 passed; 1 a hypothesis failed; 2 bad input or environment; \
@@ -34,6 +47,35 @@ use crate::runner::{self, ProgressMode, RunOptions};
                   Start with: rattle run experiments/quickstart.yaml"
 )]
 pub struct Cli {
+    /// More diagnostics on stderr: -v what rattle decides (preflight, each inject and revert,
+    /// probe failures, reports written), -vv debug, -vvv trace. Overrides RUST_LOG.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr, and no progress line from `run` unless `--progress plain` asks
+    /// for one.
+    /// Results on stdout are unchanged. Overrides RUST_LOG.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Format of the diagnostics on stderr: `json` writes one object per line (for in-cluster
+    /// runs and log collectors).
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        default_value = "text",
+        env = "RATTLE_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub log_format: logging::LogFormat,
+    /// When to colour output: `auto` colours a terminal unless NO_COLOR is set or TERM=dumb.
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
+    pub color: style::ColorChoice,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +94,10 @@ pub enum Command {
         /// `--var` and `--var-file`.
         #[command(flatten)]
         vars: vars::VarArgs,
+        /// Output: `text` (one line per file or problem), `json` (see the README, "CLI
+        /// conventions"), `github` (workflow-command annotations on the lines at fault).
+        #[arg(long, value_enum, default_value = "text")]
+        format: output::ValidateFormat,
     },
     /// Print the JSON Schema of the experiment format (for editors' YAML language servers).
     Schema {
@@ -82,6 +128,10 @@ pub enum Command {
     Schedule(gameday::ScheduleArgs),
     /// Burn CPU and hold memory for a while (what the `stress` and `pod-stress` faults run).
     Stress(stress::StressArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(docs::CompletionsArgs),
+    /// Print a man page, or write every page into a directory (--out).
+    Man(docs::ManArgs),
 }
 
 /// How progress is shown.
@@ -132,6 +182,9 @@ pub struct RunArgs {
     /// Outputs to dashboards.
     #[command(flatten)]
     pub outputs: observe::ObserveArgs,
+    /// Output of --dry-run: `text` or `json` (the resolved plan; see the README).
+    #[arg(long, value_enum, default_value = "text", requires = "dry_run")]
+    pub format: output::Format,
 }
 
 /// `rattle demo`.
@@ -178,9 +231,20 @@ pub enum DemoSub {
 
 /// Runs the parsed command; returns how it ended (`main` turns that into the exit code).
 pub async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
+    style::set_choice(cli.color);
     match cli.command {
-        Command::Run(args) => run_cmd(args).await,
-        Command::Validate { files, vars } => Ok(validate_cmd(&files, &vars)),
+        Command::Run(mut args) => {
+            // -q: no progress line, unless one was asked for by name.
+            if cli.quiet && matches!(args.progress, ProgressArg::Auto) {
+                args.progress = ProgressArg::Quiet;
+            }
+            run_cmd(args).await
+        }
+        Command::Validate {
+            files,
+            vars,
+            format,
+        } => Ok(output::validate_cmd(&files, &vars, format)),
         Command::Schema { report, gameday } => {
             let schema = if report {
                 crate::report::json_schema()
@@ -201,33 +265,21 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Gameday(cmd) => gameday::gameday_cmd(cmd).await,
         Command::Schedule(args) => gameday::schedule_cmd(args).await,
         Command::Stress(args) => stress::stress_cmd(args).await,
+        Command::Completions(args) => Ok(docs::completions_cmd(args)),
+        Command::Man(args) => docs::man_cmd(args),
+    }
+}
+
+impl Cli {
+    /// Installs the diagnostics subscriber these flags ask for (see [`logging`]); `main` calls
+    /// it once, before [`dispatch`].
+    pub fn init_logging(&self) -> Result<(), logging::LoggingError> {
+        logging::init(self.verbose, self.quiet, self.log_format, self.color)
     }
 }
 
 fn print_experiment_error(e: &ExperimentError) {
     crate::errln!("error: {e}");
-}
-
-fn validate_cmd(files: &[PathBuf], vars: &vars::VarArgs) -> Outcome {
-    let Some(vars) = vars.vars() else {
-        return Outcome::BadInput;
-    };
-    let mut code = Outcome::Pass;
-    for f in files {
-        match experiment::load_with(f, &vars) {
-            Ok(e) => crate::outln!(
-                "ok: {} ({}, {} faults)",
-                f.display(),
-                *e.name,
-                e.faults.len()
-            ),
-            Err(e) => {
-                print_experiment_error(&e);
-                code = Outcome::BadInput;
-            }
-        }
-    }
-    code
 }
 
 async fn run_cmd(args: RunArgs) -> anyhow::Result<Outcome> {
@@ -254,8 +306,13 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     let resolved = plan.resolve_all(&env).await;
     if args.dry_run {
-        crate::out!("{}", plan.render(Some(&resolved)));
-        crate::outln!("dry run: nothing was touched");
+        match args.format {
+            output::Format::Text => {
+                crate::out!("{}", plan.render(Some(&resolved)));
+                crate::outln!("dry run: nothing was touched");
+            }
+            output::Format::Json => output::print_json(&output::DryRun::new(&plan, &resolved)),
+        }
         return Ok(Outcome::Pass);
     }
     // Targets that exist before the run (processes, pods, nodes) were not started by it:
@@ -320,7 +377,11 @@ fn print_outcome(o: &runner::RunOutcome) {
         Verdict::Aborted => "ABORTED",
         Verdict::Error => "ERROR",
     };
-    crate::outln!("{verdict}: {} — {}", r.experiment.name, r.reason);
+    style::verdict_line(
+        verdict,
+        &format!(": {} — {}", r.experiment.name, r.reason),
+        style::stdout_color(),
+    );
     for f in &r.faults {
         let figures = match &f.recovery {
             Some(rec) => format!(

@@ -55,6 +55,9 @@ pub struct CompareArgs {
     /// durations 20% or 10 ms, percentages 0.5pp, score 5 points, counts 20% or 5.
     #[arg(long = "max-regression", value_name = "[FIGURE=]AMOUNT")]
     pub max_regression: Vec<String>,
+    /// Output: `text` (a Markdown table) or `json` (see the README, "CLI conventions").
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: super::output::Format,
 }
 
 fn read(path: &Path) -> Result<report::Report, Outcome> {
@@ -108,7 +111,14 @@ pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::BadInput);
         }
     };
-    crate::out!("{}", compare::render(&old, &new, &deltas));
+    match args.format {
+        super::output::Format::Text => crate::out!("{}", compare::render(&old, &new, &deltas)),
+        super::output::Format::Json => super::output::print_json(&super::output::JsonCompare::new(
+            (&args.old, &old),
+            (&args.new, &new),
+            &deltas,
+        )),
+    }
     Ok(if deltas.iter().any(|d| d.regressed) {
         Outcome::Fail
     } else {

@@ -31,13 +31,23 @@ pub fn parse_str(text: &str) -> Result<Experiment, Vec<Diagnostic>> {
 }
 
 /// Substitutes `vars` into the text, then parses and validates it; every diagnostic points
-/// at the text as written.
+/// at the text as written. Every unknown key, not just the first, then the meaning checks
+/// (see tolerant.rs).
 pub fn parse_str_with(text: &str, vars: &Vars) -> Result<Experiment, Vec<Diagnostic>> {
     let substituted = vars.substitute(text)?;
     let locate = |ds: Vec<Diagnostic>| -> Vec<Diagnostic> {
         ds.into_iter().map(|d| substituted.locate(d)).collect()
     };
-    let experiment: Experiment = parse_yaml(&substituted.text).map_err(|d| locate(vec![d]))?;
-    validate(&experiment).map_err(locate)?;
-    Ok(experiment)
+    let (parsed, mut problems) = super::tolerant::parse_collecting(&substituted.text, parse_yaml);
+    let Some(experiment) = parsed else {
+        return Err(locate(problems));
+    };
+    if let Err(meaning) = validate(&experiment) {
+        problems.extend(meaning);
+    }
+    if problems.is_empty() {
+        Ok(experiment)
+    } else {
+        Err(locate(problems))
+    }
 }

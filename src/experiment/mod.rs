@@ -18,6 +18,7 @@ pub mod prometheus;
 pub mod proxies;
 pub mod spec;
 pub mod stop;
+mod tolerant;
 pub mod url;
 mod validate;
 pub mod values;

@@ -161,6 +161,14 @@ pub struct ResultSink {
 impl ResultSink {
     /// Records a check of this probe that started at `t_us`.
     pub fn push(&self, t_us: u64, ok: bool, error: Option<String>) {
+        if !ok {
+            tracing::info!(
+                probe = self.probe,
+                t_s = t_us as f64 / 1e6,
+                error = error.as_deref().unwrap_or(""),
+                "probe check failed"
+            );
+        }
         self.results
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -79,6 +79,7 @@ pub(super) async fn inject_one(s: &Shared, i: usize) -> Result<(), String> {
         .map(|t| t.to_string())
         .collect::<Vec<_>>()
         .join("; ");
+    tracing::debug!(fault = %pf.name, kind = pf.spec.kind(), targets = %list, "journaled; injecting");
     let result = pf.spec.fault().inject(&s.env, &targets).await;
     let now = s.clock.now_us();
     {

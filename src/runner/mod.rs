@@ -217,6 +217,9 @@ impl Shared {
     fn event(&self, event: EventKind, detail: impl Into<String>) {
         let detail = detail.into();
         let t_us = self.clock.now_us();
+        // Every timeline event (inject, revert, stop, errors) as a diagnostic too, for -v and
+        // for --log-format json in a cluster, where the progress lines are not collected.
+        tracing::info!(event = event.as_str(), t_s = t_us as f64 / 1e6, "{detail}");
         self.progress.log(&format!(
             "[{:>8.3}s] {}: {detail}",
             t_us as f64 / 1e6,
@@ -354,6 +357,10 @@ pub async fn run(
     let write_error = report::write(&report, &report_dir)
         .err()
         .map(|e| crate::probe::error_chain(&e));
+    match &write_error {
+        None => tracing::info!(dir = %report_dir.display(), "reports written"),
+        Some(e) => tracing::info!(dir = %report_dir.display(), error = %e, "reports not written"),
+    }
     let outcome = match write_error {
         Some(_) => report.outcome().max(Outcome::BadInput),
         None => report.outcome(),
@@ -481,6 +488,11 @@ fn preflight(
         Ok(_) => {}
         Err(e) => printer.log(&format!("warning: cannot read the journal: {e}")),
     }
+    tracing::info!(
+        journal = %journal.dir().display(),
+        faults = plan.faults.len(),
+        "preflight passed: journal writable, report directory writable"
+    );
     Ok(journal)
 }
 
