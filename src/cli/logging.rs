@@ -67,6 +67,24 @@ pub fn filter(verbose: u8, quiet: bool, rust_log: Option<&str>) -> (EnvFilter, O
     }
 }
 
+/// stderr through [`crate::redact::redact_secrets`]: a log line never carries a value the run
+/// marked secret (a `${env:...}` value, a `--var-file` secret), like every other output.
+/// tracing's formatter hands over one whole event per `write`, so a secret is never split.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let clean = crate::redact::redact_secrets(&text);
+        std::io::stderr().write_all(clean.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Installs the subscriber for the process: events on stderr, in `format`, ANSI styles only
 /// when `color` allows them and stderr is a terminal.
 pub fn init(
@@ -80,7 +98,7 @@ pub fn init(
     let ansi = color.enabled_for(std::io::stderr().is_terminal());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr)
         .with_target(true);
     let installed = match format {
         LogFormat::Text => builder.with_ansi(ansi).try_init(),

@@ -4,8 +4,8 @@
 mod docs;
 mod gameday;
 mod load;
-mod observe;
 pub mod logging;
+mod observe;
 pub mod output;
 mod recover;
 mod report;
@@ -351,7 +351,11 @@ fn confirm(targets: &[String]) -> anyhow::Result<bool> {
     )?;
     for t in targets {
         // A target's description may be a process command line: shown, never obeyed.
-        writeln!(err, "  {}", crate::text::terminal(t))?;
+        writeln!(
+            err,
+            "  {}",
+            crate::text::terminal(&crate::redact::redact_secrets(t))
+        )?;
     }
     if !std::io::stdin().is_terminal() {
         writeln!(

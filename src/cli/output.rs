@@ -163,7 +163,11 @@ pub fn github_annotation(d: &JsonDiagnostic) -> String {
 /// within a file every meaning problem is listed. A syntax or shape error (bad YAML, an
 /// unknown field, a value of the wrong type) ends that file's checks: the parser cannot
 /// resume past it, and meaning checks need the whole file.
-pub fn validate_cmd(files: &[PathBuf], vars: &super::vars::VarArgs, format: ValidateFormat) -> Outcome {
+pub fn validate_cmd(
+    files: &[PathBuf],
+    vars: &super::vars::VarArgs,
+    format: ValidateFormat,
+) -> Outcome {
     let Some(vars) = vars.vars() else {
         return Outcome::BadInput;
     };

@@ -120,7 +120,7 @@ pub fn verdict_line(word: &str, rest: &str, color: bool) {
         o,
         "{}{}",
         verdict(word, color),
-        crate::text::terminal_lines(rest)
+        crate::text::terminal_lines(&crate::redact::redact_secrets(rest))
     );
 }
 

@@ -1,8 +1,8 @@
 //! rattle's integration tests: one binary, a module per topic. Every test is bounded in time,
 //! talks only to 127.0.0.1, and kills (by pid) every process it starts.
 
-mod delegate;
 mod cli;
+mod delegate;
 mod demo;
 mod experiment;
 mod fake_k8s;
@@ -15,9 +15,9 @@ mod k8s;
 mod kinds;
 mod load;
 mod load_cli;
+mod observe;
 mod packaging;
 mod probes;
-mod observe;
 mod process;
 mod prometheus;
 mod proxy;

@@ -288,6 +288,8 @@ async fn issue15_secrets_from_the_environment_are_sent_but_never_written() {
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
         run(
             &[
+                // Debug logs on stderr too: they pass through the same redaction.
+                "-vv",
                 "run",
                 "exp.yaml",
                 "--var-file",
