@@ -146,6 +146,13 @@ pub fn access(gd: &GameDay) -> BTreeMap<Option<String>, Rules> {
             all.extend(p.spec.probe().kube_access());
         }
     }
+    // Every run that touches a cluster watches it for evidence where it reaches.
+    let scopes: BTreeSet<KubeScope> = all.iter().map(|a| a.scope.clone()).collect();
+    all.extend(
+        scopes
+            .into_iter()
+            .flat_map(crate::observe::events::evidence_access),
+    );
     let mut out: BTreeMap<Option<String>, Rules> = BTreeMap::new();
     for a in all {
         let scopes: Vec<Option<String>> = match &a.scope {

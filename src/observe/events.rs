@@ -26,6 +26,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::RunClock;
 
+/// What the watchers read, where a run's faults and probes reach (`scope`): list and watch on
+/// Events, pods and EndpointSlices. The CronJob's Role (`rattle schedule --emit cronjob`)
+/// grants it beside the kinds' own access, since every run that touches a cluster watches.
+pub fn evidence_access(scope: crate::fault::KubeScope) -> Vec<crate::fault::KubeAccess> {
+    [
+        ("", "events"),
+        ("", "pods"),
+        ("discovery.k8s.io", "endpointslices"),
+    ]
+    .into_iter()
+    .map(|(api_group, resource)| crate::fault::KubeAccess {
+        scope: scope.clone(),
+        api_group,
+        resource,
+        verbs: &["list", "watch"],
+    })
+    .collect()
+}
+
 /// Most cluster events kept per run; later ones are counted, not kept.
 pub const MAX_EVENTS: usize = 2_000;
 

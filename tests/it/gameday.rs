@@ -599,7 +599,8 @@ fn emitted_cronjob_manifests_parse_into_kubernetes_types() {
     assert_eq!(sa.metadata.namespace.as_deref(), Some("chaos"));
     let sa_name = sa.metadata.name.clone().expect("name");
 
-    // Least privilege: only what the four experiments' faults and probes use, in `shop`.
+    // Least privilege: only what the four experiments' faults and probes use, and the watch for
+    // cluster evidence, in `shop`.
     let role: Role = serde_saphyr::from_str(get("Role")).expect("role");
     assert_eq!(role.metadata.namespace.as_deref(), Some("shop"));
     let rules = role.rules.expect("rules");
@@ -622,7 +623,13 @@ fn emitted_cronjob_manifests_parse_into_kubernetes_types() {
         ["get", "list", "patch", "watch"]
     );
     assert_eq!(verbs("apps", "deployments/scale"), ["get", "patch"]);
-    assert_eq!(rules.len(), 3, "{rules:?}");
+    // The run's watch for cluster evidence, where it reaches.
+    assert_eq!(verbs("", "events"), ["list", "watch"]);
+    assert_eq!(
+        verbs("discovery.k8s.io", "endpointslices"),
+        ["list", "watch"]
+    );
+    assert_eq!(rules.len(), 5, "{rules:?}");
     let binding: RoleBinding = serde_saphyr::from_str(get("RoleBinding")).expect("binding");
     assert_eq!(binding.role_ref.kind, "Role");
     let subject = &binding.subjects.expect("subjects")[0];

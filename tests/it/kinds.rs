@@ -183,15 +183,24 @@ fn the_emitted_role_grants_exactly_what_the_examples_declare() {
                 KubeScope::Namespaces(ns) => ns.iter().cloned().map(Some).collect(),
             };
             for scope in scopes {
-                want.entry(scope)
-                    .or_default()
-                    .extend(a.verbs.iter().map(|v| {
-                        (
-                            a.api_group.to_string(),
-                            a.resource.to_string(),
-                            v.to_string(),
-                        )
-                    }));
+                let grants = want.entry(scope).or_default();
+                grants.extend(a.verbs.iter().map(|v| {
+                    (
+                        a.api_group.to_string(),
+                        a.resource.to_string(),
+                        v.to_string(),
+                    )
+                }));
+                // Wherever a run reaches, it watches for cluster evidence.
+                for (group, resource) in [
+                    ("", "events"),
+                    ("", "pods"),
+                    ("discovery.k8s.io", "endpointslices"),
+                ] {
+                    for verb in ["list", "watch"] {
+                        grants.insert((group.into(), resource.into(), verb.into()));
+                    }
+                }
             }
         }
     }
