@@ -297,6 +297,7 @@ fn print_outcome(o: &runner::RunOutcome) {
         Verdict::Fail => "FAIL",
         Verdict::Aborted => "ABORTED",
         Verdict::Error => "ERROR",
+        Verdict::Inconclusive => "INCONCLUSIVE",
     };
     crate::outln!("{verdict}: {} — {}", r.experiment.name, r.reason);
     for f in &r.faults {

@@ -323,6 +323,7 @@ pub fn combine(
         (Verdict::Fail, "failed"),
         (Verdict::Aborted, "aborted"),
         (Verdict::Error, "errored"),
+        (Verdict::Inconclusive, "inconclusive"),
     ] {
         let n = count(v);
         if n > 0 {

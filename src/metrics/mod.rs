@@ -249,6 +249,71 @@ pub struct Window {
     /// Latency percentiles of the failed requests that were sent (a timeout counts at its
     /// timeout; missed requests, never sent, have no latency).
     pub failed_latency: LatencySummary,
+    /// Send lag of the requests *sent* in this window: how late rattle sent them.
+    pub send_lag: LagSummary,
+}
+
+/// A request sent more than this after its intended start counts as sent late (the issue's
+/// test of a generator that holds its rate: 99.8 % of requests within 10 ms).
+pub const LAG_LATE_US: u64 = 10_000;
+
+/// Rattle has fallen behind its own schedule once its own lag (see [`Recording::sent`]) stayed
+/// above [`LAG_LATE_US`] for this long without a break: from then on the run's figures
+/// measure rattle, not the service.
+pub const BEHIND_FOR_US: u64 = 1_000_000;
+
+/// Send lag figures: actual send minus intended start, in µs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LagSummary {
+    /// Requests sent.
+    pub count: u64,
+    /// Median lag.
+    pub p50_us: Option<u64>,
+    /// 99th percentile.
+    pub p99_us: Option<u64>,
+    /// Maximum.
+    pub max_us: Option<u64>,
+    /// Requests sent more than [`LAG_LATE_US`] late.
+    pub over_10ms: u64,
+}
+
+impl LagSummary {
+    fn of(h: &Histogram<u64>, over_10ms: u64) -> Self {
+        if h.is_empty() {
+            return Self {
+                over_10ms,
+                ..Self::default()
+            };
+        }
+        Self {
+            count: h.len(),
+            p50_us: Some(h.value_at_quantile(0.5)),
+            p99_us: Some(h.value_at_quantile(0.99)),
+            max_us: Some(h.max()),
+            over_10ms,
+        }
+    }
+}
+
+/// Whether rattle kept its own schedule: the run's verdict can only be trusted if it did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Behind {
+    /// When rattle's own lag first stayed above [`LAG_LATE_US`] for [`BEHIND_FOR_US`] (µs since
+    /// the run's start, the start of that stretch); `None` if it never did.
+    pub since_us: Option<u64>,
+    /// The longest stretch of sends all over [`LAG_LATE_US`] of rattle's own lag (µs).
+    pub longest_us: u64,
+    /// True while the current stretch has lasted [`BEHIND_FOR_US`] (for the live line).
+    pub now: bool,
+}
+
+/// The send lag of the run so far: what the progress line and `/metrics` read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendLag {
+    /// The whole run's send lag.
+    pub run: LagSummary,
+    /// Whether (and since when) rattle fell behind its own schedule.
+    pub behind: Behind,
 }
 
 /// Latency histograms kept apart by how requests ended: the successful ones and the failed
@@ -306,6 +371,12 @@ struct WindowState {
     histograms: Option<Box<Latencies>>,
     /// All, ok, failed: kept once the histograms are freed.
     summaries: [LatencySummary; 3],
+    /// Send lag of the requests sent in the window, allocated at its first send and freed
+    /// with the latency histograms.
+    lag: Option<Box<Histogram<u64>>>,
+    lag_over: u64,
+    /// Kept once `lag` is freed.
+    lag_summary: LagSummary,
 }
 
 impl WindowState {
@@ -313,6 +384,13 @@ impl WindowState {
         match &self.histograms {
             Some(h) => h.summaries(),
             None => self.summaries,
+        }
+    }
+
+    fn lag_summary(&self) -> LagSummary {
+        match &self.lag {
+            Some(h) => LagSummary::of(h, self.lag_over),
+            None => self.lag_summary,
         }
     }
 
@@ -324,6 +402,16 @@ impl WindowState {
             latency,
             ok_latency,
             failed_latency,
+            send_lag: self.lag_summary(),
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(h) = self.histograms.take() {
+            self.summaries = h.summaries();
+        }
+        if let Some(h) = self.lag.take() {
+            self.lag_summary = LagSummary::of(&h, self.lag_over);
         }
     }
 }
@@ -337,6 +425,13 @@ struct Inner {
     closed: usize,
     total: OutcomeCounts,
     total_latency: Latencies,
+    lag: Histogram<u64>,
+    lag_over: u64,
+    /// Send instant of the first send of the current stretch of sends all late by rattle's own
+    /// doing.
+    late_since: Option<u64>,
+    behind: Behind,
+    unsent: u64,
 }
 
 /// Thread-safe sink of request records: per-request log (optional), per-window counts and
@@ -363,6 +458,11 @@ impl Recording {
                 closed: 0,
                 total: OutcomeCounts::default(),
                 total_latency: Latencies::new(),
+                lag: new_histogram(),
+                lag_over: 0,
+                late_since: None,
+                behind: Behind::default(),
+                unsent: 0,
             })),
         }
     }
@@ -425,6 +525,38 @@ impl Recording {
             .map(|w| w.window(idx as u64 * g.window_us))
     }
 
+    /// Notes that a request due at `intended_us` went out at `sent_us`; `ready_us` is when it
+    /// could go at the earliest (its intended start, or later if it had to wait for an
+    /// in-flight permit). Feeds the send lag of the window of `sent_us` and of the run, and
+    /// the test of whether rattle kept its own schedule ([`Behind`]).
+    pub fn sent(&self, intended_us: u64, ready_us: u64, sent_us: u64) {
+        self.lock().sent(intended_us, ready_us, sent_us);
+    }
+
+    /// The run's send lag so far, and whether rattle fell behind its schedule: the live
+    /// figure the progress line (and a metrics endpoint) reads. Cheap: no histogram is copied.
+    pub fn send_lag(&self) -> SendLag {
+        let g = self.lock();
+        SendLag {
+            run: LagSummary::of(&g.lag, g.lag_over),
+            behind: g.behind,
+        }
+    }
+
+    /// Counts `n` tickets that were due but never sent because the run ended (neither sent nor
+    /// missed: see [`Recording::unsent`]).
+    pub fn add_unsent(&self, n: u64) {
+        let mut g = self.lock();
+        g.unsent = g.unsent.saturating_add(n);
+    }
+
+    /// Tickets that were due when the load stopped and had not been sent, with time left
+    /// before their timeout: the run ended under them. Not counted as missed nor in any
+    /// window.
+    pub fn unsent(&self) -> u64 {
+        self.lock().unsent
+    }
+
     /// Whole-run counts.
     pub fn totals(&self) -> OutcomeCounts {
         self.lock().total
@@ -443,26 +575,40 @@ impl Recording {
 }
 
 impl Inner {
+    /// The window holding `t_us`, created (with every window before it) if need be; older
+    /// windows are closed as newer ones open. `None` past the representable windows.
+    fn window_mut(&mut self, t_us: u64) -> Option<&mut WindowState> {
+        let idx = usize::try_from(t_us / self.window_us).ok()?;
+        if idx == usize::MAX {
+            return None;
+        }
+        while self.windows.len() <= idx {
+            self.windows.push(WindowState {
+                counts: OutcomeCounts::default(),
+                histograms: Some(Box::new(Latencies::new())),
+                summaries: [LatencySummary::default(); 3],
+                lag: None,
+                lag_over: 0,
+                lag_summary: LagSummary::default(),
+            });
+        }
+        // Close the windows that fell behind: keep their summary, free their histograms.
+        let close_below = self.windows.len().saturating_sub(OPEN_WINDOWS);
+        while self.closed < close_below {
+            self.windows[self.closed].close();
+            self.closed += 1;
+        }
+        self.windows.get_mut(idx)
+    }
+
     fn record_one(&mut self, rec: Record) {
-        let idx = usize::try_from(rec.done_us / self.window_us).unwrap_or(usize::MAX);
-        if idx != usize::MAX {
-            while self.windows.len() <= idx {
-                self.windows.push(WindowState {
-                    counts: OutcomeCounts::default(),
-                    histograms: Some(Box::new(Latencies::new())),
-                    summaries: [LatencySummary::default(); 3],
-                });
-            }
-            // Close the windows that fell behind: keep their summary, free their histogram.
-            let close_below = self.windows.len().saturating_sub(OPEN_WINDOWS);
-            while self.closed < close_below {
-                let w = &mut self.windows[self.closed];
-                if let Some(h) = w.histograms.take() {
-                    w.summaries = h.summaries();
-                }
-                self.closed += 1;
-            }
-            let w = &mut self.windows[idx];
+        // A missed request counts in the window of its intended start: the moment users would
+        // have sent it, not the moment rattle gave up on it (see the README's "Missed").
+        let at = match rec.outcome {
+            Outcome::Missed => rec.intended_us,
+            _ => rec.done_us,
+        };
+        if let Some(w) = self.window_mut(at) {
             w.counts.add(rec.outcome);
             if rec.outcome != Outcome::Missed
                 && let Some(h) = &mut w.histograms
@@ -476,6 +622,36 @@ impl Inner {
         }
         if self.keep_records {
             self.records.push(rec);
+        }
+    }
+
+    fn sent(&mut self, intended_us: u64, ready_us: u64, sent_us: u64) {
+        let lag = sent_us.saturating_sub(intended_us);
+        let late = lag > LAG_LATE_US;
+        if let Some(w) = self.window_mut(sent_us) {
+            w.lag
+                .get_or_insert_with(|| Box::new(new_histogram()))
+                .saturating_record(lag.max(1));
+            w.lag_over += u64::from(late);
+        }
+        self.lag.saturating_record(lag.max(1));
+        self.lag_over += u64::from(late);
+        // Rattle's own lag: from when the request could go (its intended start, or the
+        // instant an in-flight permit freed up, if the target held them all) to its send. A
+        // target that holds every permit delays sends too, but that shows as its latency and
+        // as missed requests; only this part says rattle itself could not keep up.
+        let own = sent_us.saturating_sub(ready_us.max(intended_us));
+        if own > LAG_LATE_US {
+            let since = *self.late_since.get_or_insert(sent_us);
+            let stretch = sent_us.saturating_sub(since);
+            self.behind.longest_us = self.behind.longest_us.max(stretch);
+            if stretch >= BEHIND_FOR_US {
+                self.behind.since_us.get_or_insert(since);
+                self.behind.now = true;
+            }
+        } else {
+            self.late_since = None;
+            self.behind.now = false;
         }
     }
 }

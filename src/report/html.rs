@@ -373,6 +373,7 @@ pub fn html(r: &Report) -> Result<String, ReportError> {
         Verdict::Fail => "fail",
         Verdict::Aborted => "aborted",
         Verdict::Error => "error",
+        Verdict::Inconclusive => "inconclusive",
     };
     let t = &r.totals;
     let tl = t.success_latency();
@@ -452,6 +453,8 @@ pub fn html(r: &Report) -> Result<String, ReportError> {
         phases => Value::from(Serde(phase_rows(r))),
         plan => plan.unwrap_or(Value::UNDEFINED),
         timeline => Serde(&timeline),
+        generator => Serde(&super::lag::lines(r)),
+        late_windows => Serde(&super::lag::window_rows(r)),
     };
     tmpl.render(ctx)
         .map_err(|e| ReportError::Html(e.to_string()))

@@ -26,6 +26,7 @@ pub mod gates;
 pub mod html;
 pub mod json;
 pub mod junit;
+mod lag;
 pub mod markdown;
 mod model;
 pub mod score;
@@ -108,6 +109,7 @@ impl Report {
             Verdict::Fail => Outcome::Fail,
             Verdict::Aborted => Outcome::Aborted,
             Verdict::Error => Outcome::BadInput,
+            Verdict::Inconclusive => Outcome::Inconclusive,
         })
     }
 

@@ -654,6 +654,7 @@ fn window_reports(recording: &Recording) -> Vec<WindowReport> {
                 errors: errors_by_class(&w.counts),
                 ok_latency: Some((&w.ok_latency).into()),
                 failed_latency: Some((&w.failed_latency).into()),
+                send_lag: Some((&w.send_lag).into()),
             }
         })
         .collect()
@@ -689,7 +690,41 @@ fn totals(recording: &Recording, load_us: u64) -> Totals {
         errors: errors_by_class(&c),
         ok_latency: Some(report::LatencyReport::of_histogram(&ok)),
         failed_latency: Some(report::LatencyReport::of_histogram(&failed)),
+        unsent: recording.unsent(),
+        generator: Some(recording.send_lag())
+            .filter(|l| l.run.count > 0 || c.total() > 0)
+            .map(|l| (&l).into()),
     }
+}
+
+/// A pass or a fail whose figures rattle itself distorted becomes inconclusive (exit 5): when
+/// rattle's own send lag stayed over 10 ms for a second, latencies and missed requests measure
+/// the load generator, not the service. Aborted runs and errors keep their outcome.
+fn unless_rattle_fell_behind(
+    outcome: Outcome,
+    reason: String,
+    lag: &metrics::SendLag,
+) -> (Outcome, String) {
+    let Some(since_us) = lag.behind.since_us else {
+        return (outcome, reason);
+    };
+    if !matches!(outcome, Outcome::Pass | Outcome::Fail) {
+        return (outcome, reason);
+    }
+    let ms = |us: Option<u64>| us.map_or("-".to_string(), |v| format!("{}", analysis::us_to_ms(v)));
+    (
+        Outcome::Inconclusive,
+        format!(
+            "rattle fell behind its own schedule from {:.1}s (its own send lag stayed over              {} ms for up to {:.1}s; send lag p99 {} ms, max {} ms, {} of {} requests sent              over 10 ms late): the figures measure rattle, not the service. Lower the rate or              give rattle more CPU. Without that, the run would have said: {reason}",
+            since_us as f64 / 1e6,
+            metrics::LAG_LATE_US / 1000,
+            lag.behind.longest_us as f64 / 1e6,
+            ms(lag.run.p99_us),
+            ms(lag.run.max_us),
+            lag.run.over_10ms,
+            lag.run.count,
+        ),
+    )
 }
 
 fn analyse(
@@ -819,6 +854,11 @@ fn analyse(
                 }
             }
         }
+    };
+    let (outcome, reason) = if plan.load.is_some() {
+        unless_rattle_fell_behind(outcome, reason, &s.recording.send_lag())
+    } else {
+        (outcome, reason)
     };
     let e = &plan.experiment;
     let mut report = Report {

@@ -2,6 +2,7 @@
 //! talks only to 127.0.0.1, and kills (by pid) every process it starts.
 
 mod demo;
+mod engine;
 mod experiment;
 mod fake_k8s;
 mod fidelity;
