@@ -47,6 +47,11 @@ need_tools() {
 }
 
 build_rattle() {
+    # RATTLE=/path/to/rattle uses that binary instead (a quick look with a debug build).
+    if [ -n "${RATTLE:-}" ]; then
+        say "using $RATTLE"
+        return 0
+    fi
     say "building rattle (release)"
     (cd "$ROOT" && cargo build --release --quiet)
     RATTLE="$ROOT/target/release/rattle"
