@@ -17,7 +17,7 @@ STEP=${STEP:-30}
 CONNS=${CONNS:-50}
 WHAT=${WHAT:-load run}
 
-need_tools
+SKIP_OHA=1 need_tools
 build_rattle
 pick_cores
 start_nginx

@@ -279,6 +279,14 @@ pub const LAG_LATE_US: u64 = 10_000;
 /// measure rattle, not the service.
 pub const BEHIND_FOR_US: u64 = 1_000_000;
 
+/// Rattle's CPU counts as saturated when its busiest runtime worker was running or waiting to
+/// run at least this share of a second...
+pub const CPU_SATURATED: f64 = 0.95;
+
+/// ... for this long without a break: then rattle is behind too, whatever its send lag says
+/// (a small in-flight cap turns a starved generator into what looks like a slow target).
+pub const CPU_SATURATED_FOR_US: u64 = 2_000_000;
+
 /// Send lag figures: actual send minus intended start, in µs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LagSummary {
@@ -322,6 +330,9 @@ pub struct Behind {
     pub longest_us: u64,
     /// True while the current stretch has lasted [`BEHIND_FOR_US`] (for the live line).
     pub now: bool,
+    /// True when rattle's CPU was saturated ([`CPU_SATURATED`] for [`CPU_SATURATED_FOR_US`]):
+    /// one way of falling behind.
+    pub cpu_saturated: bool,
 }
 
 /// The send lag of the run so far: what the progress line and `/metrics` read.
@@ -508,6 +519,10 @@ struct Inner {
     /// Send instant of the first send of the current stretch of sends all late by rattle's own
     /// doing.
     late_since: Option<u64>,
+    /// Start of the current stretch of saturated seconds.
+    busy_since: Option<u64>,
+    lag_now: bool,
+    busy_now: bool,
     behind: Behind,
     unsent: u64,
 }
@@ -542,6 +557,9 @@ impl Recording {
                 lag: new_histogram(),
                 lag_over: 0,
                 late_since: None,
+                busy_since: None,
+                lag_now: false,
+                busy_now: false,
                 behind: Behind::default(),
                 unsent: 0,
             })),
@@ -714,6 +732,12 @@ impl Recording {
         self.lock().sent(intended_us, ready_us, sent_us);
     }
 
+    /// From `from_us` to `to_us` the busiest runtime worker was running or waiting to run
+    /// `busy` of the time: [`CPU_SATURATED`] for [`CPU_SATURATED_FOR_US`] puts rattle behind.
+    pub fn cpu_busy(&self, from_us: u64, to_us: u64, busy: f64) {
+        self.lock().cpu_busy(from_us, to_us, busy);
+    }
+
     /// The run's send lag so far, and whether rattle fell behind its schedule: the live
     /// figure the progress line (and a metrics endpoint) reads. Cheap: no histogram is copied.
     pub fn send_lag(&self) -> SendLag {
@@ -844,12 +868,28 @@ impl Inner {
             self.behind.longest_us = self.behind.longest_us.max(stretch);
             if stretch >= BEHIND_FOR_US {
                 self.behind.since_us.get_or_insert(since);
-                self.behind.now = true;
+                self.lag_now = true;
             }
         } else {
             self.late_since = None;
-            self.behind.now = false;
+            self.lag_now = false;
         }
+        self.behind.now = self.lag_now || self.busy_now;
+    }
+
+    fn cpu_busy(&mut self, from_us: u64, to_us: u64, busy: f64) {
+        if busy >= CPU_SATURATED {
+            let since = *self.busy_since.get_or_insert(from_us);
+            if to_us.saturating_sub(since) >= CPU_SATURATED_FOR_US {
+                self.behind.since_us.get_or_insert(since);
+                self.behind.cpu_saturated = true;
+                self.busy_now = true;
+            }
+        } else {
+            self.busy_since = None;
+            self.busy_now = false;
+        }
+        self.behind.now = self.lag_now || self.busy_now;
     }
 }
 
@@ -1072,5 +1112,29 @@ mod tests {
         assert!(lag.behind.now);
         assert_eq!(r.windows()[3].send_lag.count, 99, "sent in 3.015..=3.995 s");
         assert_eq!(r.windows()[3].send_lag.p50_us.map(|v| v / 100), Some(150));
+    }
+
+    /// Issue #14: a saturated CPU puts rattle behind after 2 s of it, even with on-time
+    /// sends (a small in-flight cap hides the lag as permit waits); a busy second is not
+    /// enough.
+    #[test]
+    fn a_saturated_cpu_for_two_seconds_is_behind() {
+        let r = Recording::new(Duration::from_secs(1), false);
+        r.cpu_busy(0, 1_000_000, 0.99);
+        r.cpu_busy(1_000_000, 2_000_000, 0.5);
+        r.cpu_busy(2_000_000, 3_000_000, 0.97);
+        r.sent(3_000_000, 3_000_000, 3_000_100);
+        assert_eq!(r.send_lag().behind, Behind::default());
+        r.cpu_busy(3_000_000, 4_000_000, 0.96);
+        let b = r.send_lag().behind;
+        assert_eq!(b.since_us, Some(2_000_000));
+        assert!(b.cpu_saturated && b.now);
+        r.cpu_busy(4_000_000, 5_000_000, 0.2);
+        assert!(!r.send_lag().behind.now);
+        assert_eq!(
+            r.send_lag().behind.since_us,
+            Some(2_000_000),
+            "once behind, for good"
+        );
     }
 }

@@ -214,6 +214,10 @@ pub struct GeneratorReport {
     pub behind_since_ms: Option<f64>,
     /// The longest stretch of sends all over 10 ms late by rattle's own doing (ms).
     pub longest_late_stretch_ms: f64,
+    /// True when rattle's busiest runtime worker was running or waiting to run 95 % of the
+    /// time for 2 s (Linux): rattle wanted more CPU than it got.
+    #[serde(default)]
+    pub cpu_saturated: bool,
 }
 
 impl From<&crate::metrics::SendLag> for GeneratorReport {
@@ -223,6 +227,7 @@ impl From<&crate::metrics::SendLag> for GeneratorReport {
             kept_schedule: l.behind.since_us.is_none(),
             behind_since_ms: l.behind.since_us.map(analysis::us_to_ms),
             longest_late_stretch_ms: analysis::us_to_ms(l.behind.longest_us),
+            cpu_saturated: l.behind.cpu_saturated,
         }
     }
 }

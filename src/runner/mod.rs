@@ -750,8 +750,16 @@ fn unless_rattle_fell_behind(
     (
         Outcome::Inconclusive,
         format!(
-            "rattle fell behind its own schedule from {:.1}s (its own send lag stayed over              {} ms for up to {:.1}s; send lag p99 {} ms, max {} ms, {} of {} requests sent              over 10 ms late): the figures measure rattle, not the service. Lower the rate or              give rattle more CPU. Without that, the run would have said: {reason}",
+            "rattle fell behind its own schedule from {:.1}s ({}its own send lag stayed over \
+             {} ms for up to {:.1}s; send lag p99 {} ms, max {} ms, {} of {} requests sent \
+             over 10 ms late): the figures measure rattle, not the service. Lower the rate or \
+             give rattle more CPU. Without that, the run would have said: {reason}",
             since_us as f64 / 1e6,
+            if lag.behind.cpu_saturated {
+                "its CPU was saturated; "
+            } else {
+                ""
+            },
             metrics::LAG_LATE_US / 1000,
             lag.behind.longest_us as f64 / 1e6,
             ms(lag.run.p99_us),

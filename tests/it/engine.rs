@@ -91,5 +91,10 @@ duration: 3s
     let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
     assert!(html.contains("measure rattle, not the service"));
     assert!(html.contains("send lag p99"));
-    assert!(stderr.contains("BEHIND"), "{stderr}");
+    // The plain progress line comes every 5 s: it caught the generator behind, or after.
+    assert!(
+        stderr.contains("BEHIND: rattle cannot keep its schedule")
+            || stderr.contains("fell behind earlier: run inconclusive"),
+        "{stderr}"
+    );
 }
