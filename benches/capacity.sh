@@ -20,6 +20,9 @@ source "$(dirname "$0")/lib.sh"
 RATES=${RATES:-10000 20000 30000 40000 50000 60000}
 DUR=${DUR:-15}
 CONNS=${CONNS:-200}
+[ "$DUR" -ge 5 ] || { say "DUR must be at least 5 (warm-up, a fault, its recovery)"; exit 2; }
+# The fault: injected a third of the way in (at least after 2 s), held 1 s.
+FAULT_AT=$((DUR / 3 > 2 ? DUR / 3 : 2))
 
 SKIP_OHA=1 need_tools
 build_rattle
@@ -70,13 +73,14 @@ stop_when:
   error_rate: "> 50% for 5s"
 faults:
   - name: pause-sleeper
-    at: 3s
-    duration: 2s
+    at: ${FAULT_AT}s
+    duration: 1s
     process-pause: { match: "^sleep 100000$", mode: one }
 duration: ${DUR}s
 YAML
     rm -rf "$WORK/run"
     timed "$RATTLE" run "$WORK/cap.yaml" --out "$WORK/run" --progress quiet --yes
+    [ -f "$WORK/run/report.json" ] || { say "rattle run wrote no report:"; cat "$WORK/out" "$WORK/err" >&2; }
     python3 - "$WORK/run/report.json" "$rate" "$(cat "$WORK/cpu")" >>"$RESULTS" <<'PY' || true
 import json, sys
 r = json.load(open(sys.argv[1])); rate = float(sys.argv[2]); user, sys_ = map(float, sys.argv[3].split())
