@@ -63,7 +63,7 @@ import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 conns = int(sys.argv[2])
 print(f"## HTTP/2 (h2c), closed model, {conns} connections for h2load")
-print("| streams/conn (h2load -m) | tool | req/s (median) | ratio to h2load | p50 ms (rattle) | p99 ms (rattle) | CPU s |")
+print("| streams/conn (h2load -m) | tool | req/s (median) | ratio to h2load | p50 ms (h2load: mean) | p99 ms (rattle only) | CPU s |")
 print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
 for m in ("1", "10"):
     med = {}
