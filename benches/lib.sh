@@ -39,7 +39,8 @@ need_tools() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
     export PATH="$PATH:$HOME/.cargo/bin"
-    if ! command -v oha >/dev/null; then
+    # Scripts that do not compare with oha set SKIP_OHA=1.
+    if [ "${SKIP_OHA:-0}" != 1 ] && ! command -v oha >/dev/null; then
         say "installing oha (cargo install oha --locked); this takes a few minutes"
         cargo install oha --locked >"$WORK/oha-install.log" 2>&1 ||
             say "oha could not be installed (see above); continuing without it"
@@ -47,6 +48,11 @@ need_tools() {
 }
 
 build_rattle() {
+    # RATTLE=/path/to/rattle uses that binary instead (a quick look with a debug build).
+    if [ -n "${RATTLE:-}" ]; then
+        say "using $RATTLE"
+        return 0
+    fi
     say "building rattle (release)"
     (cd "$ROOT" && cargo build --release --quiet)
     RATTLE="$ROOT/target/release/rattle"
@@ -73,6 +79,8 @@ free_port() {
 # difference between clients; from memory nginx outruns the clients, which is what a
 # load-generator benchmark has to measure.
 NGINX_SERVE=${NGINX_SERVE:-memory}
+# Extra `listen` parameters: NGINX_LISTEN_OPTS=http2 serves h2c (HTTP/2 without TLS).
+NGINX_LISTEN_OPTS=${NGINX_LISTEN_OPTS:-}
 start_nginx() {
     local location
     case "$NGINX_SERVE" in
@@ -100,7 +108,7 @@ http {
     uwsgi_temp_path $WORK/tmp;
     scgi_temp_path $WORK/tmp;
     server {
-        listen 127.0.0.1:$PORT;
+        listen 127.0.0.1:$PORT${NGINX_LISTEN_OPTS:+ $NGINX_LISTEN_OPTS};
         root $WORK/www;
         $location
     }
@@ -112,6 +120,7 @@ CONF
     local i
     for i in $(seq 1 50); do
         if curl -fsS "http://127.0.0.1:$PORT/" >/dev/null 2>&1 ||
+            curl -fsS --http2-prior-knowledge "http://127.0.0.1:$PORT/" >/dev/null 2>&1 ||
             python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$PORT/')" 2>/dev/null; then
             URL="http://127.0.0.1:$PORT/"
             say "nginx pid $NGINX_PID on $URL (cpu $SERVER_CPU, serving from $NGINX_SERVE)"

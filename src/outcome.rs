@@ -9,14 +9,20 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// How a run (or a command) ended. Ordered by severity, which is also the order of the exit
-/// codes: the worst of several outcomes (a game day's experiments) is their maximum.
+/// How a run (or a command) ended. Ordered by severity: the worst of several outcomes (a game
+/// day's experiments) is their maximum. Exit codes 0 to 4 follow that order; 5, inconclusive
+/// (added later, so that no existing code changed meaning), sits between fail and bad input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {
     /// Everything passed (exit 0).
     Pass,
     /// A hypothesis or gate failed (exit 1).
     Fail,
+    /// Rattle could not keep its own schedule (its send lag stayed over 10 ms for a second):
+    /// the figures measure rattle, not the service, so the run neither passes nor fails
+    /// (exit 5). Worse than a fail, since no finding stands; not as bad as a broken
+    /// environment.
+    Inconclusive,
     /// The input or the environment is wrong: bad file, no cluster, target not found; nothing
     /// was left broken (exit 2).
     BadInput,
@@ -29,16 +35,18 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in order of severity.
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Pass,
         Outcome::Fail,
+        Outcome::Inconclusive,
         Outcome::BadInput,
         Outcome::Aborted,
         Outcome::RevertFailed,
     ];
 
     /// The process exit code (design: 0 passed, 1 a hypothesis or gate failed, 2 bad input or
-    /// environment, 3 stopped with all faults reverted, 4 a revert failed).
+    /// environment, 3 stopped with all faults reverted, 4 a revert failed, 5 inconclusive:
+    /// rattle fell behind its own schedule).
     pub fn exit_code(self) -> i32 {
         match self {
             Outcome::Pass => 0,
@@ -46,6 +54,7 @@ impl Outcome {
             Outcome::BadInput => 2,
             Outcome::Aborted => 3,
             Outcome::RevertFailed => 4,
+            Outcome::Inconclusive => 5,
         }
     }
 
@@ -60,6 +69,7 @@ impl Outcome {
         match self {
             Outcome::Pass => Verdict::Pass,
             Outcome::Fail => Verdict::Fail,
+            Outcome::Inconclusive => Verdict::Inconclusive,
             Outcome::Aborted => Verdict::Aborted,
             Outcome::BadInput | Outcome::RevertFailed => Verdict::Error,
         }
@@ -84,6 +94,8 @@ pub enum Verdict {
     Aborted,
     /// The environment or a fault went wrong (target not found, setup failed, revert failed).
     Error,
+    /// Rattle fell behind its own schedule: the figures measure rattle, not the service.
+    Inconclusive,
 }
 
 impl Verdict {
@@ -94,6 +106,7 @@ impl Verdict {
             Verdict::Fail => "fail",
             Verdict::Aborted => "aborted",
             Verdict::Error => "error",
+            Verdict::Inconclusive => "inconclusive",
         }
     }
 }
@@ -107,7 +120,10 @@ mod tests {
         for o in Outcome::ALL {
             assert_eq!(Outcome::from_exit_code(o.exit_code()), Some(o));
         }
-        assert_eq!(Outcome::from_exit_code(5), None);
+        assert_eq!(Outcome::from_exit_code(5), Some(Outcome::Inconclusive));
+        assert_eq!(Outcome::from_exit_code(6), None);
+        assert!(Outcome::Inconclusive > Outcome::Fail);
+        assert!(Outcome::Inconclusive < Outcome::BadInput);
         let mut sorted = Outcome::ALL;
         sorted.sort();
         assert_eq!(sorted, Outcome::ALL);

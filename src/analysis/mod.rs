@@ -409,6 +409,27 @@ pub fn span_stats(sorted: &[Record], from_us: u64, to_us: u64) -> SpanStats {
     }
 }
 
+/// [`span_stats`] from aggregates (counts and histograms merged over the span, see
+/// [`crate::metrics::Recording::span_figures`]) instead of records: the same figures, the
+/// percentiles within the histograms' 0.1 %.
+pub fn span_stats_of(f: &crate::metrics::SpanFigures, from_us: u64, to_us: u64) -> SpanStats {
+    let requests = f.counts.total();
+    let failed = f.counts.failed();
+    SpanStats {
+        from_ms: us_to_ms(from_us),
+        to_ms: us_to_ms(to_us),
+        requests,
+        failed,
+        error_rate: (requests > 0).then(|| failed as f64 / requests as f64),
+        p50_ms: f.latency.p50_us.map(us_to_ms),
+        p90_ms: f.latency.p90_us.map(us_to_ms),
+        p99_ms: f.latency.p99_us.map(us_to_ms),
+        max_ms: f.latency.max_us.map(us_to_ms),
+        ok_latency: f.ok_latency,
+        failed_latency: f.failed_latency,
+    }
+}
+
 /// The phase spans of a run: `faults` lists each fired fault's injection and the instant it
 /// settled (recovery plus hold; `None` when it never recovered), `end_us` is the end of load.
 pub fn phase_spans(warmup_us: u64, faults: &[(u64, Option<u64>)], end_us: u64) -> PhaseSpans {

@@ -618,6 +618,7 @@ mod tests {
                     sent: 5,
                     missed: 1,
                     late: 2,
+                    unsent: 0,
                 },
             )),
             Duration::from_secs(1),

@@ -380,6 +380,7 @@ fn print_outcome(o: &runner::RunOutcome) {
         Verdict::Fail => "FAIL",
         Verdict::Aborted => "ABORTED",
         Verdict::Error => "ERROR",
+        Verdict::Inconclusive => "INCONCLUSIVE",
     };
     style::verdict_line(
         verdict,

@@ -325,6 +325,7 @@ pub fn combine(
         (Verdict::Fail, "failed"),
         (Verdict::Aborted, "aborted"),
         (Verdict::Error, "errored"),
+        (Verdict::Inconclusive, "inconclusive"),
     ] {
         let n = count(v);
         if n > 0 {

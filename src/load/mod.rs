@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod closed;
+mod cpu;
 pub mod h1;
 pub mod schedule;
 pub mod stats;
@@ -221,10 +222,10 @@ pub(crate) fn redacted(uri: &Uri) -> String {
 /// shows, not ordinary pacing jitter.
 pub const LATE_AFTER: Duration = Duration::from_millis(10);
 
-/// Totals of one run of the generator. `scheduled == sent + missed`.
+/// Totals of one run of the generator. `scheduled == sent + missed + unsent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadSummary {
-    /// Tickets whose time came: each was either sent or missed.
+    /// Tickets whose time came: each was sent, missed, or left unsent when the load stopped.
     pub scheduled: u64,
     /// Requests actually sent (each recorded with its outcome).
     pub sent: u64,
@@ -234,6 +235,10 @@ pub struct LoadSummary {
     /// closed-loop tool would have silently skipped. Their latency still runs from the intended
     /// start.
     pub late: u64,
+    /// Tickets that were due when the load stopped, not sent and with time left before their
+    /// timeout: the run ended under them. Neither sent nor missed, and never recorded as a
+    /// request (so they cannot pile up in the last window).
+    pub unsent: u64,
 }
 
 #[derive(Default)]
@@ -241,17 +246,20 @@ struct Counters {
     sent: AtomicU64,
     missed: AtomicU64,
     late: AtomicU64,
+    unsent: AtomicU64,
 }
 
 impl Counters {
     fn summary(&self) -> LoadSummary {
         let sent = self.sent.load(Ordering::Relaxed);
         let missed = self.missed.load(Ordering::Relaxed);
+        let unsent = self.unsent.load(Ordering::Relaxed);
         LoadSummary {
-            scheduled: sent + missed,
+            scheduled: sent + missed + unsent,
             sent,
             missed,
             late: self.late.load(Ordering::Relaxed),
+            unsent,
         }
     }
 }
@@ -263,6 +271,15 @@ pub trait RecordSink: Clone + Send + Sync + 'static {
     fn push(&self, rec: Record);
     /// Records many at once.
     fn push_all(&self, recs: &[Record]);
+    /// Notes the send of the request due at `intended_us`, at `sent_us` (when its task first
+    /// ran); `ready_us` is when it could go at the earliest (its intended start, or the
+    /// instant an in-flight permit freed up). Called before the request's [`RecordSink::push`].
+    fn sent(&self, intended_us: u64, ready_us: u64, sent_us: u64);
+    /// Counts `n` tickets left unsent because the load stopped (see [`LoadSummary::unsent`]).
+    fn unsent(&self, n: u64);
+    /// From `from_us` to `to_us`, the busiest of rattle's runtime workers was running or
+    /// waiting to run `busy` of the time (0 to 1; Linux only).
+    fn cpu_busy(&self, from_us: u64, to_us: u64, busy: f64);
 }
 
 impl RecordSink for Recording {
@@ -271,6 +288,15 @@ impl RecordSink for Recording {
     }
     fn push_all(&self, recs: &[Record]) {
         Recording::push_all(self, recs);
+    }
+    fn sent(&self, intended_us: u64, ready_us: u64, sent_us: u64) {
+        Recording::sent(self, intended_us, ready_us, sent_us);
+    }
+    fn unsent(&self, n: u64) {
+        Recording::add_unsent(self, n);
+    }
+    fn cpu_busy(&self, from_us: u64, to_us: u64, busy: f64) {
+        Recording::cpu_busy(self, from_us, to_us, busy);
     }
 }
 
@@ -308,6 +334,9 @@ impl LoadHandle {
 ///
 /// `start_us` should be about now: tickets due before now are sent back to back as if the
 /// generator were behind schedule. Must be called inside a tokio runtime.
+///
+/// One engine: plain `http://` goes through the same minimal HTTP/1.1 client as `rattle load`
+/// (about half the CPU per request of hyper's pooled client), `https://` through hyper.
 pub fn start(
     cfg: LoadConfig,
     clock: RunClock,
@@ -317,7 +346,10 @@ pub fn start(
 ) -> Result<LoadHandle> {
     start_with(
         cfg,
-        &ClientOptions::default(),
+        &ClientOptions {
+            minimal_h1: true,
+            ..ClientOptions::default()
+        },
         None,
         clock,
         start_us,
@@ -344,8 +376,9 @@ pub fn start_with<K: RecordSink>(
         .url
         .scheme_str()
         .is_some_and(|s| s.eq_ignore_ascii_case("http"));
-    let pacer = Pacer::new(&cfg, clock, start_us, sink, stop)?;
+    let pacer = Pacer::new(&cfg, clock, start_us, sink.clone(), stop)?;
     let handle = pacer.handle_parts();
+    runtime.spawn(cpu::watch(clock, sink, pacer.stop.clone()));
     let scheduler = if opts.minimal_h1 && plain && opts.version != HttpVersion::Http2 {
         let sender = h1::H1PoolSender::new(&cfg, statuses)?;
         runtime.spawn(pacer.run(move || sender.send()))
@@ -483,8 +516,9 @@ impl<K: RecordSink> Pacer<K> {
         self.counters.missed.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Spawns one request; its task holds `permit` until the record is pushed.
-    fn launch<F>(&self, intended_us: u64, permit: OwnedSemaphorePermit, request: F)
+    /// Spawns one request; its task holds `permit` until the record is pushed. `ready_us`: when
+    /// the request could go at the earliest (see [`RecordSink::sent`]).
+    fn launch<F>(&self, intended_us: u64, ready_us: u64, permit: OwnedSemaphorePermit, request: F)
     where
         F: Future<Output = Outcome> + Send + 'static,
     {
@@ -494,6 +528,9 @@ impl<K: RecordSink> Pacer<K> {
             self.counters.late.fetch_add(1, Ordering::Relaxed);
         }
         tokio::spawn(async move {
+            // The send is when this task first runs: a runtime too busy to run it is rattle
+            // falling behind, and shows in the send lag.
+            recording.sent(intended_us, ready_us, clock.now_us());
             let outcome = tokio::time::timeout(timeout, request)
                 .await
                 .unwrap_or(Outcome::Timeout);
@@ -536,13 +573,19 @@ impl<K: RecordSink> Pacer<K> {
                 // cooperative budget runs out, so the requests it spawns still get to run.
                 tokio::task::coop::consume_budget().await;
             }
+            // When the request could go at the earliest: its intended start, or the instant a
+            // permit freed up if it had to wait for one (the target's doing, not rattle's).
+            let mut ready = intended;
             let permit = match held.take().or_else(|| self.try_permit()) {
                 Some(p) => p,
                 None => tokio::select! {
                     biased;
                     () = self.stop.cancelled() => break,
                     p = self.in_flight.clone().acquire_owned() => match p {
-                        Ok(p) => p,
+                        Ok(p) => {
+                            ready = self.clock.now_us();
+                            p
+                        }
                         Err(_) => break,
                     },
                 },
@@ -558,15 +601,17 @@ impl<K: RecordSink> Pacer<K> {
                 held = Some(permit);
                 continue;
             }
-            self.launch(intended, permit, send());
+            self.launch(intended, ready, permit, send());
             next = next.saturating_add(1);
         }
         self.drain(next, held, &send);
     }
 
     /// After `stop`: tickets that were already due are not dropped silently. Those a free permit
-    /// can take are sent; the rest (the target was saturating the cap) are recorded as missed,
-    /// given up now. Tickets not yet due are not scheduled at all.
+    /// can take are sent; of the rest (the target was saturating the cap, or rattle was behind),
+    /// those whose timeout had run out are missed, and those with time left are counted as
+    /// unsent: the run ended under them, which says nothing about the target. Tickets not yet
+    /// due are not scheduled at all.
     fn drain<S, F>(&self, mut next: u64, mut held: Option<OwnedSemaphorePermit>, send: &S)
     where
         S: Fn() -> F,
@@ -580,7 +625,7 @@ impl<K: RecordSink> Pacer<K> {
             }
             match held.take().or_else(|| self.try_permit()) {
                 Some(p) if intended.saturating_add(self.timeout_us) >= stop_us => {
-                    self.launch(intended, p, send());
+                    self.launch(intended, intended, p, send());
                     next += 1;
                 }
                 Some(p) => {
@@ -591,7 +636,16 @@ impl<K: RecordSink> Pacer<K> {
                 }
                 None => {
                     let end = self.due_end(stop_us).max(next + 1);
-                    self.record_missed(next..end, stop_us);
+                    // Those whose timeout had run out are missed; the rest, unsent.
+                    let expired = if intended.saturating_add(self.timeout_us) < stop_us {
+                        self.expired_end(next, stop_us).min(end)
+                    } else {
+                        next
+                    };
+                    self.record_missed(next..expired, stop_us);
+                    let n = end.saturating_sub(expired);
+                    self.recording.unsent(n);
+                    self.counters.unsent.fetch_add(n, Ordering::Relaxed);
                     break;
                 }
             }
@@ -666,6 +720,7 @@ mod tests {
                 sent: 100,
                 missed: 0,
                 late: 0,
+                unsent: 0,
             }
         );
         assert_eq!(totals.ok(), 100);
@@ -699,10 +754,19 @@ mod tests {
                 sent: 20,
                 missed: 0,
                 late: summary.late,
+                unsent: 0,
             }
         );
         // The tickets queued behind the slow request went out late (3..=7 by more than 10 ms).
         assert!(summary.late >= 5, "{summary:?}");
+        // Their send lag shows (ticket 2 waited 80 ms), but the wait was for the target to free
+        // a permit: rattle itself kept its schedule.
+        let lag = rec.send_lag();
+        assert_eq!(lag.run.count, 20);
+        assert!(lag.run.max_us >= Some(80_000), "{lag:?}");
+        assert!(lag.run.over_10ms >= 5, "{lag:?}");
+        assert_eq!(lag.behind.longest_us, 0, "{lag:?}");
+        assert_eq!(lag.behind.since_us, None);
         assert_eq!(totals.ok(), 20);
         let mut recs = rec.records();
         recs.sort_by_key(|r| r.intended_us);
@@ -729,9 +793,14 @@ mod tests {
         )
         .await;
         assert_eq!(summary.scheduled, 500);
-        assert_eq!(summary.scheduled, summary.sent + summary.missed);
+        assert_eq!(
+            summary.scheduled,
+            summary.sent + summary.missed + summary.unsent
+        );
         assert!(summary.missed > 0, "{summary:?}");
-        assert_eq!(totals.total(), 500);
+        // Due at 900..=998 ms: time left before their timeout at the stop, so unsent.
+        assert_eq!(summary.unsent, 50, "{summary:?}");
+        assert_eq!(totals.total(), 450);
         assert_eq!(totals.get(Outcome::Missed), summary.missed);
         assert_eq!(totals.get(Outcome::Timeout), summary.sent);
         for r in rec.records() {
@@ -745,10 +814,12 @@ mod tests {
         }
     }
 
+    /// Issue #14: tickets due when the run stops, with time left before their timeout, are
+    /// neither sent nor missed: they are counted apart, and no window gets them.
     #[tokio::test(start_paused = true)]
-    async fn tickets_due_when_stopped_with_no_permit_are_missed_at_stop() {
+    async fn tickets_due_when_stopped_with_no_permit_are_unsent_not_missed() {
         // Cap 5 held for 10 s; 50 tickets due by the stop at 495 ms, 5 of them sent.
-        let (summary, rec, _) = run_fake(
+        let (summary, rec, totals) = run_fake(
             cfg(100.0, 5, 10_000),
             Duration::from_millis(495),
             std::future::pending::<Outcome>,
@@ -759,17 +830,54 @@ mod tests {
             LoadSummary {
                 scheduled: 50,
                 sent: 5,
-                missed: 45,
+                missed: 0,
                 late: 0,
+                unsent: 45,
             }
         );
-        let missed: Vec<_> = rec
+        assert_eq!(totals.get(Outcome::Missed), 0);
+        assert_eq!(rec.unsent(), 45);
+        assert_eq!(rec.records().len(), 5);
+    }
+
+    /// Issue #14: at the stop, due tickets whose timeout already ran out are missed, in the
+    /// window of their intended start; the ones with time left are unsent.
+    #[tokio::test(start_paused = true)]
+    async fn at_stop_expired_tickets_are_missed_and_the_rest_unsent() {
+        // Cap 5 held for ever, timeout 200 ms, 100/s, stop at 1995 ms: 200 tickets due. The
+        // scheduler misses tickets as their timeouts run out while it waits for a permit, so
+        // by the stop only those due within the last 200 ms are still waiting: unsent.
+        let (summary, rec, totals) = run_fake(
+            cfg(100.0, 5, 200),
+            Duration::from_millis(1995),
+            std::future::pending::<Outcome>,
+        )
+        .await;
+        assert_eq!(summary.scheduled, 200);
+        assert_eq!(summary.sent + summary.missed + summary.unsent, 200);
+        assert!(summary.sent >= 5);
+        // Due in (1795, 1990] ms: 20 tickets with time left at the stop, never sent.
+        assert_eq!(summary.unsent, 20, "{summary:?}");
+        assert_eq!(totals.get(Outcome::Missed), summary.missed);
+        // Every missed ticket counts in the window of its intended start: window 0 holds the
+        // tickets due in its second (minus the sent ones), window 1 the rest.
+        let w = rec.windows();
+        let due_in = |s: u64| {
+            rec.records()
+                .iter()
+                .filter(|r| r.outcome == Outcome::Missed && r.intended_us / 1_000_000 == s)
+                .count() as u64
+        };
+        assert_eq!(w[0].counts.get(Outcome::Missed), due_in(0));
+        assert_eq!(w[1].counts.get(Outcome::Missed), due_in(1));
+        assert!(due_in(0) >= 50, "{}", due_in(0));
+        // Every ticket due in the first second is accounted for by its intended start.
+        let in_0 = rec
             .records()
-            .into_iter()
-            .filter(|r| r.outcome == Outcome::Missed)
-            .collect();
-        assert_eq!(missed.len(), 45);
-        assert!(missed.iter().all(|r| r.done_us == 495_000));
+            .iter()
+            .filter(|r| r.intended_us < 1_000_000)
+            .count();
+        assert_eq!(in_0, 100);
     }
 
     #[tokio::test(start_paused = true)]

@@ -139,6 +139,13 @@ impl RecordSink for FlatSink {
             g.record(r.outcome, r.latency_us());
         }
     }
+
+    // `rattle load` reports late sends and unsent tickets from its `LoadSummary`.
+    fn sent(&self, _intended_us: u64, _ready_us: u64, _sent_us: u64) {}
+
+    fn unsent(&self, _n: u64) {}
+
+    fn cpu_busy(&self, _from_us: u64, _to_us: u64, _busy: f64) {}
 }
 
 /// Live totals of a run for the progress line: completed requests and failures.

@@ -38,8 +38,8 @@ pub struct ClientOptions {
     /// PEM file of extra trusted root certificates.
     pub ca_file: Option<PathBuf>,
     /// Open model over plain HTTP/1.1: send through the closed model's minimal client
-    /// ([`super::h1`]) instead of hyper's pooled client. `rattle load` sets it; experiments keep
-    /// hyper's client and its error reporting.
+    /// ([`super::h1`]) instead of hyper's pooled client. `rattle load` and experiments
+    /// ([`super::start`]) set it.
     pub minimal_h1: bool,
 }
 

@@ -5,7 +5,18 @@
 //! windows. Alongside, each time window and the whole run get an HdrHistogram, which is what the
 //! progress line and report windows read. Times are microseconds since the run's start
 //! ([`RunClock`]), measured with tokio's clock so logic tests can run on a paused clock.
+//!
+//! Memory stays flat however long a run lasts: the per-request records are kept only from a
+//! watermark on ([`Recording::forget_before`]), which the runner holds back only as far as
+//! analysis still needs them (the baseline until it is checked, a fault from its injection
+//! until its recovery is decided, the last seconds for the stop conditions and the final
+//! check). Everything older lives on only in aggregates: the windows, the whole-run histograms,
+//! and *segments*: counts and latency histograms between cut instants
+//! ([`Recording::cut_at`]: the end of warm-up, each injection, each fault's settling, the end of
+//! load), from which the figures of any span between two cuts are merged
+//! ([`Recording::span_figures`]).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -145,6 +156,12 @@ impl OutcomeCounts {
     pub fn add(&mut self, outcome: Outcome) {
         self.0[outcome.index()] += 1;
     }
+    /// Remove all of `other` (saturating at zero).
+    pub fn subtract(&mut self, other: &OutcomeCounts) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a = a.saturating_sub(*b);
+        }
+    }
     /// Add all of `other`.
     pub fn merge(&mut self, other: &OutcomeCounts) {
         for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
@@ -249,6 +266,82 @@ pub struct Window {
     /// Latency percentiles of the failed requests that were sent (a timeout counts at its
     /// timeout; missed requests, never sent, have no latency).
     pub failed_latency: LatencySummary,
+    /// Send lag of the requests *sent* in this window: how late rattle sent them.
+    pub send_lag: LagSummary,
+}
+
+/// A request sent more than this after its intended start counts as sent late (the issue's
+/// test of a generator that holds its rate: 99.8 % of requests within 10 ms).
+pub const LAG_LATE_US: u64 = 10_000;
+
+/// Rattle has fallen behind its own schedule once its own lag (see [`Recording::sent`]) stayed
+/// above [`LAG_LATE_US`] for this long without a break: from then on the run's figures
+/// measure rattle, not the service.
+pub const BEHIND_FOR_US: u64 = 1_000_000;
+
+/// Rattle's CPU counts as saturated when its busiest runtime worker was running or waiting to
+/// run at least this share of a second...
+pub const CPU_SATURATED: f64 = 0.95;
+
+/// ... for this long without a break: then rattle is behind too, whatever its send lag says
+/// (a small in-flight cap turns a starved generator into what looks like a slow target).
+pub const CPU_SATURATED_FOR_US: u64 = 2_000_000;
+
+/// Send lag figures: actual send minus intended start, in µs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LagSummary {
+    /// Requests sent.
+    pub count: u64,
+    /// Median lag.
+    pub p50_us: Option<u64>,
+    /// 99th percentile.
+    pub p99_us: Option<u64>,
+    /// Maximum.
+    pub max_us: Option<u64>,
+    /// Requests sent more than [`LAG_LATE_US`] late.
+    pub over_10ms: u64,
+}
+
+impl LagSummary {
+    fn of(h: &Histogram<u64>, over_10ms: u64) -> Self {
+        if h.is_empty() {
+            return Self {
+                over_10ms,
+                ..Self::default()
+            };
+        }
+        Self {
+            count: h.len(),
+            p50_us: Some(h.value_at_quantile(0.5)),
+            p99_us: Some(h.value_at_quantile(0.99)),
+            max_us: Some(h.max()),
+            over_10ms,
+        }
+    }
+}
+
+/// Whether rattle kept its own schedule: the run's verdict can only be trusted if it did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Behind {
+    /// When rattle's own lag first stayed above [`LAG_LATE_US`] for [`BEHIND_FOR_US`] (µs since
+    /// the run's start, the start of that stretch); `None` if it never did.
+    pub since_us: Option<u64>,
+    /// The longest stretch of sends all over [`LAG_LATE_US`] of rattle's own lag (µs).
+    pub longest_us: u64,
+    /// True while the current stretch has lasted [`BEHIND_FOR_US`] (for the live line).
+    pub now: bool,
+    /// True when rattle's CPU was saturated ([`CPU_SATURATED`] for [`CPU_SATURATED_FOR_US`]):
+    /// one way of falling behind.
+    pub cpu_saturated: bool,
+}
+
+/// The send lag of the run so far: what the progress line and `/metrics` read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendLag {
+    /// The whole run's send lag.
+    pub run: LagSummary,
+    /// Whether (and since when) rattle fell behind its own schedule.
+    pub behind: Behind,
 }
 
 /// Latency histograms kept apart by how requests ended: the successful ones and the failed
@@ -306,6 +399,12 @@ struct WindowState {
     histograms: Option<Box<Latencies>>,
     /// All, ok, failed: kept once the histograms are freed.
     summaries: [LatencySummary; 3],
+    /// Send lag of the requests sent in the window, allocated at its first send and freed
+    /// with the latency histograms.
+    lag: Option<Box<Histogram<u64>>>,
+    lag_over: u64,
+    /// Kept once `lag` is freed.
+    lag_summary: LagSummary,
 }
 
 impl WindowState {
@@ -313,6 +412,13 @@ impl WindowState {
         match &self.histograms {
             Some(h) => h.summaries(),
             None => self.summaries,
+        }
+    }
+
+    fn lag_summary(&self) -> LagSummary {
+        match &self.lag {
+            Some(h) => LagSummary::of(h, self.lag_over),
+            None => self.lag_summary,
         }
     }
 
@@ -324,19 +430,101 @@ impl WindowState {
             latency,
             ok_latency,
             failed_latency,
+            send_lag: self.lag_summary(),
         }
     }
+
+    fn close(&mut self) {
+        if let Some(h) = self.histograms.take() {
+            self.summaries = h.summaries();
+        }
+        if let Some(h) = self.lag.take() {
+            self.lag_summary = LagSummary::of(&h, self.lag_over);
+        }
+    }
+}
+
+/// Counts and latencies of the requests completing from `from_us` to the next segment's start.
+struct Segment {
+    from_us: u64,
+    counts: OutcomeCounts,
+    latencies: Latencies,
+}
+
+impl Segment {
+    fn new(from_us: u64) -> Self {
+        Self {
+            from_us,
+            counts: OutcomeCounts::default(),
+            latencies: Latencies::new(),
+        }
+    }
+
+    fn add(&mut self, rec: &Record) {
+        self.counts.add(rec.outcome);
+        if rec.outcome != Outcome::Missed {
+            self.latencies.record(rec.outcome, rec.latency_us());
+        }
+    }
+}
+
+/// Figures of the requests completing in a span, merged from segments: counts, and the
+/// latency percentiles of every request sent, of the successful ones and of the failed ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpanFigures {
+    /// Requests completing in the span, missed included.
+    pub counts: OutcomeCounts,
+    /// Every request sent.
+    pub latency: LatencySummary,
+    /// The successful requests.
+    pub ok_latency: LatencySummary,
+    /// The failed requests that were sent.
+    pub failed_latency: LatencySummary,
+}
+
+/// Why a cut could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CutError {
+    /// The records after the instant were already forgotten, so the segment holding it
+    /// cannot be split exactly.
+    #[error(
+        "cannot cut the recording at {at_us} µs: its records were forgotten up to {kept_from_us} µs"
+    )]
+    Forgotten {
+        /// The instant asked for.
+        at_us: u64,
+        /// The watermark.
+        kept_from_us: u64,
+    },
 }
 
 struct Inner {
     window_us: u64,
     keep_records: bool,
-    records: Vec<Record>,
+    /// The records kept: those completing at or after `kept_from_us` (give or take a few that
+    /// arrived out of order), in arrival order.
+    records: VecDeque<Record>,
+    /// Sequence number of `records[0]`: every record pushed gets the next one.
+    first_seq: u64,
+    kept_from_us: u64,
+    /// Sorted by `from_us`; the first starts at 0.
+    segments: Vec<Segment>,
     windows: Vec<WindowState>,
     /// Windows below this index are closed (summary only).
     closed: usize,
     total: OutcomeCounts,
     total_latency: Latencies,
+    lag: Histogram<u64>,
+    lag_over: u64,
+    /// Send instant of the first send of the current stretch of sends all late by rattle's own
+    /// doing.
+    late_since: Option<u64>,
+    /// Start of the current stretch of saturated seconds.
+    busy_since: Option<u64>,
+    lag_now: bool,
+    busy_now: bool,
+    behind: Behind,
+    unsent: u64,
 }
 
 /// Thread-safe sink of request records: per-request log (optional), per-window counts and
@@ -358,11 +546,22 @@ impl Recording {
             inner: Arc::new(Mutex::new(Inner {
                 window_us,
                 keep_records,
-                records: Vec::new(),
+                records: VecDeque::new(),
+                first_seq: 0,
+                kept_from_us: 0,
+                segments: vec![Segment::new(0)],
                 windows: Vec::new(),
                 closed: 0,
                 total: OutcomeCounts::default(),
                 total_latency: Latencies::new(),
+                lag: new_histogram(),
+                lag_over: 0,
+                late_since: None,
+                busy_since: None,
+                lag_now: false,
+                busy_now: false,
+                behind: Behind::default(),
+                unsent: 0,
             })),
         }
     }
@@ -394,16 +593,116 @@ impl Recording {
         }
     }
 
-    /// A copy of all records so far, in arrival order (not sorted).
+    /// A copy of the records kept (all of them, unless [`Recording::forget_before`] was
+    /// called), in arrival order (not sorted).
     pub fn records(&self) -> Vec<Record> {
-        self.lock().records.clone()
+        self.lock().records.iter().copied().collect()
     }
 
-    /// Records with index >= `from` (for incremental consumers), and the new length.
+    /// Records with sequence number >= `from` that are still kept (for incremental
+    /// consumers), and the sequence number of the next record. Sequence numbers count every
+    /// record pushed, forgotten or not.
     pub fn records_since(&self, from: usize) -> (Vec<Record>, usize) {
         let g = self.lock();
-        let from = from.min(g.records.len());
-        (g.records[from..].to_vec(), g.records.len())
+        let next = g.first_seq + g.records.len() as u64;
+        let skip = (from as u64)
+            .saturating_sub(g.first_seq)
+            .min(g.records.len() as u64);
+        let out = g.records.iter().skip(skip as usize).copied().collect();
+        (out, usize::try_from(next).unwrap_or(usize::MAX))
+    }
+
+    /// Forgets the records completing before `t_us` and keeps none completing before it from
+    /// now on: only aggregates (windows, totals, segments) hold them. The watermark never moves
+    /// back. Records arrive roughly in completion order; a few stragglers behind the front may
+    /// be kept a little longer, never fewer than asked.
+    pub fn forget_before(&self, t_us: u64) {
+        let mut g = self.lock();
+        if t_us <= g.kept_from_us {
+            return;
+        }
+        g.kept_from_us = t_us;
+        while g.records.front().is_some_and(|r| r.done_us < t_us) {
+            g.records.pop_front();
+            g.first_seq += 1;
+        }
+    }
+
+    /// The watermark: records completing before it may have been forgotten.
+    pub fn kept_from_us(&self) -> u64 {
+        self.lock().kept_from_us
+    }
+
+    /// Starts a new segment at `t_us`, so that spans starting or ending there can be read
+    /// from aggregates ([`Recording::span_figures`]). A cut at an instant already cut is a
+    /// no-op; a cut in the past moves the kept records completing after it into the new
+    /// segment, so it needs them: it fails below the watermark.
+    pub fn cut_at(&self, t_us: u64) -> Result<(), CutError> {
+        let mut g = self.lock();
+        let g = &mut *g;
+        let idx = g.segments.partition_point(|seg| seg.from_us <= t_us);
+        // `segments[0]` starts at 0, so idx >= 1.
+        let holder = idx.saturating_sub(1);
+        if g.segments[holder].from_us == t_us {
+            return Ok(());
+        }
+        if t_us < g.kept_from_us || !g.keep_records {
+            return Err(CutError::Forgotten {
+                at_us: t_us,
+                kept_from_us: g.kept_from_us,
+            });
+        }
+        let end = g.segments.get(idx).map_or(u64::MAX, |seg| seg.from_us);
+        let mut new = Segment::new(t_us);
+        let mut moved = Latencies::new();
+        let mut moved_counts = OutcomeCounts::default();
+        for r in g
+            .records
+            .iter()
+            .filter(|r| r.done_us >= t_us && r.done_us < end)
+        {
+            new.add(r);
+            moved_counts.add(r.outcome);
+            if r.outcome != Outcome::Missed {
+                moved.record(r.outcome, r.latency_us());
+            }
+        }
+        let old = &mut g.segments[holder];
+        old.counts.subtract(&moved_counts);
+        // Same bounds, and every value moved was recorded in `old`: cannot fail; were it to,
+        // the old segment would keep a few latencies too many, never panic.
+        let _ = old.latencies.ok.subtract(&moved.ok);
+        let _ = old.latencies.failed.subtract(&moved.failed);
+        g.segments.insert(idx, new);
+        Ok(())
+    }
+
+    /// Figures of the requests completing in `[from_us, to_us)`, merged from the segments,
+    /// when both ends are cuts (0 and `u64::MAX` always are); `None` otherwise.
+    pub fn span_figures(&self, from_us: u64, to_us: u64) -> Option<SpanFigures> {
+        let g = self.lock();
+        let is_cut = |t: u64| t == u64::MAX || g.segments.iter().any(|seg| seg.from_us == t);
+        if !is_cut(from_us) || !is_cut(to_us) {
+            return None;
+        }
+        let mut counts = OutcomeCounts::default();
+        let mut lat = Latencies::new();
+        for seg in g
+            .segments
+            .iter()
+            .filter(|seg| seg.from_us >= from_us && seg.from_us < to_us)
+        {
+            counts.merge(&seg.counts);
+            let _ = lat.ok.add(&seg.latencies.ok);
+            let _ = lat.failed.add(&seg.latencies.failed);
+        }
+        let [latency, ok_latency, failed_latency] = lat.summaries();
+        Some(SpanFigures {
+            counts,
+            latency,
+            ok_latency,
+            failed_latency,
+        })
     }
 
     /// The windows so far (dense: windows with no requests are present and empty).
@@ -425,6 +724,44 @@ impl Recording {
             .map(|w| w.window(idx as u64 * g.window_us))
     }
 
+    /// Notes that a request due at `intended_us` went out at `sent_us`; `ready_us` is when it
+    /// could go at the earliest (its intended start, or later if it had to wait for an
+    /// in-flight permit). Feeds the send lag of the window of `sent_us` and of the run, and
+    /// the test of whether rattle kept its own schedule ([`Behind`]).
+    pub fn sent(&self, intended_us: u64, ready_us: u64, sent_us: u64) {
+        self.lock().sent(intended_us, ready_us, sent_us);
+    }
+
+    /// From `from_us` to `to_us` the busiest runtime worker was running or waiting to run
+    /// `busy` of the time: [`CPU_SATURATED`] for [`CPU_SATURATED_FOR_US`] puts rattle behind.
+    pub fn cpu_busy(&self, from_us: u64, to_us: u64, busy: f64) {
+        self.lock().cpu_busy(from_us, to_us, busy);
+    }
+
+    /// The run's send lag so far, and whether rattle fell behind its schedule: the live
+    /// figure the progress line (and a metrics endpoint) reads. Cheap: no histogram is copied.
+    pub fn send_lag(&self) -> SendLag {
+        let g = self.lock();
+        SendLag {
+            run: LagSummary::of(&g.lag, g.lag_over),
+            behind: g.behind,
+        }
+    }
+
+    /// Counts `n` tickets that were due but never sent because the run ended (neither sent nor
+    /// missed: see [`Recording::unsent`]).
+    pub fn add_unsent(&self, n: u64) {
+        let mut g = self.lock();
+        g.unsent = g.unsent.saturating_add(n);
+    }
+
+    /// Tickets that were due when the load stopped and had not been sent, with time left
+    /// before their timeout: the run ended under them. Not counted as missed nor in any
+    /// window.
+    pub fn unsent(&self) -> u64 {
+        self.lock().unsent
+    }
+
     /// Whole-run counts.
     pub fn totals(&self) -> OutcomeCounts {
         self.lock().total
@@ -443,26 +780,40 @@ impl Recording {
 }
 
 impl Inner {
+    /// The window holding `t_us`, created (with every window before it) if need be; older
+    /// windows are closed as newer ones open. `None` past the representable windows.
+    fn window_mut(&mut self, t_us: u64) -> Option<&mut WindowState> {
+        let idx = usize::try_from(t_us / self.window_us).ok()?;
+        if idx == usize::MAX {
+            return None;
+        }
+        while self.windows.len() <= idx {
+            self.windows.push(WindowState {
+                counts: OutcomeCounts::default(),
+                histograms: Some(Box::new(Latencies::new())),
+                summaries: [LatencySummary::default(); 3],
+                lag: None,
+                lag_over: 0,
+                lag_summary: LagSummary::default(),
+            });
+        }
+        // Close the windows that fell behind: keep their summary, free their histograms.
+        let close_below = self.windows.len().saturating_sub(OPEN_WINDOWS);
+        while self.closed < close_below {
+            self.windows[self.closed].close();
+            self.closed += 1;
+        }
+        self.windows.get_mut(idx)
+    }
+
     fn record_one(&mut self, rec: Record) {
-        let idx = usize::try_from(rec.done_us / self.window_us).unwrap_or(usize::MAX);
-        if idx != usize::MAX {
-            while self.windows.len() <= idx {
-                self.windows.push(WindowState {
-                    counts: OutcomeCounts::default(),
-                    histograms: Some(Box::new(Latencies::new())),
-                    summaries: [LatencySummary::default(); 3],
-                });
-            }
-            // Close the windows that fell behind: keep their summary, free their histogram.
-            let close_below = self.windows.len().saturating_sub(OPEN_WINDOWS);
-            while self.closed < close_below {
-                let w = &mut self.windows[self.closed];
-                if let Some(h) = w.histograms.take() {
-                    w.summaries = h.summaries();
-                }
-                self.closed += 1;
-            }
-            let w = &mut self.windows[idx];
+        // A missed request counts in the window of its intended start: the moment users would
+        // have sent it, not the moment rattle gave up on it (see the README's "Missed").
+        let at = match rec.outcome {
+            Outcome::Missed => rec.intended_us,
+            _ => rec.done_us,
+        };
+        if let Some(w) = self.window_mut(at) {
             w.counts.add(rec.outcome);
             if rec.outcome != Outcome::Missed
                 && let Some(h) = &mut w.histograms
@@ -474,9 +825,71 @@ impl Inner {
         if rec.outcome != Outcome::Missed {
             self.total_latency.record(rec.outcome, rec.latency_us());
         }
-        if self.keep_records {
-            self.records.push(rec);
+        let seg = self
+            .segments
+            .partition_point(|seg| seg.from_us <= rec.done_us)
+            .saturating_sub(1);
+        if let Some(seg) = self.segments.get_mut(seg) {
+            seg.add(&rec);
         }
+        if self.keep_records && rec.done_us >= self.kept_from_us {
+            self.records.push_back(rec);
+        } else {
+            // Never kept, but numbered all the same, so `records_since` stays consistent.
+            if self.records.is_empty() {
+                self.first_seq += 1;
+            } else {
+                // A straggler below the watermark behind kept records: count it in the
+                // sequence by keeping it (rare: it arrived out of order).
+                self.records.push_back(rec);
+            }
+        }
+    }
+
+    fn sent(&mut self, intended_us: u64, ready_us: u64, sent_us: u64) {
+        let lag = sent_us.saturating_sub(intended_us);
+        let late = lag > LAG_LATE_US;
+        if let Some(w) = self.window_mut(sent_us) {
+            w.lag
+                .get_or_insert_with(|| Box::new(new_histogram()))
+                .saturating_record(lag.max(1));
+            w.lag_over += u64::from(late);
+        }
+        self.lag.saturating_record(lag.max(1));
+        self.lag_over += u64::from(late);
+        // Rattle's own lag: from when the request could go (its intended start, or the
+        // instant an in-flight permit freed up, if the target held them all) to its send. A
+        // target that holds every permit delays sends too, but that shows as its latency and
+        // as missed requests; only this part says rattle itself could not keep up.
+        let own = sent_us.saturating_sub(ready_us.max(intended_us));
+        if own > LAG_LATE_US {
+            let since = *self.late_since.get_or_insert(sent_us);
+            let stretch = sent_us.saturating_sub(since);
+            self.behind.longest_us = self.behind.longest_us.max(stretch);
+            if stretch >= BEHIND_FOR_US {
+                self.behind.since_us.get_or_insert(since);
+                self.lag_now = true;
+            }
+        } else {
+            self.late_since = None;
+            self.lag_now = false;
+        }
+        self.behind.now = self.lag_now || self.busy_now;
+    }
+
+    fn cpu_busy(&mut self, from_us: u64, to_us: u64, busy: f64) {
+        if busy >= CPU_SATURATED {
+            let since = *self.busy_since.get_or_insert(from_us);
+            if to_us.saturating_sub(since) >= CPU_SATURATED_FOR_US {
+                self.behind.since_us.get_or_insert(since);
+                self.behind.cpu_saturated = true;
+                self.busy_now = true;
+            }
+        } else {
+            self.busy_since = None;
+            self.busy_now = false;
+        }
+        self.behind.now = self.lag_now || self.busy_now;
     }
 }
 
@@ -566,5 +979,162 @@ mod tests {
         assert_eq!(w[0].ok_latency.p50_us, Some(500));
         assert_eq!(r.totals().total(), 3);
         assert_eq!(r.records().len(), 3);
+    }
+
+    fn ok(intended_us: u64, done_us: u64) -> Record {
+        Record {
+            intended_us,
+            done_us,
+            outcome: Outcome::Ok,
+        }
+    }
+
+    /// Issue #14: memory stays flat: forgotten records leave the log but not the figures, and
+    /// incremental readers keep their place.
+    #[test]
+    fn forgetting_keeps_aggregates_and_sequence_numbers() {
+        let r = Recording::new(Duration::from_secs(1), true);
+        for k in 0..100u64 {
+            r.push(ok(k * 10_000, k * 10_000 + 500));
+        }
+        let (_, seen) = r.records_since(0);
+        assert_eq!(seen, 100);
+        r.forget_before(500_000);
+        assert_eq!(r.records().len(), 50);
+        assert!(r.records().iter().all(|rec| rec.done_us >= 500_000));
+        for k in 100..110u64 {
+            r.push(ok(k * 10_000, k * 10_000 + 500));
+        }
+        let (new, next) = r.records_since(seen);
+        assert_eq!((new.len(), next), (10, 110));
+        assert_eq!(new[0].intended_us, 1_000_000);
+        // A reader that fell behind the watermark gets what is left.
+        assert_eq!(r.records_since(10).0.len(), 60);
+        assert_eq!(r.totals().ok(), 110);
+        assert_eq!(r.windows()[0].counts.ok(), 100);
+        // The watermark never moves back; below it nothing is kept.
+        r.forget_before(100);
+        assert_eq!(r.kept_from_us(), 500_000);
+        r.push(ok(0, 400_000));
+        assert!(
+            r.records()
+                .iter()
+                .all(|rec| rec.done_us >= 500_000 || rec.done_us == 400_000)
+        );
+    }
+
+    /// Issue #14: the figures of a span between two cuts, merged from segments, equal the
+    /// figures of its records, even for a cut made after the requests completed.
+    #[test]
+    fn span_figures_between_cuts_match_the_records() {
+        let r = Recording::new(Duration::from_secs(1), true);
+        r.cut_at(1_000_000).expect("cut before any request");
+        for k in 0..300u64 {
+            let t = k * 10_000;
+            let (done, outcome) = if (150..200).contains(&k) {
+                (t + 5_000, Outcome::Reset)
+            } else {
+                (t + 1_000 + k, Outcome::Ok)
+            };
+            r.push(Record {
+                intended_us: t,
+                done_us: done,
+                outcome,
+            });
+        }
+        // Cut in the past: the requests completing after 2 s move to the new segment.
+        r.cut_at(2_000_000).expect("records kept");
+        let f = r.span_figures(1_000_000, 2_000_000).expect("both ends cut");
+        assert_eq!(f.counts.total(), 100);
+        assert_eq!(f.counts.failed(), 50);
+        assert_eq!(f.ok_latency.count, 50);
+        assert_eq!(f.failed_latency.p50_us.map(|v| v / 10), Some(500));
+        let rest = r.span_figures(2_000_000, u64::MAX).expect("cut");
+        assert_eq!(rest.counts.total(), 100);
+        assert_eq!(rest.ok_latency.max_us.map(|v| v / 10), Some(129));
+        assert_eq!(
+            r.span_figures(0, 1_000_000).map(|f| f.counts.total()),
+            Some(100)
+        );
+        assert!(r.span_figures(1_500_000, 2_000_000).is_none(), "not a cut");
+        // Below the watermark a new cut cannot be exact: refused, never approximated.
+        r.forget_before(2_500_000);
+        assert!(r.cut_at(2_200_000).is_err());
+        assert!(r.cut_at(2_000_000).is_ok(), "an existing cut stays");
+    }
+
+    /// Issue #14: a missed request counts in the window of its intended start.
+    #[test]
+    fn missed_requests_count_where_they_were_due() {
+        let r = Recording::new(Duration::from_secs(1), false);
+        r.push(ok(0, 100));
+        r.push(Record {
+            intended_us: 300_000,
+            done_us: 5_300_000,
+            outcome: Outcome::Missed,
+        });
+        r.push(ok(5_000_000, 5_100_000));
+        let w = r.windows();
+        assert_eq!(w[0].counts.get(Outcome::Missed), 1);
+        assert_eq!(w[5].counts.get(Outcome::Missed), 0);
+        assert_eq!(r.totals().get(Outcome::Missed), 1);
+    }
+
+    /// Issue #14: rattle is behind only when its own lag stays over 10 ms for a second; a
+    /// wait for a permit (the target's doing) or a short hiccup is not enough.
+    #[test]
+    fn behind_needs_a_second_of_own_lag() {
+        let r = Recording::new(Duration::from_secs(1), false);
+        // Late by 50 ms for 2 s, but each waited for a permit until just before its send.
+        for k in 0..200u64 {
+            let t = k * 10_000;
+            r.sent(t, t + 49_000, t + 50_000);
+        }
+        assert_eq!(r.send_lag().behind, Behind::default());
+        assert_eq!(r.send_lag().run.over_10ms, 200);
+        // A 500 ms hiccup of own lag, then on time.
+        for k in 200..250u64 {
+            let t = k * 10_000;
+            r.sent(t, t, t + 20_000);
+        }
+        r.sent(2_500_000, 2_500_000, 2_500_100);
+        let lag = r.send_lag();
+        assert_eq!(lag.behind.since_us, None);
+        assert!(!lag.behind.now);
+        assert_eq!(lag.behind.longest_us, 490_000);
+        // 1.2 s of own lag: behind, from the first late send of the stretch.
+        for k in 0..=120u64 {
+            let t = 3_000_000 + k * 10_000;
+            r.sent(t, t, t + 15_000);
+        }
+        let lag = r.send_lag();
+        assert_eq!(lag.behind.since_us, Some(3_015_000));
+        assert!(lag.behind.now);
+        assert_eq!(r.windows()[3].send_lag.count, 99, "sent in 3.015..=3.995 s");
+        assert_eq!(r.windows()[3].send_lag.p50_us.map(|v| v / 100), Some(150));
+    }
+
+    /// Issue #14: a saturated CPU puts rattle behind after 2 s of it, even with on-time
+    /// sends (a small in-flight cap hides the lag as permit waits); a busy second is not
+    /// enough.
+    #[test]
+    fn a_saturated_cpu_for_two_seconds_is_behind() {
+        let r = Recording::new(Duration::from_secs(1), false);
+        r.cpu_busy(0, 1_000_000, 0.99);
+        r.cpu_busy(1_000_000, 2_000_000, 0.5);
+        r.cpu_busy(2_000_000, 3_000_000, 0.97);
+        r.sent(3_000_000, 3_000_000, 3_000_100);
+        assert_eq!(r.send_lag().behind, Behind::default());
+        r.cpu_busy(3_000_000, 4_000_000, 0.96);
+        let b = r.send_lag().behind;
+        assert_eq!(b.since_us, Some(2_000_000));
+        assert!(b.cpu_saturated && b.now);
+        r.cpu_busy(4_000_000, 5_000_000, 0.2);
+        assert!(!r.send_lag().behind.now);
+        assert_eq!(
+            r.send_lag().behind.since_us,
+            Some(2_000_000),
+            "once behind, for good"
+        );
     }
 }

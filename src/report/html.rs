@@ -401,6 +401,7 @@ pub fn html(r: &Report) -> Result<String, ReportError> {
         Verdict::Fail => "fail",
         Verdict::Aborted => "aborted",
         Verdict::Error => "error",
+        Verdict::Inconclusive => "inconclusive",
     };
     let t = &r.totals;
     let tl = t.success_latency();
@@ -481,6 +482,8 @@ pub fn html(r: &Report) -> Result<String, ReportError> {
         plan => plan.unwrap_or(Value::UNDEFINED),
         timeline => Serde(&timeline),
         cluster_outside => Serde(&cluster_rows(r, None)),
+        generator => Serde(&super::lag::lines(r)),
+        late_windows => Serde(&super::lag::window_rows(r)),
     };
     tmpl.render(ctx)
         .map_err(|e| ReportError::Html(e.to_string()))

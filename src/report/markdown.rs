@@ -50,6 +50,7 @@ pub fn markdown(r: &Report) -> String {
         Verdict::Fail => "❌ FAIL",
         Verdict::Aborted => "⏹ ABORTED",
         Verdict::Error => "⚠️ ERROR",
+        Verdict::Inconclusive => "❔ INCONCLUSIVE",
     };
     let _ = writeln!(s, "# rattle: {} — {}\n", cell(&r.experiment.name), icon);
     let _ = writeln!(s, "{}\n", cell(&r.reason));
@@ -190,6 +191,9 @@ pub fn markdown(r: &Report) -> String {
                 ))
                 .unwrap_or_default()
         );
+    }
+    for line in super::lag::lines(r) {
+        let _ = writeln!(s, "{line}\n");
     }
     if !t.errors.is_empty() {
         let errs = t

@@ -27,6 +27,7 @@ pub mod gates;
 pub mod html;
 pub mod json;
 pub mod junit;
+mod lag;
 pub mod markdown;
 mod model;
 pub mod score;
@@ -110,6 +111,7 @@ impl Report {
             Verdict::Fail => Outcome::Fail,
             Verdict::Aborted => Outcome::Aborted,
             Verdict::Error => Outcome::BadInput,
+            Verdict::Inconclusive => Outcome::Inconclusive,
         })
     }
 

@@ -182,7 +182,8 @@ pub struct WindowReport {
     pub ok: u64,
     /// Failed, missed included.
     pub failed: u64,
-    /// Not sent on time (in-flight cap).
+    /// Not sent on time (in-flight cap, or rattle behind), counted in the window of their
+    /// intended start.
     pub missed: u64,
     /// Latency percentiles (ms), from intended start, of every request sent: successes and
     /// failures mixed, as wrk and oha report them. See `ok_latency` for what users waited for.
@@ -203,6 +204,69 @@ pub struct WindowReport {
     /// requests have none). Absent in reports written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_latency: Option<LatencyReport>,
+    /// Send lag of the requests sent in this window: how late rattle sent them after their
+    /// intended start. Absent in reports written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_lag: Option<SendLagReport>,
+}
+
+/// Send lag: actual send minus intended start, in ms. Large figures mean the load generator,
+/// not the service, set the pace: the latencies beside them then measure rattle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SendLagReport {
+    /// Requests sent.
+    pub count: u64,
+    /// Median lag (ms).
+    pub p50_ms: Option<f64>,
+    /// 99th percentile (ms).
+    pub p99_ms: Option<f64>,
+    /// Maximum (ms).
+    pub max_ms: Option<f64>,
+    /// Requests sent more than 10 ms after their intended start.
+    pub over_10ms: u64,
+}
+
+impl From<&crate::metrics::LagSummary> for SendLagReport {
+    fn from(s: &crate::metrics::LagSummary) -> Self {
+        Self {
+            count: s.count,
+            p50_ms: s.p50_us.map(analysis::us_to_ms),
+            p99_ms: s.p99_us.map(analysis::us_to_ms),
+            max_ms: s.max_us.map(analysis::us_to_ms),
+            over_10ms: s.over_10ms,
+        }
+    }
+}
+
+/// Whether rattle kept its own schedule over the run. When it did not, the run is
+/// `inconclusive` (exit 5): its figures measure rattle, not the service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GeneratorReport {
+    /// The whole run's send lag.
+    pub send_lag: SendLagReport,
+    /// False when rattle's own lag (send minus the instant the request could go: its intended
+    /// start, or later if the target held every in-flight permit) stayed over 10 ms for 1 s.
+    pub kept_schedule: bool,
+    /// When that stretch began (ms since the run's start).
+    pub behind_since_ms: Option<f64>,
+    /// The longest stretch of sends all over 10 ms late by rattle's own doing (ms).
+    pub longest_late_stretch_ms: f64,
+    /// True when rattle's busiest runtime worker was running or waiting to run 95 % of the
+    /// time for 2 s (Linux): rattle wanted more CPU than it got.
+    #[serde(default)]
+    pub cpu_saturated: bool,
+}
+
+impl From<&crate::metrics::SendLag> for GeneratorReport {
+    fn from(l: &crate::metrics::SendLag) -> Self {
+        Self {
+            send_lag: (&l.run).into(),
+            kept_schedule: l.behind.since_us.is_none(),
+            behind_since_ms: l.behind.since_us.map(analysis::us_to_ms),
+            longest_late_stretch_ms: analysis::us_to_ms(l.behind.longest_us),
+            cpu_saturated: l.behind.cpu_saturated,
+        }
+    }
 }
 
 /// Whole-run figures.
@@ -242,6 +306,14 @@ pub struct Totals {
     /// requests have none). Absent in reports written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_latency: Option<LatencyReport>,
+    /// Tickets that were due when the load stopped, not sent, with time left before their
+    /// timeout: the run ended under them. Counted in neither `requests` nor `missed`.
+    #[serde(default)]
+    pub unsent: u64,
+    /// The load generator's own figures: its send lag and whether it kept its schedule.
+    /// Absent without load and in reports written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<GeneratorReport>,
 }
 
 /// A steady-state check: the SLO over the load's requests in a span, and the probes.

@@ -56,7 +56,7 @@ pub fn score(r: &Report) -> Score {
     s.passed = s.hypotheses_passed + s.gates_passed;
     s.judged = s.hypotheses_judged + s.gates_judged;
     s.value = match r.verdict {
-        Verdict::Aborted | Verdict::Error => 0,
+        Verdict::Aborted | Verdict::Error | Verdict::Inconclusive => 0,
         Verdict::Pass | Verdict::Fail if s.judged == 0 => 0,
         Verdict::Pass | Verdict::Fail => {
             ((100.0 * f64::from(s.passed) / f64::from(s.judged)).round() as u32).min(100)

@@ -11,6 +11,7 @@
 mod faults;
 mod progress;
 mod prom;
+mod retention;
 mod setup;
 mod stop;
 
@@ -139,6 +140,9 @@ struct FaultState {
     reverted_us: Option<u64>,
     error: Option<String>,
     revert_failed: bool,
+    /// The fault's figures, once its recovery was decided during the run (final: more
+    /// observation cannot change them), so its records could be forgotten.
+    decided: Option<analysis::Recovery>,
 }
 
 /// State shared between the phase task, the caller and the progress line.
@@ -159,6 +163,9 @@ struct Shared {
     run_id: String,
     /// The outputs to the dashboards and the cluster watchers.
     observer: crate::observe::Observer,
+    /// The baseline's SLO check, made when the baseline ended, so its records could be
+    /// forgotten.
+    before_slo: Mutex<Option<analysis::SloCheck>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -209,8 +216,11 @@ impl Shared {
             env,
             run_id,
             observer,
+            before_slo: Mutex::new(None),
             plan,
         });
+        // Phase figures start at the end of warm-up: a cut there, before any request.
+        let _ = shared.recording.cut_at(dur_us(shared.plan.warmup));
         (shared, phase_rx)
     }
 
@@ -507,6 +517,7 @@ async fn drive(
     let task = tokio::spawn(phases(shared.clone(), stop.clone()));
     let watch_stop = CancellationToken::new();
     let watcher = tokio::spawn(stop::watch(shared.clone(), watch_stop.clone()));
+    let retainer = tokio::spawn(retention::run(shared.clone(), watch_stop.clone()));
     tokio::pin!(task);
     tokio::pin!(watcher);
     let mut cause = None;
@@ -526,6 +537,7 @@ async fn drive(
         }
     };
     watch_stop.cancel();
+    let _ = retainer.await;
     let ending = match joined {
         Ok(e) => e,
         Err(_) => {
@@ -600,10 +612,15 @@ async fn baseline(s: &Shared, stop: &CancellationToken) -> Option<Ending> {
         let before = steady_check(
             s,
             &s.sorted_records(),
+            None,
             &s.probe_results(),
             plan.warmup,
             baseline_end,
         );
+        if let Some(slo) = before.slo_check.clone() {
+            *lock(&s.before_slo) = Some(slo);
+        }
+        let before = before.report;
         if !before.held {
             return Some(Ending::NotSteady(describe_unsteady(&before)));
         }
@@ -670,6 +687,9 @@ fn pending_recoveries(s: &Shared, now_us: u64) -> usize {
         .iter()
         .zip(&s.plan.faults)
         .filter(|(st, pf)| {
+            if st.decided.is_some() {
+                return false;
+            }
             let Some(span) = fault_span(&s.plan, pf, st, now_us) else {
                 return false;
             };
@@ -733,28 +753,43 @@ fn dur_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// A steady-state check, and the SLO check it made (kept so that the records it read can be
+/// forgotten).
+struct Steady {
+    report: SteadyCheck,
+    slo_check: Option<analysis::SloCheck>,
+}
+
+/// The steady-state check over `[from, to)`: the SLO over the requests completing then (or
+/// `known`, the same check made earlier over the same span), and the probes.
 fn steady_check(
     s: &Shared,
     sorted: &[Record],
+    known: Option<analysis::SloCheck>,
     probes: &[probe::ProbeResult],
     from: Duration,
     to: Duration,
-) -> SteadyCheck {
+) -> Steady {
     let (from_us, to_us) = (dur_us(from), dur_us(to));
     let slo = s.plan.load.as_ref().map(|_| {
-        let lo = sorted.partition_point(|r| r.done_us < from_us);
-        let hi = sorted.partition_point(|r| r.done_us < to_us);
-        analysis::check_slo(&sorted[lo..hi], s.plan.slo())
+        known.unwrap_or_else(|| {
+            let lo = sorted.partition_point(|r| r.done_us < from_us);
+            let hi = sorted.partition_point(|r| r.done_us < to_us);
+            analysis::check_slo(&sorted[lo..hi], s.plan.slo())
+        })
     });
     let names: Vec<String> = s.plan.probes.iter().map(|p| p.name.clone()).collect();
     let probes = probe::summarize(&names, probes, from_us, to_us);
     let held = slo.as_ref().is_none_or(|c| c.held) && probes.iter().all(|p| p.failed == 0);
-    SteadyCheck {
-        held,
-        from_ms: from_us / 1000,
-        to_ms: to_us / 1000,
-        slo: slo.as_ref().map(Into::into),
-        probes: probes.iter().map(Into::into).collect(),
+    Steady {
+        report: SteadyCheck {
+            held,
+            from_ms: from_us / 1000,
+            to_ms: to_us / 1000,
+            slo: slo.as_ref().map(Into::into),
+            probes: probes.iter().map(Into::into).collect(),
+        },
+        slo_check: slo,
     }
 }
 
@@ -784,6 +819,7 @@ fn window_reports(recording: &Recording) -> Vec<WindowReport> {
                 errors: errors_by_class(&w.counts),
                 ok_latency: Some((&w.ok_latency).into()),
                 failed_latency: Some((&w.failed_latency).into()),
+                send_lag: Some((&w.send_lag).into()),
             }
         })
         .collect()
@@ -819,7 +855,49 @@ fn totals(recording: &Recording, load_us: u64) -> Totals {
         errors: errors_by_class(&c),
         ok_latency: Some(report::LatencyReport::of_histogram(&ok)),
         failed_latency: Some(report::LatencyReport::of_histogram(&failed)),
+        unsent: recording.unsent(),
+        generator: Some(recording.send_lag())
+            .filter(|l| l.run.count > 0 || c.total() > 0)
+            .map(|l| (&l).into()),
     }
+}
+
+/// A pass or a fail whose figures rattle itself distorted becomes inconclusive (exit 5): when
+/// rattle's own send lag stayed over 10 ms for a second, latencies and missed requests measure
+/// the load generator, not the service. Aborted runs and errors keep their outcome.
+fn unless_rattle_fell_behind(
+    outcome: Outcome,
+    reason: String,
+    lag: &metrics::SendLag,
+) -> (Outcome, String) {
+    let Some(since_us) = lag.behind.since_us else {
+        return (outcome, reason);
+    };
+    if !matches!(outcome, Outcome::Pass | Outcome::Fail) {
+        return (outcome, reason);
+    }
+    let ms = |us: Option<u64>| us.map_or("-".to_string(), |v| format!("{}", analysis::us_to_ms(v)));
+    (
+        Outcome::Inconclusive,
+        format!(
+            "rattle fell behind its own schedule from {:.1}s ({}its own send lag stayed over \
+             {} ms for up to {:.1}s; send lag p99 {} ms, max {} ms, {} of {} requests sent \
+             over 10 ms late): the figures measure rattle, not the service. Lower the rate or \
+             give rattle more CPU. Without that, the run would have said: {reason}",
+            since_us as f64 / 1e6,
+            if lag.behind.cpu_saturated {
+                "its CPU was saturated; "
+            } else {
+                ""
+            },
+            metrics::LAG_LATE_US / 1000,
+            lag.behind.longest_us as f64 / 1e6,
+            ms(lag.run.p99_us),
+            ms(lag.run.max_us),
+            lag.run.over_10ms,
+            lag.run.count,
+        ),
+    )
 }
 
 fn analyse(
@@ -839,7 +917,9 @@ fn analyse(
         .zip(&states)
         .map(|(pf, st)| {
             let deciders = probe::recovery_deciders(&plan.probes);
-            let recovery = if plan.load.is_some() {
+            let recovery = if let Some(decided) = &st.decided {
+                Some(decided.clone())
+            } else if plan.load.is_some() {
                 fault_span(plan, pf, st, load_end_us)
                     .map(|span| analysis::fault_recovery(&sorted, plan.slo(), span))
             } else if !deciders.is_empty() {
@@ -883,13 +963,12 @@ fn analyse(
         .collect();
 
     let before = (!plan.faults.is_empty()).then(|| {
-        steady_check(
-            s,
-            &sorted,
-            probes,
-            plan.warmup,
-            plan.baseline_end().min(Duration::from_micros(load_end_us)),
-        )
+        let to = plan.baseline_end().min(Duration::from_micros(load_end_us));
+        // The check made when the baseline ended covers the same span, if the run got there.
+        let known = (to == plan.baseline_end())
+            .then(|| lock(&s.before_slo).clone())
+            .flatten();
+        steady_check(s, &sorted, known, probes, plan.warmup, to).report
     });
     let after_from = Duration::from_micros(load_end_us).saturating_sub(plan.hold);
     let completed = matches!(ending, Ending::Completed);
@@ -897,10 +976,12 @@ fn analyse(
         steady_check(
             s,
             &sorted,
+            None,
             probes,
             after_from,
             Duration::from_micros(load_end_us),
         )
+        .report
     });
 
     let (outcome, reason) = if revert_failed {
@@ -950,6 +1031,11 @@ fn analyse(
             }
         }
     };
+    let (outcome, reason) = if plan.load.is_some() {
+        unless_rattle_fell_behind(outcome, reason, &s.recording.send_lag())
+    } else {
+        (outcome, reason)
+    };
     let e = &plan.experiment;
     let mut report = Report {
         schema_version: report::SCHEMA_VERSION,
@@ -980,8 +1066,18 @@ fn analyse(
     };
     if plan.load.is_some() {
         let spans = report::phase_spans(&report);
+        // From the segments between cuts when both ends can be cut (records forgotten before
+        // a phase began are only in the segments), else from the records kept.
         let stats = |span: Option<(u64, u64)>| {
-            span.map(|(a, b)| (&analysis::span_stats(&sorted, a, b)).into())
+            span.map(|(a, b)| {
+                let cut = s.recording.cut_at(a).and(s.recording.cut_at(b));
+                let figures = cut.ok().and_then(|()| s.recording.span_figures(a, b));
+                let stats = match figures {
+                    Some(f) => analysis::span_stats_of(&f, a, b),
+                    None => analysis::span_stats(&sorted, a, b),
+                };
+                (&stats).into()
+            })
         };
         report.phases = Some(report::Phases {
             baseline: stats(spans.baseline),

@@ -1,6 +1,8 @@
 //! Live progress: on a terminal one updating line (phase, elapsed, rate, errors, p99) with the
 //! run's events printed above it; otherwise plain lines, one every few seconds, so CI logs stay
-//! readable. Reads only the recording's last complete window: never slows the load.
+//! readable. Reads only the recording's last complete window and its send-lag summary: never
+//! slows the load. When rattle falls behind its own schedule the line says so at once, since
+//! from then on its figures measure rattle, not the service.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -95,6 +97,8 @@ fn status_line(recording: &Recording, clock: RunClock, phase: Phase) -> String {
     let last_complete = (now / window_us).checked_sub(1).map(|i| i * window_us);
     let w = last_complete.and_then(|t| recording.window_at(t));
     let totals = recording.totals();
+    let lag = recording.send_lag();
+    let last_lag = w.as_ref().and_then(|w| w.send_lag.p99_us);
     let (rate, err_pct, p99) = match w {
         Some(w) => {
             let rate = w.counts.total() as f64 / (window_us as f64 / 1e6);
@@ -112,8 +116,21 @@ fn status_line(recording: &Recording, clock: RunClock, phase: Phase) -> String {
         }
         None => (0.0, 0.0, "–".into()),
     };
+    let lag_text = match last_lag {
+        Some(v) if v > crate::metrics::LAG_LATE_US => {
+            format!("  send lag p99 {:.1}ms", v as f64 / 1000.0)
+        }
+        _ => String::new(),
+    };
+    let behind = if lag.behind.now {
+        "  BEHIND: rattle cannot keep its schedule; figures measure rattle, not the service"
+    } else if lag.behind.since_us.is_some() {
+        "  (fell behind earlier: run inconclusive)"
+    } else {
+        ""
+    };
     format!(
-        "{:<9} {:>6.1}s  rate {:>7.1}/s  errors {:>5.1}% (total {}{})  p99 {}",
+        "{:<9} {:>6.1}s  rate {:>7.1}/s  errors {:>5.1}% (total {}{})  p99 {}{lag_text}{behind}",
         phase.as_str(),
         elapsed,
         rate,

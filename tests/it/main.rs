@@ -4,6 +4,7 @@
 mod cli;
 mod delegate;
 mod demo;
+mod engine;
 mod experiment;
 mod fake_k8s;
 mod fidelity;

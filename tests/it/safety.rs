@@ -314,9 +314,11 @@ duration: 3s
     let t = &r["totals"];
     let requests = t["requests"].as_u64().expect("requests");
     let missed = t["missed"].as_u64().expect("missed");
+    // Issue #14: tickets still due with time left when the load stopped are unsent, apart.
+    let unsent = t["unsent"].as_u64().expect("unsent");
     // The schedule held: about 3 s × 200/s requests were accounted for, most of them missed
     // (20 in flight, each held for the 300 ms timeout, serve at most ~67/s).
-    assert!(requests >= 550, "{t}");
+    assert!(requests + unsent >= 550, "{t}");
     assert!(missed > requests / 3, "{t}");
     assert_eq!(t["ok"], 0);
     drop(keep);
