@@ -236,6 +236,11 @@ pub trait Fault: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Told the entry's `duration` once, when the plan is built, for kinds whose injected
+    /// process must know its own deadline (it stops itself there even if rattle is gone).
+    /// Ignored by default.
+    fn set_duration(&mut self, _duration: Option<std::time::Duration>) {}
+
     /// The Kubernetes API access this fault needs: what `rattle schedule --emit cronjob` grants
     /// its service account, and nothing more. Empty for kinds that do not use the API.
     fn kube_access(&self) -> Vec<KubeAccess> {
@@ -319,6 +324,11 @@ macro_rules! fault_kinds {
             pub fn fault(&self) -> &dyn Fault {
                 match self { $(FaultSpec::$variant(s) => s,)* }
             }
+
+            /// The kind's behaviour, to tell it its entry's duration.
+            pub fn fault_mut(&mut self) -> &mut dyn Fault {
+                match self { $(FaultSpec::$variant(s) => s,)* }
+            }
         }
 
         // How an experiment file's fault entry reads its kind key (experiment/entry.rs).
@@ -347,6 +357,12 @@ fault_kinds! {
     "pod-failure" => PodFailure(k8s::pod_failure::PodFailureSpec), revert: k8s::pod_failure::revert;
     "node-drain" => NodeDrain(k8s::node::NodeDrainSpec), revert: k8s::node::revert;
     "pod-network-delay" => PodNetworkDelay(k8s::netem::PodNetemSpec), revert: k8s::netem::revert;
+    "pod-stress" => PodStress(k8s::pod_stress::PodStressSpec), revert: k8s::pod_stress::revert;
+    "container-kill" => ContainerKill(k8s::container_kill::ContainerKillSpec), revert: k8s::container_kill::revert;
+    "pod-network-partition" => PodNetworkPartition(k8s::pod_net::PartitionSpec), revert: k8s::pod_net::revert;
+    "pod-network-bandwidth" => PodNetworkBandwidth(k8s::pod_net::BandwidthSpec), revert: k8s::pod_net::revert;
+    "pod-network-corrupt" => PodNetworkCorrupt(k8s::pod_net::CorruptSpec), revert: k8s::pod_net::revert;
+    "pod-dns-failure" => PodDnsFailure(k8s::pod_net::DnsFailureSpec), revert: k8s::pod_net::revert;
     "net-latency" => NetLatency(net::LatencySpec), revert: net::revert;
     "net-bandwidth" => NetBandwidth(net::BandwidthSpec), revert: net::revert;
     "net-reset" => NetReset(net::ResetSpec), revert: net::revert;

@@ -181,6 +181,10 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
             seed: fault_seed(seed, index),
         })
         .collect();
+    // A kind whose injected process stops itself (pod-stress) needs its entry's duration.
+    for f in &mut faults {
+        f.spec.fault_mut().set_duration(f.duration);
+    }
     faults.sort_by_key(|f| (f.at, f.index));
     let ss = &experiment.steady_state;
     Ok(Plan {

@@ -68,6 +68,8 @@ pub enum Res {
     ReplicaSets,
     /// core/v1 Node.
     Nodes,
+    /// core/v1 Namespace (read for its Pod Security labels).
+    Namespaces,
 }
 
 impl Res {
@@ -78,6 +80,7 @@ impl Res {
             Res::StatefulSets => "StatefulSet",
             Res::ReplicaSets => "ReplicaSet",
             Res::Nodes => "Node",
+            Res::Namespaces => "Namespace",
         }
     }
     fn api_version(self) -> &'static str {
@@ -122,6 +125,9 @@ pub struct State {
     pub keep_history: bool,
     /// Time spent answering requests (for benchmarks: what is not client-side work).
     pub server_time: Duration,
+    /// The state the kubelet reports at once for each new ephemeral container (default: it
+    /// ran and exited 0); a test sets `running`, a failing exit or a `waiting` pull error.
+    pub ephemeral_state: Value,
 }
 
 /// The running fake.
@@ -169,6 +175,7 @@ impl FakeK8s {
             seq: 0,
             keep_history: true,
             server_time: Duration::ZERO,
+            ephemeral_state: json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
         }));
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -309,6 +316,28 @@ impl FakeK8s {
                 "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
                 "spec": {}, "status": {}});
             s.put(Res::Nodes, "", name, n, None);
+        })
+    }
+
+    /// Adds a namespace with these labels.
+    pub fn add_namespace(&self, name: &str, labels: Value) {
+        self.with(|s| {
+            let n = json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "labels": labels}, "spec": {}, "status": {}});
+            s.put(Res::Namespaces, "", name, n, None);
+        })
+    }
+
+    /// Changes an object in place (as a kubelet or controller would), emitting MODIFIED.
+    /// False if it does not exist.
+    pub fn update(&self, res: Res, ns: &str, name: &str, f: impl FnOnce(&mut Value)) -> bool {
+        self.with(|s| {
+            let Some(mut o) = s.objects.get(&(res, ns.into(), name.into())).cloned() else {
+                return false;
+            };
+            f(&mut o);
+            s.put(res, ns, name, o, Some("MODIFIED"));
+            true
         })
     }
 
@@ -644,6 +673,7 @@ fn route(path: &str) -> Option<Route> {
         "statefulsets" => Res::StatefulSets,
         "replicasets" => Res::ReplicaSets,
         "nodes" => Res::Nodes,
+        "namespaces" => Res::Namespaces,
         _ => return None,
     };
     Some(Route {
@@ -679,6 +709,7 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body>
         Res::StatefulSets => "statefulsets.apps",
         Res::ReplicaSets => "replicasets.apps",
         Res::Nodes => "nodes",
+        Res::Namespaces => "namespaces",
     };
     match (&method, r.name.as_deref(), r.sub.as_deref()) {
         (&Method::GET, None, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
@@ -884,6 +915,13 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body>
                         format!("ephemeral container {} exists", c["name"]),
                     );
                 }
+                let mut statuses = obj["status"]["ephemeralContainerStatuses"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                statuses.push(json!({"name": c["name"], "image": c["image"], "imageID": "",
+                    "ready": false, "restartCount": 0, "state": s.ephemeral_state.clone()}));
+                obj["status"]["ephemeralContainerStatuses"] = Value::Array(statuses);
                 list.push(c);
             }
             obj["spec"]["ephemeralContainers"] = Value::Array(list);
