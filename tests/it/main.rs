@@ -13,6 +13,8 @@ mod k8s;
 mod kinds;
 mod load;
 mod load_cli;
+mod netns;
+mod podnet;
 mod process;
 mod proxy;
 mod report;

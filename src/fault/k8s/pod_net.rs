@@ -22,8 +22,12 @@
 //! with iptables' `string` match: the name and its subdomains fail; a short name the resolver
 //! expands with the pod's search domains does not match (write the fully qualified name). It
 //! acts on queries the pod sends to port 53 (the cluster DNS), both UDP and TCP, IPv4 and IPv6;
-//! it cannot answer wrongly (that needs a resolver of its own): `refuse` makes lookups fail at
-//! once (ICMP port unreachable, TCP reset), `drop` makes them time out.
+//! it cannot answer wrongly (that needs a resolver of its own). `refuse` rejects the query on
+//! its way out, so the lookup fails at once (the resolver's send fails, or an ICMP port
+//! unreachable or TCP reset answers it); `drop` lets the query leave and drops its answer (the
+//! answer repeats the question, so the same match finds it), so the lookup times out as when
+//! the DNS server is unreachable. Dropping the query itself would not: the kernel fails the
+//! send of a packet dropped in OUTPUT at once (EPERM).
 
 use std::net::IpAddr;
 
@@ -65,12 +69,11 @@ while [ $# -gt 0 ]; do
 done
 exit 0"#;
 
-/// The container command that runs `cmds` in order: the vector itself when there is one, else
-/// [`BATCH_SCRIPT`] with every vector as arguments. `ok`: exit codes accepted besides 0.
+/// The container command that runs `cmds` in order: the vector itself when there is one (the
+/// caller then accepts the codes of `ok` from the container), else [`BATCH_SCRIPT`] with every
+/// vector as arguments, which accepts `ok` itself and exits 0 or with the failing code.
 pub fn batch(cmds: &[Vec<String>], ok: &[i32]) -> Vec<String> {
-    if let [one] = cmds
-        && ok.is_empty()
-    {
+    if let [one] = cmds {
         return one.clone();
     }
     let mut a = vec![
@@ -211,11 +214,8 @@ pub async fn revert(env: &FaultEnv, token: &RevertToken) -> Result<()> {
     let c = &t.commands;
     let ok = &c.revert_ok;
     let cmd = batch(&c.revert, ok);
-    let container_ok: &[i32] = if cmd.first().is_some_and(|w| w == "sh") {
-        &[]
-    } else {
-        ok
-    };
+    // A single command runs as itself: its "already gone" code arrives as the container's.
+    let container_ok: &[i32] = if c.revert.len() == 1 { ok } else { &[] };
     run_in_pods(env, &t.pods, &t.image, &cmd, container_ok, "rattle-unnet", false).await
 }
 
@@ -768,10 +768,10 @@ net_fault!(CorruptSpec, "pod-network-corrupt");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DnsAction {
-    /// Refused at once (ICMP port unreachable, TCP reset): lookups fail fast.
+    /// Rejected on the way out: lookups fail at once.
     #[default]
     Refuse,
-    /// Dropped: lookups time out (the resolver's timeout and retries).
+    /// Answers dropped on the way in: lookups time out (the resolver's timeout and retries).
     Drop,
 }
 
@@ -839,7 +839,12 @@ impl DnsFailureSpec {
         for bin in ["iptables", "ip6tables"] {
             for proto in ["udp", "tcp"] {
                 for name in &names {
-                    let mut rule = words(&["OUTPUT", "-p", proto, "--dport", "53"]);
+                    // Refused queries never leave; dropped ones leave, and their answers
+                    // (which repeat the question) are dropped on the way in.
+                    let mut rule = match self.action {
+                        DnsAction::Refuse => words(&["OUTPUT", "-p", proto, "--dport", "53"]),
+                        DnsAction::Drop => words(&["INPUT", "-p", proto, "--sport", "53"]),
+                    };
                     if let Some(hex) = name {
                         rule.extend(words(&["-m", "string", "--algo", "bm", "--icase"]));
                         rule.push("--hex-string".into());
@@ -1016,14 +1021,14 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             j(&all.rules().unwrap_or_else(|e| panic!("{e}")).revert[0]),
-            "iptables -w 5 -D OUTPUT -p udp --dport 53 -m comment --comment rattle -j DROP"
+            "iptables -w 5 -D INPUT -p udp --sport 53 -m comment --comment rattle -j DROP"
         );
     }
 
     #[test]
     fn one_command_runs_as_itself_several_through_the_batch() {
         let one = vec![words(&["tc", "qdisc", "del"])];
-        assert_eq!(batch(&one, &[]), one[0]);
+        assert_eq!(batch(&one, &[2]), one[0]);
         let two = vec![words(&["a", "1"]), words(&["b"])];
         assert_eq!(
             batch(&two, &[1])[3..],
