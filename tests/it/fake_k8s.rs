@@ -919,8 +919,10 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body>
                     .as_array()
                     .cloned()
                     .unwrap_or_default();
-                statuses.push(json!({"name": c["name"], "image": c["image"], "imageID": "",
-                    "ready": false, "restartCount": 0, "state": s.ephemeral_state.clone()}));
+                statuses.push(
+                    json!({"name": c["name"], "image": c["image"], "imageID": "",
+                    "ready": false, "restartCount": 0, "state": s.ephemeral_state.clone()}),
+                );
                 obj["status"]["ephemeralContainerStatuses"] = Value::Array(statuses);
                 list.push(c);
             }

@@ -18,9 +18,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use rattle::fault::k8s::pod_net::{
-    BandwidthSpec, Commands, DnsFailureSpec, PartitionSpec, batch,
-};
+use rattle::fault::k8s::pod_net::{BandwidthSpec, Commands, DnsFailureSpec, PartitionSpec, batch};
 use serde_json::json;
 
 use crate::support::run_bounded_cmd;
@@ -87,8 +85,26 @@ impl Pair {
             "ip", "-n", &p.a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns",
             &p.b,
         ]);
-        must(&["ip", "-n", &p.a, "addr", "add", &format!("{IP_A}/30"), "dev", "va"]);
-        must(&["ip", "-n", &p.b, "addr", "add", &format!("{IP_B}/30"), "dev", "vb"]);
+        must(&[
+            "ip",
+            "-n",
+            &p.a,
+            "addr",
+            "add",
+            &format!("{IP_A}/30"),
+            "dev",
+            "va",
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &p.b,
+            "addr",
+            "add",
+            &format!("{IP_B}/30"),
+            "dev",
+            "vb",
+        ]);
         for (ns, dev) in [(&p.a, "va"), (&p.b, "vb")] {
             must(&["ip", "-n", ns, "link", "set", dev, "up"]);
             must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
@@ -151,9 +167,7 @@ fn connects(from: &Pair, ns: &str, to: SocketAddr) -> bool {
 fn dropped(p: &Pair, chain: &str) -> u64 {
     let (_, out, _) = p.exec(
         &p.a,
-        &["iptables", "-w", "5", "-L", chain, "-v", "-x", "-n"]
-            .map(String::from)
-            .to_vec(),
+        &["iptables", "-w", "5", "-L", chain, "-v", "-x", "-n"].map(String::from),
     );
     out.lines()
         .filter(|l| l.contains("rattle"))
@@ -178,11 +192,17 @@ fn partition_drops_the_peers_port_in_both_directions_and_reverts() {
     let c = spec.rules(&[IP_B.to_string()]).expect("rules");
     p.inject(&c);
     assert!(!connects(&p, &p.a, addr(IP_B, 5432)), "5432 is cut off");
-    assert!(dropped(&p, "OUTPUT") > 0, "the OUTPUT rule dropped the SYNs");
+    assert!(
+        dropped(&p, "OUTPUT") > 0,
+        "the OUTPUT rule dropped the SYNs"
+    );
     assert!(connects(&p, &p.a, addr(IP_B, 8080)), "8080 is not");
     p.revert(&c);
     assert!(!p.rules().contains("rattle"), "{}", p.rules());
-    assert!(connects(&p, &p.a, addr(IP_B, 5432)), "reachable after the revert");
+    assert!(
+        connects(&p, &p.a, addr(IP_B, 5432)),
+        "reachable after the revert"
+    );
     p.revert(&c);
     drop((db, web));
 }
@@ -210,13 +230,16 @@ fn partition_in_drops_only_what_the_pod_receives() {
     sock_b.send_to(b"in", addr(IP_A, 7000)).expect("send");
     let got = sock_a.recv_from(&mut buf);
     assert!(
-        got.as_ref().is_err_and(|e| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        got.as_ref()
+            .is_err_and(|e| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
         "{got:?}"
     );
     assert_eq!(dropped(&p, "INPUT"), 1);
     p.revert(&c);
     sock_b.send_to(b"in", addr(IP_A, 7000)).expect("send");
-    let (n, _) = sock_a.recv_from(&mut buf).expect("after the revert it arrives");
+    let (n, _) = sock_a
+        .recv_from(&mut buf)
+        .expect("after the revert it arrives");
     assert_eq!(&buf[..n], b"in");
 }
 
@@ -230,9 +253,12 @@ fn bandwidth_tbf_holds_the_rate_within_ten_percent() {
     p.inject(&c);
     let (_, qdisc, _) = p.exec(
         &p.a,
-        &["tc", "qdisc", "show", "dev", "va"].map(String::from).to_vec(),
+        &["tc", "qdisc", "show", "dev", "va"].map(String::from),
     );
-    assert!(qdisc.contains("tbf") && qdisc.contains("rate 8Mbit"), "{qdisc}");
+    assert!(
+        qdisc.contains("tbf") && qdisc.contains("rate 8Mbit"),
+        "{qdisc}"
+    );
 
     let listener = p.within(&p.b, || TcpListener::bind(addr(IP_B, 9000)).expect("bind"));
     let total: usize = 3_000_000;
@@ -291,7 +317,7 @@ fn bandwidth_tbf_holds_the_rate_within_ten_percent() {
     p.revert(&c);
     let (_, qdisc, _) = p.exec(
         &p.a,
-        &["tc", "qdisc", "show", "dev", "va"].map(String::from).to_vec(),
+        &["tc", "qdisc", "show", "dev", "va"].map(String::from),
     );
     assert!(!qdisc.contains("tbf"), "{qdisc}");
     p.revert(&c);
@@ -351,7 +377,11 @@ fn dns_failure_refuses_the_named_hosts_only() {
         assert!(ask("payments.example.com").is_ok(), "answered before");
         p.inject(&c);
         // Refused on the way out: the send fails (EPERM) or an ICMP unreachable answers.
-        for name in ["payments.example.com", "api.payments.example.com", "PAYMENTS.Example.COM"] {
+        for name in [
+            "payments.example.com",
+            "api.payments.example.com",
+            "PAYMENTS.Example.COM",
+        ] {
             let r = ask(name);
             assert!(
                 r.as_ref().is_err_and(|e| matches!(
@@ -362,10 +392,16 @@ fn dns_failure_refuses_the_named_hosts_only() {
             );
         }
         assert!(ask("example.com").is_ok(), "another name still resolves");
-        assert!(ask("notpayments.example.com").is_ok(), "a longer label is another name");
+        assert!(
+            ask("notpayments.example.com").is_ok(),
+            "a longer label is another name"
+        );
         p.revert(&c);
         assert!(!p.rules().contains("rattle"), "{}", p.rules());
-        assert!(ask("payments.example.com").is_ok(), "answered after the revert");
+        assert!(
+            ask("payments.example.com").is_ok(),
+            "answered after the revert"
+        );
 
         // `drop`: the query leaves, its answer never arrives (a timeout, not an error).
         let drop: DnsFailureSpec = serde_json::from_value(json!({"namespace": "shop",
@@ -375,7 +411,8 @@ fn dns_failure_refuses_the_named_hosts_only() {
         p.inject(&d);
         let r = ask("payments.example.com");
         assert!(
-            r.as_ref().is_err_and(|e| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+            r.as_ref()
+                .is_err_and(|e| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
             "{r:?}"
         );
         let other = ask("example.com");

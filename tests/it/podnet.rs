@@ -76,7 +76,11 @@ impl Setup {
 
 fn strs(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -121,7 +125,11 @@ fn pod_stress_runs_rattle_stress_beside_the_target_and_stops_it_on_revert() {
             eph[0]["image"],
             concat!("rattle:", env!("CARGO_PKG_VERSION"))
         );
-        assert_eq!(eph[0]["securityContext"], Value::Null, "no capability added");
+        assert_eq!(
+            eph[0]["securityContext"],
+            Value::Null,
+            "no capability added"
+        );
         assert_eq!(
             strs(&eph[1]["command"]),
             [
@@ -181,14 +189,22 @@ fn pod_stress_stop_pattern_signals_exactly_the_stress() {
                 .expect("perl"),
         )
     };
-    let args: Vec<String> = ["rattle", "stress", "--memory", "1MiB", "--duration", "900ms"]
-        .map(String::from)
-        .to_vec();
+    let args: Vec<String> = [
+        "rattle",
+        "stress",
+        "--memory",
+        "1MiB",
+        "--duration",
+        "900ms",
+    ]
+    .map(String::from)
+    .to_vec();
     let mut target = spawn(&args.join(" "));
     let mut other = spawn("rattle stress --memory 1MiB --duration 9000ms");
     let cmdline = |pid: u32| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while (cmdline(target.0.id()).starts_with(b"perl") || cmdline(other.0.id()).starts_with(b"perl"))
+    while (cmdline(target.0.id()).starts_with(b"perl")
+        || cmdline(other.0.id()).starts_with(b"perl"))
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(10));
@@ -204,12 +220,19 @@ fn pod_stress_stop_pattern_signals_exactly_the_stress() {
     let st = target.0.wait().expect("wait");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(st.signal(), Some(15), "SIGTERM");
-    assert!(other.0.try_wait().expect("try_wait").is_none(), "the other one runs on");
+    assert!(
+        other.0.try_wait().expect("try_wait").is_none(),
+        "the other one runs on"
+    );
     let again = Command::new(&stop[0])
         .args(&stop[1..])
         .status()
         .expect("pkill");
-    assert_eq!(again.code(), Some(1), "nothing left: the revert's accepted code");
+    assert_eq!(
+        again.code(),
+        Some(1),
+        "nothing left: the revert's accepted code"
+    );
     let _ = other.0.kill();
 }
 
@@ -235,8 +258,10 @@ fn schedule_pods(s: &Setup, ns: &str) -> Vec<(String, String)> {
 fn container_kill_runs_a_host_pid_helper_and_sees_the_restart() {
     let s = Setup::new();
     s.fake.add_deployment("shop", "web", 2);
-    s.fake
-        .add_namespace("shop", json!({"pod-security.kubernetes.io/enforce": "privileged"}));
+    s.fake.add_namespace(
+        "shop",
+        json!({"pod-security.kubernetes.io/enforce": "privileged"}),
+    );
     let pods = schedule_pods(&s, "shop");
     let stop = AtomicBool::new(false);
     let helpers = std::sync::Mutex::new(Vec::<Value>::new());
@@ -254,7 +279,10 @@ fn container_kill_runs_a_host_pid_helper_and_sees_the_restart() {
                     if h["status"]["phase"] == "Succeeded" {
                         continue;
                     }
-                    helpers.lock().unwrap_or_else(|p| p.into_inner()).push(h.clone());
+                    helpers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(h.clone());
                     let id = h["spec"]["containers"][0]["command"][4]
                         .as_str()
                         .unwrap_or_default()
@@ -314,11 +342,18 @@ duration: 1s
         strs(&c["command"])[..2],
         ["sh".to_string(), "-c".to_string()]
     );
-    assert_eq!(c["command"][4], json!(id), "the container ID is the script's argument");
+    assert_eq!(
+        c["command"][4],
+        json!(id),
+        "the container ID is the script's argument"
+    );
     assert_eq!(c["securityContext"]["capabilities"]["add"], json!(["KILL"]));
     assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
     // The pod stayed (its container restarted); the helper is gone.
-    let pod = s.fake.get(Res::Pods, "shop", &victim).expect("the pod stayed");
+    let pod = s
+        .fake
+        .get(Res::Pods, "shop", &victim)
+        .expect("the pod stayed");
     assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 1);
     let log = s.fake.log();
     let helper_name = h["metadata"]["name"].as_str().unwrap_or_default();
@@ -385,8 +420,10 @@ duration: 1s
 fn container_kill_is_refused_where_pod_security_forbids_host_pid() {
     let s = Setup::new();
     s.fake.add_deployment("shop", "web", 1);
-    s.fake
-        .add_namespace("shop", json!({"pod-security.kubernetes.io/enforce": "baseline"}));
+    s.fake.add_namespace(
+        "shop",
+        json!({"pod-security.kubernetes.io/enforce": "baseline"}),
+    );
     schedule_pods(&s, "shop");
     let file = write(
         s.dir.path(),
@@ -462,7 +499,10 @@ duration: 1500ms
     );
     assert_eq!(code, 0, "{out}");
     let report = report.expect("report");
-    let targets = report["faults"][0]["targets"].as_array().cloned().unwrap_or_default();
+    let targets = report["faults"][0]["targets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let peers: Vec<&str> = targets
         .iter()
         .filter(|t| t["kind"] == "peer")
@@ -489,7 +529,10 @@ duration: 1500ms
         strs(&eph[0]["command"]).join(" "),
         format!("iptables -w 5 -I {rule}")
     );
-    assert_eq!(eph[0]["securityContext"]["capabilities"]["add"], json!(["NET_ADMIN"]));
+    assert_eq!(
+        eph[0]["securityContext"]["capabilities"]["add"],
+        json!(["NET_ADMIN"])
+    );
     // One command and "already gone" accepted: the revert runs `iptables -D` directly.
     assert_eq!(
         strs(&eph[1]["command"]).join(" "),
@@ -590,11 +633,18 @@ duration: 40s
     );
     let web = s.fake.pod_names("shop").pop().expect("web");
     let mut cmd = s.cmd();
-    cmd.args(["run", file.to_str().unwrap_or(""), "--yes", "--progress", "quiet", "--out"])
-        .arg(s.path("out"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "run",
+        file.to_str().unwrap_or(""),
+        "--yes",
+        "--progress",
+        "quiet",
+        "--out",
+    ])
+    .arg(s.path("out"))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     let mut child = crate::support::Guard(cmd.spawn().expect("spawn"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while s.ephemeral("shop", &web).is_empty() && Instant::now() < deadline {
@@ -665,4 +715,103 @@ fn container_kill_script_kills_the_processes_of_the_container_by_cgroup() {
         Duration::from_secs(30),
     );
     assert_eq!(code, 1, "nothing left to kill is a failure: {out}");
+}
+
+/// `pod-dns-failure`'s `answers`, run by the real `sh` on a file standing for the pod's
+/// /etc/hosts: the lines are added, then only they are removed, in place (the real file is a
+/// bind mount: same inode), and a revert with nothing left to remove changes nothing.
+#[test]
+fn dns_answers_edit_the_hosts_file_in_place_and_remove_only_their_lines() {
+    use rattle::fault::k8s::pod_net::{hosts_add_args, hosts_del_args};
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let original = "127.0.0.1 localhost\n10.0.0.1 other # mine\n";
+    let hosts = write(dir.path(), "hosts", original);
+    let path = hosts.to_str().expect("utf-8 path");
+    let ino = std::fs::metadata(&hosts).expect("meta").ino();
+    let answers: std::collections::BTreeMap<String, String> = [
+        ("payments.example.com".to_string(), "192.0.2.7".to_string()),
+        ("db.example.com".to_string(), "2001:db8::1".to_string()),
+    ]
+    .into();
+    let run = |argv: Vec<String>| {
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
+        run_bounded_cmd(c, Duration::from_secs(30))
+    };
+    let (code, out, err) = run(hosts_add_args(path, &answers));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(&hosts).expect("read"),
+        format!(
+            "{original}2001:db8::1 db.example.com # rattle-dns-answer\n\
+             192.0.2.7 payments.example.com # rattle-dns-answer\n"
+        )
+    );
+    for _ in 0..2 {
+        let (code, out, err) = run(hosts_del_args(path));
+        assert_eq!(code, 0, "{out}{err}");
+        assert_eq!(std::fs::read_to_string(&hosts).expect("read"), original);
+    }
+    assert_eq!(
+        std::fs::metadata(&hosts).expect("meta").ino(),
+        ino,
+        "rewritten in place"
+    );
+    // A file that cannot be read is never replaced by an empty one.
+    let missing = dir.path().join("absent");
+    let (code, _, _) = run(hosts_del_args(missing.to_str().expect("utf-8")));
+    assert_ne!(code, 0);
+    assert!(!missing.exists());
+}
+
+#[test]
+fn dns_answers_run_in_the_target_containers_process_namespace() {
+    let s = Setup::new();
+    s.fake.add_deployment("shop", "web", 1);
+    let (code, out, report) = s.experiment(
+        "answers.yaml",
+        r#"
+version: 1
+name: k8s-dns-answers
+steady_state: { warmup: 200ms, hold: 200ms }
+faults:
+  - name: wrong
+    at: 300ms
+    duration: 300ms
+    pod-dns-failure: { namespace: shop, labels: app=web, container: app, answers: { payments.example.com: 192.0.2.7 } }
+duration: 1s
+"#,
+    );
+    assert_eq!(code, 0, "{out}");
+    let report = report.expect("report");
+    let desc = report["faults"][0]["targets"][0]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(desc, "/etc/hosts answers payments.example.com -> 192.0.2.7");
+    let web = s.fake.pod_names("shop").pop().expect("web");
+    let eph = s.ephemeral("shop", &web);
+    assert_eq!(eph.len(), 2, "{eph:?}");
+    for c in &eph {
+        assert_eq!(c["targetContainerName"], "app");
+        assert_eq!(
+            c["securityContext"]["capabilities"]["add"],
+            json!(["NET_ADMIN", "SYS_PTRACE"])
+        );
+    }
+    let add = strs(&eph[0]["command"]);
+    assert_eq!(
+        add[3..],
+        [
+            "rattle-hosts",
+            "/proc/1/root/etc/hosts",
+            "rattle-dns-answer",
+            "192.0.2.7",
+            "payments.example.com"
+        ]
+    );
+    assert_eq!(
+        strs(&eph[1]["command"])[2],
+        rattle::fault::k8s::pod_net::HOSTS_DEL_SCRIPT
+    );
 }

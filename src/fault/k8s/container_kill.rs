@@ -280,8 +280,9 @@ impl ContainerKillSpec {
         let v = victim(&p, &self.container)
             .map_err(|e| FaultError::NoTarget(format!("pod {ns}/{pod} {e}")))?;
         let name = helper_name(&v, &self.container);
-        let helper: Pod = serde_json::from_value(helper_pod(&name, ns, &self.helper_image(), &v))
-            .map_err(|e| FaultError::Kube(format!("building helper pod {name}: {e}")))?;
+        let helper: Pod =
+            serde_json::from_value(helper_pod(&name, ns, &self.helper_image(), &v))
+                .map_err(|e| FaultError::Kube(format!("building helper pod {name}: {e}")))?;
         let api = Api::<Pod>::namespaced(client.clone(), ns);
         // A helper left by an earlier crash under the same name is replaced.
         delete_pod(client, ns, &name).await?;
@@ -505,7 +506,10 @@ mod tests {
         assert_eq!(helper_name(&v, "app"), "rattle-kill-1f2e3d4caa-app-3");
 
         let e = victim(&running(&format!("containerd://{id}"), 0), "db").expect_err("no db");
-        assert!(e.contains("has no container \"db\" (it has: app, proxy)"), "{e}");
+        assert!(
+            e.contains("has no container \"db\" (it has: app, proxy)"),
+            "{e}"
+        );
         let e = victim(&running(&format!("containerd://{id}"), 0), "proxy").expect_err("no status");
         assert!(e.contains("no status"), "{e}");
         let e = victim(&running("containerd://x;rm -rf /", 0), "app").expect_err("bad id");

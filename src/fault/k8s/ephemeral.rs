@@ -219,7 +219,10 @@ mod tests {
         };
         let c = container_json("x-1", &e);
         assert_eq!(c["command"], json!(["tc", "qdisc"]));
-        assert_eq!(c["securityContext"]["capabilities"]["add"], json!(["NET_ADMIN"]));
+        assert_eq!(
+            c["securityContext"]["capabilities"]["add"],
+            json!(["NET_ADMIN"])
+        );
         assert_eq!(c["targetContainerName"], "app");
     }
 }

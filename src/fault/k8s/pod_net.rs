@@ -22,13 +22,20 @@
 //! with iptables' `string` match: the name and its subdomains fail; a short name the resolver
 //! expands with the pod's search domains does not match (write the fully qualified name). It
 //! acts on queries the pod sends to port 53 (the cluster DNS), both UDP and TCP, IPv4 and IPv6;
-//! it cannot answer wrongly (that needs a resolver of its own). `refuse` rejects the query on
+//! `refuse` rejects the query on
 //! its way out, so the lookup fails at once (the resolver's send fails, or an ICMP port
 //! unreachable or TCP reset answers it); `drop` lets the query leave and drops its answer (the
 //! answer repeats the question, so the same match finds it), so the lookup times out as when
 //! the DNS server is unreachable. Dropping the query itself would not: the kernel fails the
-//! send of a packet dropped in OUTPUT at once (EPERM).
+//! send of a packet dropped in OUTPUT at once (EPERM). Wrong answers (`answers`) cannot come
+//! from iptables; they are lines added to the pod's `/etc/hosts` (one file, bind-mounted into
+//! every container of the pod), reached through `/proc/1/root` of the target container's
+//! process namespace (`container`, SYS_PTRACE to read another user's process root), and
+//! removed by their marker on revert, rewriting the file in place. The C libraries (glibc,
+//! musl), Go and the JVM read /etc/hosts before DNS; a client with its own DNS stack, or a
+//! cache filled before the fault, does not see them.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -50,6 +57,9 @@ pub const DEFAULT_IMAGE: &str = super::netem::DEFAULT_IMAGE;
 
 /// The comment every rule of rattle carries, so that `iptables -S` shows whose it is.
 const COMMENT: &str = "rattle";
+
+/// Most addresses one partition names (peer pod IPs, `cidrs`): each is a rule per direction.
+pub const MAX_PEERS: usize = 256;
 
 /// Separates the argument vectors given to [`BATCH_SCRIPT`].
 pub const SEP: &str = ";";
@@ -101,6 +111,12 @@ pub struct Commands {
     pub revert: Vec<Vec<String>>,
     /// Exit codes of a revert command that mean "already gone".
     pub revert_ok: Vec<i32>,
+    /// The container whose process namespace the commands join (`targetContainerName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_container: Option<String>,
+    /// Capabilities needed beside NET_ADMIN.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_caps: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,6 +186,7 @@ async fn token(kind: &str, image: &str, targets: &[Target], c: Commands) -> Resu
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_in_pods(
     env: &FaultEnv,
     pods: &[(String, String)],
@@ -178,15 +195,18 @@ async fn run_in_pods(
     ok: &[i32],
     prefix: &str,
     fail_if_gone: bool,
+    c: &Commands,
 ) -> Result<()> {
     let client = env.kube().await?;
+    let mut caps: Vec<&str> = vec!["NET_ADMIN"];
+    caps.extend(c.extra_caps.iter().map(String::as_str));
     for (ns, pod) in pods {
         let e = Ephemeral {
             prefix,
             image,
             command,
-            caps: &["NET_ADMIN"],
-            target_container: None,
+            caps: &caps,
+            target_container: c.target_container.as_deref(),
             until_exit: true,
             ok_codes: ok,
         };
@@ -204,7 +224,17 @@ async fn inject_commands(
     c: &Commands,
 ) -> Result<()> {
     let pods = pods_of(targets)?;
-    run_in_pods(env, &pods, image, &batch(&c.inject, &[]), &[], "rattle-net", true).await
+    run_in_pods(
+        env,
+        &pods,
+        image,
+        &batch(&c.inject, &[]),
+        &[],
+        "rattle-net",
+        true,
+        c,
+    )
+    .await
 }
 
 /// Reverts any network kind of this file: the token carries the exact revert commands.
@@ -216,7 +246,17 @@ pub async fn revert(env: &FaultEnv, token: &RevertToken) -> Result<()> {
     let cmd = batch(&c.revert, ok);
     // A single command runs as itself: its "already gone" code arrives as the container's.
     let container_ok: &[i32] = if c.revert.len() == 1 { ok } else { &[] };
-    run_in_pods(env, &t.pods, &t.image, &cmd, container_ok, "rattle-unnet", false).await
+    run_in_pods(
+        env,
+        &t.pods,
+        &t.image,
+        &cmd,
+        container_ok,
+        "rattle-unnet",
+        false,
+        c,
+    )
+    .await
 }
 
 /// Implements [`Fault`] for a kind whose commands come from `commands(&self, &targets)`.
@@ -390,6 +430,9 @@ impl PartitionSpec {
         if self.peers.is_none() && self.cidrs.is_empty() && self.ports.is_empty() {
             return Err("give `peers`, `cidrs` or `ports`: whom to cut off".into());
         }
+        if self.cidrs.len() > MAX_PEERS {
+            return Err(format!("`cidrs`: at most {MAX_PEERS}"));
+        }
         for c in &self.cidrs {
             parse_cidr(c).map_err(|e| format!("`cidrs`: {e}"))?;
         }
@@ -474,6 +517,14 @@ impl PartitionSpec {
         }
         ips.sort();
         ips.dedup_by(|a, b| a.0 == b.0);
+        if ips.len() > MAX_PEERS {
+            return Err(FaultError::InvalidSelection(format!(
+                "`peers`: {} matches {} pod IPs; at most {MAX_PEERS} (narrow the labels, or \
+                 give their network in `cidrs`)",
+                peers.labels,
+                ips.len()
+            )));
+        }
         if ips.is_empty() && self.cidrs.is_empty() {
             return Err(FaultError::NoTarget(format!(
                 "no peer pod with labels {} has an IP in {}",
@@ -510,10 +561,7 @@ impl PartitionSpec {
         let dirs: &[(&str, &str, &str)] = match self.direction {
             Direction::Out => &[("OUTPUT", "-d", "--dports")],
             Direction::In => &[("INPUT", "-s", "--sports")],
-            Direction::Both => &[
-                ("OUTPUT", "-d", "--dports"),
-                ("INPUT", "-s", "--sports"),
-            ],
+            Direction::Both => &[("OUTPUT", "-d", "--dports"), ("INPUT", "-s", "--sports")],
         };
         let mut inject = Vec::new();
         let mut revert = Vec::new();
@@ -535,7 +583,14 @@ impl PartitionSpec {
                             .join(","),
                     );
                 }
-                rule.extend(words(&["-m", "comment", "--comment", COMMENT, "-j", "DROP"]));
+                rule.extend(words(&[
+                    "-m",
+                    "comment",
+                    "--comment",
+                    COMMENT,
+                    "-j",
+                    "DROP",
+                ]));
                 for (op, out) in [("-I", &mut inject), ("-D", &mut revert)] {
                     let mut c = words(&[bin, "-w", "5", op]);
                     c.extend(rule.iter().cloned());
@@ -547,6 +602,8 @@ impl PartitionSpec {
             inject,
             revert,
             revert_ok: vec![1],
+            target_container: None,
+            extra_caps: Vec::new(),
         })
     }
 
@@ -635,7 +692,9 @@ impl BandwidthSpec {
                 .map(|s| {
                     parse_size(s)
                         .filter(|b| (1..=1 << 32).contains(b))
-                        .ok_or_else(|| format!("`{field}`: {s:?} is not a size like 32KiB (up to 4GiB)"))
+                        .ok_or_else(|| {
+                            format!("`{field}`: {s:?} is not a size like 32KiB (up to 4GiB)")
+                        })
                 })
                 .transpose()
         };
@@ -666,6 +725,8 @@ impl BandwidthSpec {
             ])],
             revert: vec![words(&["tc", "qdisc", "del", "dev", &dev, "root"])],
             revert_ok: vec![2],
+            target_container: None,
+            extra_caps: Vec::new(),
         })
     }
 
@@ -736,6 +797,8 @@ impl CorruptSpec {
             inject: vec![inject],
             revert: vec![words(&["tc", "qdisc", "del", "dev", &dev, "root"])],
             revert_ok: vec![2],
+            target_container: None,
+            extra_caps: Vec::new(),
         }
     }
 
@@ -787,10 +850,69 @@ k8s_spec! {
         /// `refuse` (default: fail at once) or `drop` (time out).
         #[serde(default)]
         pub action: DnsAction,
+        /// Wrong answers: host name → address, written into the pod's `/etc/hosts` (every
+        /// container of a pod shares that file) and removed on revert. With `answers` and no
+        /// `hosts`, no lookup fails.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        pub answers: BTreeMap<String, String>,
+        /// The container through whose process namespace `/etc/hosts` is reached (needed with
+        /// `answers`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub container: Option<String>,
         /// Image of the ephemeral container; must contain `iptables`, `ip6tables` and `sh`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub image: Option<String>,
     }
+}
+
+/// Where the target container's `/etc/hosts` is seen from an ephemeral container that shares
+/// its process namespace.
+pub const HOSTS_PATH: &str = "/proc/1/root/etc/hosts";
+
+/// The marker ending each line `answers` adds to `/etc/hosts`.
+pub const HOSTS_MARKER: &str = "rattle-dns-answer";
+
+/// Appends `address name # marker` lines to the file `$1`; the pairs follow `$2` (the marker).
+pub const HOSTS_ADD_SCRIPT: &str = r#"f="$1"; m="$2"; shift 2
+while [ $# -ge 2 ]; do
+  printf '%s %s # %s\n' "$1" "$2" "$m" >> "$f" || exit 1
+  shift 2
+done"#;
+
+/// Removes the lines ending with `# $2` from the file `$1`, in place (the file is a bind
+/// mount: it is rewritten, never replaced); a file it cannot read is left untouched.
+pub const HOSTS_DEL_SCRIPT: &str = r##"f="$1"; m="$2"; t=$(mktemp) || exit 1
+grep -vF "# $m" "$f" > "$t"; rc=$?
+if [ "$rc" -gt 1 ]; then rm -f "$t"; exit "$rc"; fi
+cat "$t" > "$f"; rc=$?; rm -f "$t"; exit "$rc""##;
+
+/// The vector that adds `answers` to the hosts file at `path`.
+pub fn hosts_add_args(path: &str, answers: &BTreeMap<String, String>) -> Vec<String> {
+    let mut a = words(&[
+        "sh",
+        "-c",
+        HOSTS_ADD_SCRIPT,
+        "rattle-hosts",
+        path,
+        HOSTS_MARKER,
+    ]);
+    for (host, addr) in answers {
+        a.push(addr.trim().to_string());
+        a.push(host.trim().trim_end_matches('.').to_ascii_lowercase());
+    }
+    a
+}
+
+/// The vector that removes every line rattle added to the hosts file at `path`.
+pub fn hosts_del_args(path: &str) -> Vec<String> {
+    words(&[
+        "sh",
+        "-c",
+        HOSTS_DEL_SCRIPT,
+        "rattle-hosts",
+        path,
+        HOSTS_MARKER,
+    ])
 }
 
 /// A host name in DNS wire format, as iptables' `--hex-string` takes it:
@@ -824,9 +946,11 @@ impl DnsFailureSpec {
         self.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into())
     }
 
-    /// The iptables vectors.
+    /// The iptables vectors, then the `/etc/hosts` edit of `answers`.
     pub fn rules(&self) -> std::result::Result<Commands, String> {
-        let names: Vec<Option<String>> = if self.hosts.is_empty() {
+        let names: Vec<Option<String>> = if self.hosts.is_empty() && !self.answers.is_empty() {
+            Vec::new()
+        } else if self.hosts.is_empty() {
             vec![None]
         } else {
             self.hosts
@@ -866,16 +990,46 @@ impl DnsFailureSpec {
                 }
             }
         }
-        Ok(Commands {
+        let mut c = Commands {
             inject,
             revert,
             revert_ok: vec![1],
-        })
+            target_container: None,
+            extra_caps: Vec::new(),
+        };
+        if !self.answers.is_empty() {
+            c.inject.push(hosts_add_args(HOSTS_PATH, &self.answers));
+            c.revert.push(hosts_del_args(HOSTS_PATH));
+            c.target_container = self.container.clone();
+            // To reach /proc/1/root of a process that may run as another user.
+            c.extra_caps.push("SYS_PTRACE".into());
+        }
+        Ok(c)
     }
 
     fn check(&self) -> std::result::Result<(), String> {
         if self.hosts.len() > 20 {
             return Err("`hosts`: at most 20".into());
+        }
+        if self.answers.len() > 20 {
+            return Err("`answers`: at most 20".into());
+        }
+        for (host, addr) in &self.answers {
+            qname_hex(host).map_err(|e| format!("`answers`: {e}"))?;
+            addr.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| format!("`answers.{host}`: {addr:?} is not an IP address"))?;
+        }
+        match (&self.container, self.answers.is_empty()) {
+            (None, false) => {
+                return Err("`answers` needs `container`: the container whose process \
+                            namespace reaches the pod's /etc/hosts"
+                    .into());
+            }
+            (Some(c), _) if !super::is_dns_label(c) => {
+                return Err(format!("`container`: {c:?} is not a container name"));
+            }
+            _ => {}
         }
         self.rules().map(|_| ())
     }
@@ -885,16 +1039,25 @@ impl DnsFailureSpec {
     }
 
     async fn resolve_targets(&self, ctx: &mut ResolveCtx<'_>) -> Result<Vec<Target>> {
-        let what = if self.hosts.is_empty() {
-            "every DNS lookup".to_string()
-        } else {
-            format!("DNS lookups of {}", self.hosts.join(", "))
-        };
         let verb = match self.action {
             DnsAction::Refuse => "refused",
             DnsAction::Drop => "dropped",
         };
-        resolve_pods(self.selector(), ctx, &format!("{what} {verb}")).await
+        let mut what = Vec::new();
+        if self.hosts.is_empty() && self.answers.is_empty() {
+            what.push(format!("every DNS lookup {verb}"));
+        } else if !self.hosts.is_empty() {
+            what.push(format!("DNS lookups of {} {verb}", self.hosts.join(", ")));
+        }
+        if !self.answers.is_empty() {
+            let list: Vec<String> = self
+                .answers
+                .iter()
+                .map(|(h, a)| format!("{h} -> {a}"))
+                .collect();
+            what.push(format!("/etc/hosts answers {}", list.join(", ")));
+        }
+        resolve_pods(self.selector(), ctx, &what.join("; ")).await
     }
 
     fn commands(&self, _targets: &[Target]) -> Result<Commands> {
@@ -939,7 +1102,9 @@ mod tests {
         let out: PartitionSpec = serde_json::from_value(json!({"namespace": "shop",
             "direction": "out", "cidrs": ["10.0.0.0/8"]}))
         .unwrap_or_else(|e| panic!("{e}"));
-        let c = out.rules(&["10.0.0.0/8".into()]).unwrap_or_else(|e| panic!("{e}"));
+        let c = out
+            .rules(&["10.0.0.0/8".into()])
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             c.inject.iter().map(|v| j(v)).collect::<Vec<_>>(),
             ["iptables -w 5 -I OUTPUT -d 10.0.0.0/8 -m comment --comment rattle -j DROP"]
@@ -950,14 +1115,30 @@ mod tests {
     fn partition_refuses_what_it_cannot_do() {
         for (v, want) in [
             (json!({"namespace": "shop"}), "give `peers`"),
-            (json!({"namespace": "shop", "cidrs": ["10.0.0.0/33"]}), "prefix length"),
+            (
+                json!({"namespace": "shop", "cidrs": ["10.0.0.0/33"]}),
+                "prefix length",
+            ),
             (json!({"namespace": "shop", "cidrs": ["nope"]}), "`cidrs`"),
-            (json!({"namespace": "shop", "ports": [0]}), "0 is not a port"),
-            (json!({"namespace": "shop", "cidrs": ["10.0.0.1"], "protocol": "udp"}), "`protocol`"),
-            (json!({"namespace": "shop", "peers": {"labels": " "}}), "`peers.labels`"),
-            (json!({"namespace": "shop", "ports": (1..=16).collect::<Vec<u16>>()}), "at most 15"),
+            (
+                json!({"namespace": "shop", "ports": [0]}),
+                "0 is not a port",
+            ),
+            (
+                json!({"namespace": "shop", "cidrs": ["10.0.0.1"], "protocol": "udp"}),
+                "`protocol`",
+            ),
+            (
+                json!({"namespace": "shop", "peers": {"labels": " "}}),
+                "`peers.labels`",
+            ),
+            (
+                json!({"namespace": "shop", "ports": (1..=16).collect::<Vec<u16>>()}),
+                "at most 15",
+            ),
         ] {
-            let s: PartitionSpec = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}"));
+            let s: PartitionSpec =
+                serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}"));
             let e = s.validate().expect_err("invalid");
             assert!(e.contains(want), "{v}: {e}");
         }
@@ -974,8 +1155,9 @@ mod tests {
             "tc qdisc replace dev eth0 root tbf rate 1000000bit burst 32768 limit 65536"
         );
         assert_eq!(j(&c.revert[0]), "tc qdisc del dev eth0 root");
-        let d: BandwidthSpec = serde_json::from_value(json!({"namespace": "shop", "rate": "8mbps"}))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let d: BandwidthSpec =
+            serde_json::from_value(json!({"namespace": "shop", "rate": "8mbps"}))
+                .unwrap_or_else(|e| panic!("{e}"));
         // 64 Mbit/s = 8 MB/s: burst 10 ms = 80 000 B, limit + 100 ms = 880 000 B.
         assert_eq!(d.figures(), Ok((64_000_000, 80_000, 880_000)));
         for bad in ["fast", "0mbit", "1 furlong", "99999999999999999999gbit"] {
@@ -1023,6 +1205,51 @@ mod tests {
             j(&all.rules().unwrap_or_else(|e| panic!("{e}")).revert[0]),
             "iptables -w 5 -D INPUT -p udp --sport 53 -m comment --comment rattle -j DROP"
         );
+    }
+
+    #[test]
+    fn dns_answers_edit_the_hosts_file_through_the_target_container() {
+        let s: DnsFailureSpec = serde_json::from_value(json!({"namespace": "shop",
+            "answers": {"Payments.example.com.": "192.0.2.7"}, "container": "app"}))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.validate(), Ok(()));
+        let c = s.rules().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.inject.len(), 1, "answers only: no lookup fails");
+        assert_eq!(
+            c.inject[0][3..],
+            words(&[
+                "rattle-hosts",
+                HOSTS_PATH,
+                HOSTS_MARKER,
+                "192.0.2.7",
+                "payments.example.com"
+            ])
+        );
+        assert_eq!(
+            c.revert[0][3..],
+            words(&["rattle-hosts", HOSTS_PATH, HOSTS_MARKER])
+        );
+        assert_eq!(c.target_container.as_deref(), Some("app"));
+        assert_eq!(c.extra_caps, ["SYS_PTRACE"]);
+        for (v, want) in [
+            (
+                json!({"namespace": "shop", "answers": {"a.b": "1.2.3.4"}}),
+                "needs `container`",
+            ),
+            (
+                json!({"namespace": "shop", "answers": {"a.b": "nope"}, "container": "app"}),
+                "not an IP",
+            ),
+            (
+                json!({"namespace": "shop", "answers": {"a b": "1.2.3.4"}, "container": "app"}),
+                "`answers`",
+            ),
+        ] {
+            let s: DnsFailureSpec =
+                serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}"));
+            let e = s.validate().expect_err("invalid");
+            assert!(e.contains(want), "{v}: {e}");
+        }
     }
 
     #[test]

@@ -135,10 +135,7 @@ impl PodStressSpec {
             a.push("--ramp".into());
             a.push(format!("{}ms", r.as_millis()));
         }
-        let d = self
-            .duration
-            .map(|d| d.get())
-            .unwrap_or(FALLBACK_DURATION);
+        let d = self.duration.map(|d| d.get()).unwrap_or(FALLBACK_DURATION);
         a.push("--duration".into());
         a.push(format!("{}ms", d.as_millis()));
         a
@@ -162,9 +159,7 @@ pub fn pkill_pattern(args: &[String]) -> String {
 
 /// The stopping container's argument vector.
 pub fn stop_args(pattern: &str) -> Vec<String> {
-    ["pkill", "-TERM", "-f", pattern]
-        .map(String::from)
-        .to_vec()
+    ["pkill", "-TERM", "-f", pattern].map(String::from).to_vec()
 }
 
 /// The container of `pod` to target: `want`, which must exist, or the first one.
@@ -234,8 +229,7 @@ impl Fault for PodStressSpec {
             let mut pods = Vec::new();
             for t in targets {
                 let (ns, name) = split_id(t)?;
-                if let Some(c) = container_of(client, ns, name, self.container.as_deref()).await?
-                {
+                if let Some(c) = container_of(client, ns, name, self.container.as_deref()).await? {
                     pods.push((ns.to_string(), name.to_string(), c));
                 }
             }
@@ -378,8 +372,10 @@ mod tests {
 
     #[test]
     fn the_stress_is_exactly_this_argument_vector() {
-        let mut s = spec(json!({"namespace": "shop", "cpu_workers": 2, "cpu_load": "80%",
-            "memory": "256MiB", "ramp": "5s"}));
+        let mut s = spec(
+            json!({"namespace": "shop", "cpu_workers": 2, "cpu_load": "80%",
+            "memory": "256MiB", "ramp": "5s"}),
+        );
         s.set_duration(Some(Duration::from_secs(30)));
         assert_eq!(
             s.stress_args().join(" "),
@@ -407,13 +403,31 @@ mod tests {
     fn bad_values_are_refused_with_the_field() {
         let cases = [
             (json!({"namespace": "shop"}), "give `cpu_workers`"),
-            (json!({"namespace": "shop", "cpu_workers": 0}), "`cpu_workers`"),
-            (json!({"namespace": "shop", "cpu_load": "50%", "memory": "1Mi"}), "`cpu_load` needs"),
+            (
+                json!({"namespace": "shop", "cpu_workers": 0}),
+                "`cpu_workers`",
+            ),
+            (
+                json!({"namespace": "shop", "cpu_load": "50%", "memory": "1Mi"}),
+                "`cpu_load` needs",
+            ),
             (json!({"namespace": "shop", "memory": "lots"}), "`memory`"),
-            (json!({"namespace": "shop", "memory": "99999999999999GiB"}), "`memory`"),
-            (json!({"namespace": "shop", "memory": "2048GiB"}), "more than 1TiB"),
-            (json!({"namespace": "shop", "memory": "1Mi", "container": "a b"}), "`container`"),
-            (json!({"namespace": "shop", "memory": "1Mi", "image": " "}), "`image`"),
+            (
+                json!({"namespace": "shop", "memory": "99999999999999GiB"}),
+                "`memory`",
+            ),
+            (
+                json!({"namespace": "shop", "memory": "2048GiB"}),
+                "more than 1TiB",
+            ),
+            (
+                json!({"namespace": "shop", "memory": "1Mi", "container": "a b"}),
+                "`container`",
+            ),
+            (
+                json!({"namespace": "shop", "memory": "1Mi", "image": " "}),
+                "`image`",
+            ),
         ];
         for (v, want) in cases {
             let e = spec(v.clone()).validate().expect_err("invalid");
