@@ -157,13 +157,35 @@ async fn resolve_pods(
     sel: Selector<'_>,
     ctx: &mut ResolveCtx<'_>,
     describe: &str,
+    check: fn(&Pod) -> std::result::Result<(), String>,
 ) -> Result<Vec<Target>> {
     let client = ctx.env.kube().await?;
     let chosen = sel.choose::<Pod>(client, "pods", ctx.rng).await?;
-    Ok(chosen
+    chosen
         .iter()
-        .map(|(ns, name, _)| target("pod", ns, name, describe.to_string()))
-        .collect())
+        .map(|(ns, name, p)| {
+            check(p).map_err(|e| FaultError::InvalidSelection(format!("pod {ns}/{name}: {e}")))?;
+            Ok(target("pod", ns, name, describe.to_string()))
+        })
+        .collect()
+}
+
+/// Any pod will do.
+fn any_pod(_: &Pod) -> std::result::Result<(), String> {
+    Ok(())
+}
+
+/// `answers` reach /etc/hosts through PID 1 of the target container's process namespace,
+/// which in a pod sharing one namespace is the pause container, without the pod's file.
+pub fn hosts_reachable(p: &Pod) -> std::result::Result<(), String> {
+    if p.spec.as_ref().and_then(|s| s.share_process_namespace) == Some(true) {
+        return Err(
+            "it shares one process namespace (shareProcessNamespace), where PID 1 is \
+                    the pause container: `answers` cannot reach its /etc/hosts"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn pods_of(targets: &[Target]) -> Result<Vec<(String, String)>> {
@@ -476,7 +498,7 @@ impl PartitionSpec {
     }
 
     async fn resolve_targets(&self, ctx: &mut ResolveCtx<'_>) -> Result<Vec<Target>> {
-        let mut out = resolve_pods(self.selector(), ctx, "partitioned").await?;
+        let mut out = resolve_pods(self.selector(), ctx, "partitioned", any_pod).await?;
         let Some(peers) = &self.peers else {
             return Ok(out);
         };
@@ -744,7 +766,7 @@ impl BandwidthSpec {
             .tc()
             .map(|c| c.inject[0].join(" "))
             .map_err(FaultError::InvalidSelection)?;
-        resolve_pods(self.selector(), ctx, &d).await
+        resolve_pods(self.selector(), ctx, &d, any_pod).await
     }
 
     fn commands(&self, _targets: &[Target]) -> Result<Commands> {
@@ -814,7 +836,13 @@ impl CorruptSpec {
     }
 
     async fn resolve_targets(&self, ctx: &mut ResolveCtx<'_>) -> Result<Vec<Target>> {
-        resolve_pods(self.selector(), ctx, &self.tc().inject[0].join(" ")).await
+        resolve_pods(
+            self.selector(),
+            ctx,
+            &self.tc().inject[0].join(" "),
+            any_pod,
+        )
+        .await
     }
 
     fn commands(&self, _targets: &[Target]) -> Result<Commands> {
@@ -1057,7 +1085,12 @@ impl DnsFailureSpec {
                 .collect();
             what.push(format!("/etc/hosts answers {}", list.join(", ")));
         }
-        resolve_pods(self.selector(), ctx, &what.join("; ")).await
+        let check = if self.answers.is_empty() {
+            any_pod
+        } else {
+            hosts_reachable
+        };
+        resolve_pods(self.selector(), ctx, &what.join("; "), check).await
     }
 
     fn commands(&self, _targets: &[Target]) -> Result<Commands> {
@@ -1231,6 +1264,10 @@ mod tests {
         );
         assert_eq!(c.target_container.as_deref(), Some("app"));
         assert_eq!(c.extra_caps, ["SYS_PTRACE"]);
+        let shared: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+            "spec": {"shareProcessNamespace": true, "containers": [{"name": "app"}]}}))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(hosts_reachable(&shared).is_err_and(|e| e.contains("shareProcessNamespace")));
         for (v, want) in [
             (
                 json!({"namespace": "shop", "answers": {"a.b": "1.2.3.4"}}),
