@@ -815,3 +815,80 @@ duration: 1s
         rattle::fault::k8s::pod_net::HOSTS_DEL_SCRIPT
     );
 }
+
+/// `--dry-run` names the exact pods and what each would get (the stress's whole command line
+/// with its deadline, the peers' IPs) and touches nothing; a protected namespace is refused for
+/// the new kinds as for the others (exit 2, before anything is touched).
+#[test]
+fn dry_run_names_targets_and_protected_namespaces_are_refused() {
+    let s = Setup::new();
+    s.fake.add_deployment("shop", "web", 1);
+    s.fake.add_deployment("shop", "db", 1);
+    for p in s.fake.pod_names("shop") {
+        if p.starts_with("db-") {
+            s.fake.update(Res::Pods, "shop", &p, |o| {
+                o["status"]["podIP"] = json!("10.9.0.5");
+            });
+        }
+    }
+    let file = write(
+        s.dir.path(),
+        "dry.yaml",
+        r#"
+version: 1
+name: k8s-dry
+steady_state: { warmup: 200ms, hold: 200ms }
+faults:
+  - name: hog
+    at: 300ms
+    duration: 600ms
+    pod-stress: { namespace: shop, labels: app=web, cpu_workers: 1, memory: 16MiB }
+  - name: cut
+    at: 300ms
+    duration: 600ms
+    pod-network-partition: { namespace: shop, labels: app=web, peers: { labels: app=db } }
+duration: 1500ms
+"#,
+    );
+    let (code, stdout, stderr) = s.run(&["run", file.to_str().unwrap_or(""), "--dry-run"]);
+    let all = format!("{stdout}\n{stderr}");
+    assert_eq!(code, 0, "{all}");
+    let web = s
+        .fake
+        .pod_names("shop")
+        .into_iter()
+        .find(|p| p.starts_with("web-"))
+        .expect("web");
+    assert!(all.contains(&format!("pod shop/{web}")), "{all}");
+    assert!(
+        all.contains("rattle stress --cpu-workers 1 --memory 16MiB --duration 600ms"),
+        "{all}"
+    );
+    assert!(all.contains("peer 10.9.0.5"), "{all}");
+    assert!(
+        s.fake.log().is_empty(),
+        "a dry run touches nothing: {:?}",
+        s.fake.log()
+    );
+
+    for kind in [
+        "pod-stress: { namespace: kube-system, cpu_workers: 1 }",
+        "container-kill: { namespace: kube-system, container: app }",
+        "pod-network-bandwidth: { namespace: kube-system, rate: 1mbit }",
+        "pod-dns-failure: { namespace: kube-system }",
+    ] {
+        let file = write(
+            s.dir.path(),
+            "sys.yaml",
+            &format!(
+                "version: 1\nname: sys\nsteady_state: {{ warmup: 200ms, hold: 200ms }}\nfaults:\n  - name: f\n    at: 300ms\n    duration: 500ms\n    {kind}\nduration: 1s\n"
+            ),
+        );
+        let (code, stdout, stderr) = s.run(&["validate", file.to_str().unwrap_or("")]);
+        assert_eq!(code, 2, "{kind}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("kube-system is protected"),
+            "{kind}: {stderr}"
+        );
+    }
+}
