@@ -110,7 +110,7 @@ fn pod_stress_runs_rattle_stress_beside_the_target_and_stops_it_on_revert() {
         "--cpu-load",
         "75",
         "--memory",
-        "64MiB",
+        "67108864",
         "--duration",
         "600ms",
     ];
@@ -136,7 +136,7 @@ fn pod_stress_runs_rattle_stress_beside_the_target_and_stops_it_on_revert() {
                 "pkill",
                 "-TERM",
                 "-f",
-                "^rattle stress --cpu-workers 2 --cpu-load 75 --memory 64MiB --duration 600ms$"
+                "^rattle stress --cpu-workers 2 --cpu-load 75 --memory 67108864 --duration 600ms$"
             ]
         );
         assert_eq!(eph[1]["targetContainerName"], "app");
@@ -861,7 +861,7 @@ duration: 1500ms
         .expect("web");
     assert!(all.contains(&format!("pod shop/{web}")), "{all}");
     assert!(
-        all.contains("rattle stress --cpu-workers 1 --memory 16MiB --duration 600ms"),
+        all.contains("rattle stress --cpu-workers 1 --memory 16777216 --duration 600ms"),
         "{all}"
     );
     assert!(all.contains("peer 10.9.0.5"), "{all}");

@@ -86,7 +86,8 @@ struct Token {
     pattern: String,
 }
 
-/// Bytes of a size like `256MiB`, `1GiB`, `500MB`, `64K`, `1024` (bytes).
+/// Bytes of a size like `256MiB`, `1GiB`, `500MB`, `64K`, `1024` (bytes), with Kubernetes'
+/// units: `K`, `M`, `G` are powers of 1000, `Ki`, `Mi`, `Gi` of 1024.
 pub fn parse_size(s: &str) -> Option<u64> {
     let t = s.trim();
     let end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -125,11 +126,12 @@ impl PodStressSpec {
         }
         if let Some(p) = self.cpu_load {
             a.push("--cpu-load".into());
-            a.push(p.get().to_string());
+            a.push(format!("{}", p.get().round() as u32));
         }
-        if let Some(m) = &self.memory {
+        // In bytes: `rattle stress` reads `M` as MiB, Kubernetes as 10^6; a number is a number.
+        if let Some(b) = self.memory.as_deref().and_then(parse_size) {
             a.push("--memory".into());
-            a.push(m.trim().to_string());
+            a.push(b.to_string());
         }
         if let Some(r) = self.ramp {
             a.push("--ramp".into());
@@ -305,8 +307,8 @@ impl Fault for PodStressSpec {
             if self.cpu_workers.is_none() {
                 return Err("`cpu_load` needs `cpu_workers`".into());
             }
-            if p.get() <= 0.0 {
-                return Err("`cpu_load`: must be above 0%".into());
+            if p.get() < 1.0 || p.get().fract() != 0.0 {
+                return Err("`cpu_load`: a whole percent from 1% to 100%".into());
             }
         }
         if let Some(m) = &self.memory {
@@ -379,13 +381,13 @@ mod tests {
         s.set_duration(Some(Duration::from_secs(30)));
         assert_eq!(
             s.stress_args().join(" "),
-            "rattle stress --cpu-workers 2 --cpu-load 80 --memory 256MiB --ramp 5000ms --duration 30000ms"
+            "rattle stress --cpu-workers 2 --cpu-load 80 --memory 268435456 --ramp 5000ms --duration 30000ms"
         );
         let mut s = spec(json!({"namespace": "shop", "memory": "1GiB"}));
         s.set_duration(Some(Duration::from_millis(1500)));
         assert_eq!(
             s.stress_args().join(" "),
-            "rattle stress --memory 1GiB --duration 1500ms"
+            "rattle stress --memory 1073741824 --duration 1500ms"
         );
     }
 
@@ -410,6 +412,10 @@ mod tests {
             (
                 json!({"namespace": "shop", "cpu_load": "50%", "memory": "1Mi"}),
                 "`cpu_load` needs",
+            ),
+            (
+                json!({"namespace": "shop", "cpu_workers": 1, "cpu_load": "12.5%"}),
+                "whole percent",
             ),
             (json!({"namespace": "shop", "memory": "lots"}), "`memory`"),
             (
