@@ -236,16 +236,16 @@ pub trait Fault: Send + Sync + fmt::Debug {
         Ok(())
     }
 
-    /// Told the entry's `duration` once, when the plan is built, for kinds whose injected
-    /// process must know its own deadline (it stops itself there even if rattle is gone).
-    /// Ignored by default.
-    fn set_duration(&mut self, _duration: Option<std::time::Duration>) {}
-
     /// The Kubernetes API access this fault needs: what `rattle schedule --emit cronjob` grants
     /// its service account, and nothing more. Empty for kinds that do not use the API.
     fn kube_access(&self) -> Vec<KubeAccess> {
         Vec::new()
     }
+
+    /// Receives the entry's `duration` when the plan is built, before anything else is called.
+    /// For kinds whose injected state must end by itself even if rattle dies before its revert
+    /// (a `stress` process stops at this deadline); others ignore it.
+    fn set_duration(&mut self, _duration: Option<std::time::Duration>) {}
 }
 
 /// Where a fault acts: what a run must provide for it, and where its effect lands.
@@ -325,7 +325,7 @@ macro_rules! fault_kinds {
                 match self { $(FaultSpec::$variant(s) => s,)* }
             }
 
-            /// The kind's behaviour, to tell it its entry's duration.
+            /// The kind's behaviour, mutable (for [`Fault::set_duration`]).
             pub fn fault_mut(&mut self) -> &mut dyn Fault {
                 match self { $(FaultSpec::$variant(s) => s,)* }
             }

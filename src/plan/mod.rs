@@ -175,16 +175,17 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
         .map(|(index, f)| PlannedFault {
             index,
             name: f.name.value.clone(),
-            spec: f.spec.value.clone(),
+            spec: {
+                let mut spec = f.spec.value.clone();
+                spec.fault_mut()
+                    .set_duration(f.duration.as_ref().map(|d| d.get()));
+                spec
+            },
             at: f.at.get(),
             duration: f.duration.as_ref().map(|d| d.get()),
             seed: fault_seed(seed, index),
         })
         .collect();
-    // A kind whose injected process stops itself (pod-stress) needs its entry's duration.
-    for f in &mut faults {
-        f.spec.fault_mut().set_duration(f.duration);
-    }
     faults.sort_by_key(|f| (f.at, f.index));
     let ss = &experiment.steady_state;
     Ok(Plan {

@@ -66,10 +66,10 @@ pub enum Res {
     StatefulSets,
     /// apps/v1 ReplicaSet (one per deployment, kept in step with it; read-only).
     ReplicaSets,
-    /// core/v1 Node.
-    Nodes,
     /// core/v1 Namespace (read for its Pod Security labels).
     Namespaces,
+    /// core/v1 Node.
+    Nodes,
 }
 
 impl Res {
@@ -79,8 +79,8 @@ impl Res {
             Res::Deployments => "Deployment",
             Res::StatefulSets => "StatefulSet",
             Res::ReplicaSets => "ReplicaSet",
-            Res::Nodes => "Node",
             Res::Namespaces => "Namespace",
+            Res::Nodes => "Node",
         }
     }
     fn api_version(self) -> &'static str {
@@ -121,13 +121,13 @@ pub struct State {
     pub ready_delay: Duration,
     /// Counter for generated pod names.
     seq: u64,
+    /// The state the kubelet reports at once for each new ephemeral container (default: it
+    /// ran and exited 0); a test sets `running`, a failing exit or a `waiting` pull error.
+    pub ephemeral_state: Value,
     /// Keep history (disabled for very large setups to save memory).
     pub keep_history: bool,
     /// Time spent answering requests (for benchmarks: what is not client-side work).
     pub server_time: Duration,
-    /// The state the kubelet reports at once for each new ephemeral container (default: it
-    /// ran and exited 0); a test sets `running`, a failing exit or a `waiting` pull error.
-    pub ephemeral_state: Value,
 }
 
 /// The running fake.
@@ -173,9 +173,9 @@ impl FakeK8s {
             create_delay,
             ready_delay,
             seq: 0,
+            ephemeral_state: json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
             keep_history: true,
             server_time: Duration::ZERO,
-            ephemeral_state: json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
         }));
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -672,8 +672,8 @@ fn route(path: &str) -> Option<Route> {
         "deployments" => Res::Deployments,
         "statefulsets" => Res::StatefulSets,
         "replicasets" => Res::ReplicaSets,
-        "nodes" => Res::Nodes,
         "namespaces" => Res::Namespaces,
+        "nodes" => Res::Nodes,
         _ => return None,
     };
     Some(Route {
@@ -708,8 +708,8 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body>
         Res::Deployments => "deployments.apps",
         Res::StatefulSets => "statefulsets.apps",
         Res::ReplicaSets => "replicasets.apps",
-        Res::Nodes => "nodes",
         Res::Namespaces => "namespaces",
+        Res::Nodes => "nodes",
     };
     match (&method, r.name.as_deref(), r.sub.as_deref()) {
         (&Method::GET, None, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {

@@ -10,11 +10,14 @@ mod hardening_api;
 mod hardening_bytes;
 mod hardening_files;
 mod k8s;
+
+// The in-pod faults of issue #18.
+mod netns;
+mod podnet;
+
 mod kinds;
 mod load;
 mod load_cli;
-mod netns;
-mod podnet;
 mod process;
 mod proxy;
 mod report;

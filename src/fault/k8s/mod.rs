@@ -272,11 +272,12 @@ macro_rules! k8s_spec {
     };
 }
 
-pub mod container_kill;
-pub mod ephemeral;
 pub mod netem;
 pub mod node;
 pub mod pod_failure;
+// In-pod faults (issue #18).
+pub mod container_kill;
+pub mod ephemeral;
 pub mod pod_net;
 pub mod pod_stress;
 
