@@ -7,13 +7,14 @@
 //!
 //! Needs root, `ip`, `iptables`, `tc`: skipped with a notice without them, failed when
 //! `RATTLE_REQUIRE_NETNS=1` (CI). Every test makes its own pair with unique names, deleted by a
-//! guard even on panic; traffic goes only between the two namespaces, on link-local addresses.
+//! guard even on panic (and swept by the next run if the test process was SIGKILLed); traffic goes only between the two namespaces, on link-local addresses.
 //! Sockets are opened in a namespace by a thread that entered it (`setns` affects only the
 //! calling thread); a socket stays in its namespace wherever it is used from.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +37,27 @@ impl Drop for Pair {
     fn drop(&mut self) {
         for ns in [&self.a, &self.b] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Deletes the pairs of test processes that died without their guards running (SIGKILL):
+/// `rattle-<pid>-<n>-a|b` whose pid no longer exists.
+fn sweep_dead_pairs() {
+    let Ok(dir) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix("rattle-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
         }
     }
 }
@@ -72,6 +94,7 @@ impl Pair {
             eprintln!("NOTICE: netns tests need root and ip, iptables, tc; skipping");
             return None;
         }
+        sweep_dead_pairs();
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let base = format!("rattle-{}-{n}", std::process::id());
