@@ -7,8 +7,8 @@
 //!
 //! Needs root, `ip`, `iptables`, `tc`: skipped with a notice without them, failed when
 //! `RATTLE_REQUIRE_NETNS=1` (CI). Every test makes its own pair with unique names, deleted by a
-//! guard even on panic (and swept by the next run if the test process was SIGKILLed); traffic goes only between the two namespaces, on link-local addresses.
-//! Sockets are opened in a namespace by a thread that entered it (`setns` affects only the
+//! guard even on panic (and swept by the next run if the test process was SIGKILLed); traffic
+//! goes only between the two namespaces, on link-local addresses. Sockets are opened in a namespace by a thread that entered it (`setns` affects only the
 //! calling thread); a socket stays in its namespace wherever it is used from.
 
 use std::io::{ErrorKind, Read, Write};
