@@ -362,6 +362,12 @@ fault_kinds! {
     "pod-failure" => PodFailure(k8s::pod_failure::PodFailureSpec), revert: k8s::pod_failure::revert;
     "node-drain" => NodeDrain(k8s::node::NodeDrainSpec), revert: k8s::node::revert;
     "pod-network-delay" => PodNetworkDelay(k8s::netem::PodNetemSpec), revert: k8s::netem::revert;
+    "pod-stress" => PodStress(k8s::pod_stress::PodStressSpec), revert: k8s::pod_stress::revert;
+    "container-kill" => ContainerKill(k8s::container_kill::ContainerKillSpec), revert: k8s::container_kill::revert;
+    "pod-network-partition" => PodNetworkPartition(k8s::pod_net::PartitionSpec), revert: k8s::pod_net::revert;
+    "pod-network-bandwidth" => PodNetworkBandwidth(k8s::pod_net::BandwidthSpec), revert: k8s::pod_net::revert;
+    "pod-network-corrupt" => PodNetworkCorrupt(k8s::pod_net::CorruptSpec), revert: k8s::pod_net::revert;
+    "pod-dns-failure" => PodDnsFailure(k8s::pod_net::DnsFailureSpec), revert: k8s::pod_net::revert;
     "net-latency" => NetLatency(net::LatencySpec), revert: net::revert;
     "net-bandwidth" => NetBandwidth(net::BandwidthSpec), revert: net::revert;
     "net-reset" => NetReset(net::ResetSpec), revert: net::revert;

@@ -66,6 +66,8 @@ pub enum Res {
     StatefulSets,
     /// apps/v1 ReplicaSet (one per deployment, kept in step with it; read-only).
     ReplicaSets,
+    /// core/v1 Namespace (read for its Pod Security labels).
+    Namespaces,
     /// core/v1 Node.
     Nodes,
     /// core/v1 Event (fed by the tests through [`FakeK8s::add_event`]).
@@ -81,6 +83,7 @@ impl Res {
             Res::Deployments => "Deployment",
             Res::StatefulSets => "StatefulSet",
             Res::ReplicaSets => "ReplicaSet",
+            Res::Namespaces => "Namespace",
             Res::Nodes => "Node",
             Res::Events => "Event",
             Res::EndpointSlices => "EndpointSlice",
@@ -125,6 +128,9 @@ pub struct State {
     pub ready_delay: Duration,
     /// Counter for generated pod names.
     seq: u64,
+    /// The state the kubelet reports at once for each new ephemeral container (default: it
+    /// ran and exited 0); a test sets `running`, a failing exit or a `waiting` pull error.
+    pub ephemeral_state: Value,
     /// Keep history (disabled for very large setups to save memory).
     pub keep_history: bool,
     /// Time spent answering requests (for benchmarks: what is not client-side work).
@@ -176,6 +182,7 @@ impl FakeK8s {
             create_delay,
             ready_delay,
             seq: 0,
+            ephemeral_state: json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
             keep_history: true,
             server_time: Duration::ZERO,
             generic: Generic::default(),
@@ -319,6 +326,28 @@ impl FakeK8s {
                 "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
                 "spec": {}, "status": {}});
             s.put(Res::Nodes, "", name, n, None);
+        })
+    }
+
+    /// Adds a namespace with these labels.
+    pub fn add_namespace(&self, name: &str, labels: Value) {
+        self.with(|s| {
+            let n = json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "labels": labels}, "spec": {}, "status": {}});
+            s.put(Res::Namespaces, "", name, n, None);
+        })
+    }
+
+    /// Changes an object in place (as a kubelet or controller would), emitting MODIFIED.
+    /// False if it does not exist.
+    pub fn update(&self, res: Res, ns: &str, name: &str, f: impl FnOnce(&mut Value)) -> bool {
+        self.with(|s| {
+            let Some(mut o) = s.objects.get(&(res, ns.into(), name.into())).cloned() else {
+                return false;
+            };
+            f(&mut o);
+            s.put(res, ns, name, o, Some("MODIFIED"));
+            true
         })
     }
 
@@ -719,6 +748,7 @@ fn route(path: &str) -> Option<Route> {
         "deployments" => Res::Deployments,
         "statefulsets" => Res::StatefulSets,
         "replicasets" => Res::ReplicaSets,
+        "namespaces" => Res::Namespaces,
         "nodes" => Res::Nodes,
         "events" => Res::Events,
         "endpointslices" => Res::EndpointSlices,
@@ -765,6 +795,7 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body>
         Res::Deployments => "deployments.apps",
         Res::StatefulSets => "statefulsets.apps",
         Res::ReplicaSets => "replicasets.apps",
+        Res::Namespaces => "namespaces",
         Res::Nodes => "nodes",
         Res::Events => "events",
         Res::EndpointSlices => "endpointslices.discovery.k8s.io",
@@ -973,6 +1004,15 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body>
                         format!("ephemeral container {} exists", c["name"]),
                     );
                 }
+                let mut statuses = obj["status"]["ephemeralContainerStatuses"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                statuses.push(
+                    json!({"name": c["name"], "image": c["image"], "imageID": "",
+                    "ready": false, "restartCount": 0, "state": s.ephemeral_state.clone()}),
+                );
+                obj["status"]["ephemeralContainerStatuses"] = Value::Array(statuses);
                 list.push(c);
             }
             obj["spec"]["ephemeralContainers"] = Value::Array(list);

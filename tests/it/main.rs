@@ -13,6 +13,11 @@ mod hardening_api;
 mod hardening_bytes;
 mod hardening_files;
 mod k8s;
+
+// The in-pod faults of issue #18.
+mod netns;
+mod podnet;
+
 mod kinds;
 mod load;
 mod load_cli;

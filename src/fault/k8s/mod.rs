@@ -276,6 +276,11 @@ pub mod manifest;
 pub mod netem;
 pub mod node;
 pub mod pod_failure;
+// In-pod faults (issue #18).
+pub mod container_kill;
+pub mod ephemeral;
+pub mod pod_net;
+pub mod pod_stress;
 
 k8s_spec! {
     /// `pod-kill`: deletes the selected pods (with a grace period, default 0s: a kill).
@@ -295,6 +300,16 @@ pub(crate) fn target(kind: &str, ns: &str, name: &str, description: String) -> T
         id: format!("{ns}/{name}"),
         description,
     }
+}
+
+/// Is `s` a DNS-1123 label (a container or namespace name)?
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// Splits a `namespace/name` target id.

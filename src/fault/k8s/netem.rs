@@ -7,12 +7,10 @@
 //! argument vector, never a shell string.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::{Selector, is_not_found, kube_err, split_id, target};
+use super::{Selector, split_id, target};
 use crate::experiment::{HumanDuration, Mode, Percent};
 use crate::fault::{
     BoxFuture, Fault, FaultEnv, FaultError, KubeAccess, Locality, ResolveCtx, Result, RevertToken,
@@ -85,36 +83,26 @@ pub fn tc_revert_args(device: &str) -> Vec<String> {
         .to_vec()
 }
 
-/// Adds an ephemeral container running `args` to a pod. `Ok(false)` if the pod is gone.
+/// Runs `args` in a new ephemeral container of `ns/pod` with NET_ADMIN and waits for it to
+/// finish. `Ok(false)` if the pod is gone.
 async fn add_ephemeral(
     client: &kube::Client,
     ns: &str,
     pod: &str,
-    name: &str,
+    prefix: &str,
     image: &str,
     args: &[String],
 ) -> Result<bool> {
-    let patch = Patch::Strategic(json!({"spec": {"ephemeralContainers": [{
-        "name": name,
-        "image": image,
-        "command": args,
-        "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}
-    }]}}));
-    match Api::<Pod>::namespaced(client.clone(), ns)
-        .patch_ephemeral_containers(pod, &PatchParams::default(), &patch)
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => Err(kube_err(
-            &format!("adding ephemeral container {name} to {ns}/{pod}"),
-            e,
-        )),
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", jiff::Timestamp::now().as_millisecond())
+    let e = super::ephemeral::Ephemeral {
+        prefix,
+        image,
+        command: args,
+        caps: &["NET_ADMIN"],
+        target_container: None,
+        until_exit: true,
+        ok_codes: &[],
+    };
+    Ok(e.run(client, ns, pod).await? != super::ephemeral::Ran::PodGone)
 }
 
 impl Fault for PodNetemSpec {
@@ -157,11 +145,11 @@ impl Fault for PodNetemSpec {
         Box::pin(async move {
             let client = env.kube().await?;
             let image = self.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into());
-            let name = unique("rattle-netem");
+            let name = "rattle-netem";
             let args = self.tc_args();
             for t in targets {
                 let (ns, pod) = split_id(t)?;
-                if !add_ephemeral(client, ns, pod, &name, &image, &args).await? {
+                if !add_ephemeral(client, ns, pod, name, &image, &args).await? {
                     return Err(FaultError::NoTarget(format!("pod {} is gone", t.id)));
                 }
             }
@@ -211,10 +199,10 @@ impl Fault for PodNetemSpec {
 pub async fn revert(env: &FaultEnv, token: &RevertToken) -> Result<()> {
     let t: Token = token.data()?;
     let client = env.kube().await?;
-    let name = unique("rattle-unnetem");
+    let name = "rattle-unnetem";
     let args = tc_revert_args(&t.device);
     for (ns, pod) in &t.pods {
-        add_ephemeral(client, ns, pod, &name, &t.image, &args).await?;
+        add_ephemeral(client, ns, pod, name, &t.image, &args).await?;
     }
     Ok(())
 }
@@ -222,6 +210,7 @@ pub async fn revert(env: &FaultEnv, token: &RevertToken) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn tc_is_an_argument_vector() {
