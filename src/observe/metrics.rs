@@ -110,11 +110,39 @@ impl Live {
     }
 }
 
-/// The live send lag in seconds: how far behind their intended start the load generator sends
-/// requests now. `None` until the load engine exposes a live figure (it keeps only a count of
-/// late sends today); then `rattle_send_lag_seconds` appears in the exposition.
-pub fn send_lag_seconds(_recording: &Recording) -> Option<f64> {
-    None
+/// The generator's own truth (issue #14), from [`Recording::send_lag`]: the run's send lag
+/// (actual send minus intended start) at p50, p99 and max, the count of sends over 10 ms late,
+/// and whether rattle is behind its own schedule now (its figures then measure rattle, not
+/// the service).
+pub fn render_send_lag(o: &mut String, rec: &Recording) {
+    let lag = rec.send_lag();
+    for (stat, v, what) in [
+        ("p50", lag.run.p50_us, "median"),
+        ("p99", lag.run.p99_us, "99th percentile"),
+        ("max", lag.run.max_us, "maximum"),
+    ] {
+        if let Some(us) = v {
+            let _ = writeln!(
+                o,
+                "# HELP rattle_send_lag_{stat}_seconds The {what} of how late requests were \
+                 sent after their intended start, over the run so far.\n\
+                 # TYPE rattle_send_lag_{stat}_seconds gauge\nrattle_send_lag_{stat}_seconds {}",
+                num(us as f64 / 1e6)
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP rattle_late_sends_total Requests sent more than 10 ms after their intended \
+         start.\n# TYPE rattle_late_sends_total counter\nrattle_late_sends_total {}",
+        lag.run.over_10ms
+    );
+    let _ = writeln!(
+        o,
+        "# HELP rattle_generator_behind 1 while rattle cannot keep its own schedule (the run \
+         cannot pass).\n# TYPE rattle_generator_behind gauge\nrattle_generator_behind {}",
+        u8::from(lag.behind.now)
+    );
 }
 
 /// A label value escaped for the text format (backslash, double quote, newline).
@@ -260,14 +288,7 @@ fn render_load(o: &mut String, rec: &Recording) {
         num(sum_us / 1e6),
         h.len()
     );
-    if let Some(lag) = send_lag_seconds(rec) {
-        let _ = writeln!(
-            o,
-            "# HELP rattle_send_lag_seconds How far behind their intended start requests are \
-             sent now.\n# TYPE rattle_send_lag_seconds gauge\nrattle_send_lag_seconds {}",
-            num(lag)
-        );
-    }
+    render_send_lag(o, rec);
 }
 
 /// Binds the metrics listener (before the run touches anything, so a taken address is a clear

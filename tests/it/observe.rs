@@ -375,6 +375,10 @@ fn metrics_scraped_during_a_run_pushes_read_back_and_annotations_recorded() {
         Some(1.0)
     );
     assert!(sample(&during, "rattle_run_info", "experiment=\"observe-all\"").is_some());
+    // The generator's own truth: send lag measured, and not behind at this modest rate.
+    assert!(sample(&during, "rattle_send_lag_p99_seconds", "").is_some_and(|v| v >= 0.0));
+    assert!(sample(&during, "rattle_late_sends_total", "").is_some());
+    assert!(sample(&during, "rattle_generator_behind", "").is_some());
     assert!(
         sample(&during, "rattle_run_verdict", "").is_none(),
         "no verdict yet"
