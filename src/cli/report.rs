@@ -119,6 +119,24 @@ pub fn compare_cmd(args: CompareArgs) -> anyhow::Result<Outcome> {
             &deltas,
         )),
     }
+    // An inconclusive report's figures measure rattle, not the service (it fell behind its own
+    // schedule): a regression, or the lack of one, against it is no finding either way.
+    let inconclusive: Vec<&Path> = [(&args.old, &old), (&args.new, &new)]
+        .into_iter()
+        .filter(|(_, r)| r.verdict == report::Verdict::Inconclusive)
+        .map(|(p, _)| p.as_path())
+        .collect();
+    if !inconclusive.is_empty() {
+        for p in &inconclusive {
+            crate::errln!(
+                "warning: {} is inconclusive (rattle fell behind its own schedule, so its \
+                 figures measure rattle, not the service): this comparison proves nothing \
+                 (exit 5)",
+                p.display()
+            );
+        }
+        return Ok(Outcome::Inconclusive);
+    }
     Ok(if deltas.iter().any(|d| d.regressed) {
         Outcome::Fail
     } else {

@@ -297,10 +297,20 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// Most connections the `/metrics` server holds at once. A scraper needs one; a flood of
+/// connections beyond this is answered 503 and closed at once, so it cannot take the file
+/// descriptors the run's own load needs (same process, same limit).
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// What a connection over [`MAX_CONNECTIONS`] is told before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+content-length: 31\r\nconnection: close\r\n\r\ntoo many connections to rattle\n";
+
 /// Serves `/metrics` on `listener` until `cancel`.
 pub async fn serve(listener: TcpListener, live: std::sync::Arc<Live>, cancel: CancellationToken) {
     let mut backoff = crate::proxy::accept::Backoff::new();
     let guard = std::sync::Arc::new(crate::proxy::api::Guard::default());
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (sock, _) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -315,6 +325,11 @@ pub async fn serve(listener: TcpListener, live: std::sync::Arc<Live>, cancel: Ca
             },
         };
         backoff.reset();
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Never waits: a full socket buffer just loses the message.
+            let _ = sock.try_write(BUSY);
+            continue;
+        };
         let Ok(local) = sock.local_addr() else {
             continue;
         };
@@ -322,6 +337,7 @@ pub async fn serve(listener: TcpListener, live: std::sync::Arc<Live>, cancel: Ca
         let guard = guard.clone();
         let c = cancel.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(crate::proxy::api::HEAD_TIMEOUT)
@@ -385,6 +401,65 @@ fn answer(
 mod tests {
     use super::*;
     use crate::metrics::Record;
+
+    /// Sends one GET /metrics on `s` and returns what the first read brings.
+    async fn get(s: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A turned-away connection may be reset under the request: that reads as "".
+        if s.write_all(b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return String::new();
+        }
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_connection_flood_is_turned_away_and_scrapes_go_on() {
+        use tokio::io::AsyncReadExt;
+        use tokio::net::TcpStream;
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let live = std::sync::Arc::new(Live::new("e".into(), "r".into(), RunClock::start_now(), None));
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, live, cancel.clone()));
+        let bounded = std::time::Duration::from_secs(20);
+        tokio::time::timeout(bounded, async {
+            // Every slot held by a connection the server has answered (so it accepted it).
+            let mut held = Vec::new();
+            for _ in 0..MAX_CONNECTIONS {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let head = get(&mut s).await;
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                held.push(s);
+            }
+            // One more is told why and closed, without a request.
+            let mut extra = TcpStream::connect(addr).await.unwrap();
+            let mut text = String::new();
+            extra.read_to_string(&mut text).await.unwrap();
+            assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+            assert!(text.ends_with("too many connections to rattle\n"), "{text}");
+            // A slot freed is a slot a scraper gets again (the server notices the close on
+            // its own time: try until it has).
+            drop(held.pop());
+            loop {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let head = get(&mut s).await;
+                if head.starts_with("HTTP/1.1 200") {
+                    break;
+                }
+                assert!(head.is_empty() || head.starts_with("HTTP/1.1 503"), "{head}");
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("bounded");
+        cancel.cancel();
+        server.await.unwrap();
+    }
 
     #[test]
     fn histogram_buckets_count_known_latencies() {

@@ -80,3 +80,32 @@ pub fn junit(r: &Report) -> Result<String, ReportError> {
         .to_string()
         .map_err(|e| ReportError::Junit(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Verdict;
+
+    fn fixture() -> Report {
+        serde_json::from_str(include_str!("../../tests/it/fixtures/report-v1-old.json"))
+            .expect("fixture")
+    }
+
+    #[test]
+    fn an_inconclusive_run_is_not_green_in_junit() {
+        let mut r = fixture();
+        r.verdict = Verdict::Pass;
+        let xml = junit(&r).expect("junit");
+        assert!(!xml.contains("load generator kept its schedule"), "{xml}");
+        r.verdict = Verdict::Inconclusive;
+        r.exit_code = 5;
+        r.reason = "rattle fell behind its own schedule from 1.0s".into();
+        let xml = junit(&r).expect("junit");
+        let case = xml
+            .split("<testcase ")
+            .find(|c| c.contains("load generator kept its schedule"))
+            .unwrap_or_else(|| panic!("no case for the generator's schedule: {xml}"));
+        assert!(case.contains("<failure"), "{case}");
+        assert!(case.contains("fell behind its own schedule"), "{case}");
+    }
+}

@@ -433,3 +433,28 @@ fn compare_exits_1_on_a_regression_beyond_its_allowance() {
     let (code, _, _) = run(&[], &old, &dir.path().join("missing.json"));
     assert_eq!(code, 2);
 }
+
+#[test]
+fn compare_with_an_inconclusive_report_exits_5() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = fixture_path();
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&old).expect("read")).expect("json");
+    v["verdict"] = Value::from("inconclusive");
+    v["exit_code"] = Value::from(5);
+    let same = write(dir.path(), "inconclusive.json", &v.to_string());
+    // Worse figures too: a regression against rattle's own lag is no finding either.
+    v["faults"][0]["recovery"]["time_to_recover_ms"] = Value::from(5000.0);
+    let worse = write(dir.path(), "worse.json", &v.to_string());
+    for (a, b) in [(&old, &same), (&same, &old), (&old, &worse), (&same, &same)] {
+        let o = rattle()
+            .arg("compare")
+            .arg(a)
+            .arg(b)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(5), "{a:?} {b:?}: {err}");
+        assert!(err.contains("is inconclusive"), "{err}");
+    }
+}
