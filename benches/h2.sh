@@ -4,10 +4,8 @@
 #
 # nginx on one core, each client pinned to the other with one thread. Two shapes:
 # - one stream per connection: `h2load -c CONNS -m 1` vs `rattle load --http2 -c CONNS`;
-# - ten streams per connection: `h2load -c CONNS -m 10` vs `rattle load --http2 -c CONNS*10`
-#   (rattle has no streams-per-connection flag yet: it multiplexes its -c requests in flight
-#   over the connections hyper's pool opens, so this compares the same number of requests in
-#   flight, not the same connection count; the table says how many connections each opened).
+# - ten streams per connection: `h2load -c CONNS -m 10` vs `rattle load --http2 -c CONNS
+#   --streams 10`: the same connections and the same requests in flight on each.
 # Prints the median over ROUNDS of throughput per tool and rattle's ratio to h2load's (issue
 # #14 asks for at least 0.9), p50/p99 and client CPU seconds.
 #
@@ -48,8 +46,7 @@ lat = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([
 ms = lambda v, u: float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u]
 print("h2load", sys.argv[3], rps, ms(lat.group(5), lat.group(6)) if lat else 0, 0, user + sys_)
 PY
-        inflight=$((CONNS * m))
-        timed "$RATTLE" load "$URL" --http2 -c "$inflight" --threads 1 -d "${DUR}s" --json --no-progress
+        timed "$RATTLE" load "$URL" --http2 -c "$CONNS" --streams "$m" --threads 1 -d "${DUR}s" --json --no-progress
         python3 - "$WORK/out" "$(cat "$WORK/cpu")" "$m" >>"$RESULTS" <<'PY' || true
 import json, sys
 r = json.load(open(sys.argv[1])); user, sys_ = map(float, sys.argv[2].split())

@@ -155,6 +155,12 @@ pub struct LoadArgs {
     /// Trust the CA certificates of this PEM file too.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
+    /// HTTP/2 streams per connection (closed model): each of the -c connections keeps this
+    /// many requests in flight, so `-c 50 --streams 10` has 500 in flight over 50 connections
+    /// (as `h2load -c 50 -m 10`). Needs --http2.
+    #[arg(long, default_value_t = 1, requires = "http2", conflicts_with = "rate",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub streams: u32,
     /// Threads of the closed model [default: the CPUs this process may run on].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
@@ -385,6 +391,18 @@ pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<crate::outcome::Outcome>
         crate::errln!("error: {}", crate::probe::error_chain(&e));
         return Ok(crate::outcome::Outcome::BadInput);
     }
+    // Every stream is a task with its own request in flight: bound the total as the open
+    // model bounds its in-flight cap.
+    let in_flight = u64::from(args.connections) * u64::from(args.streams);
+    if in_flight > load::MAX_IN_FLIGHT as u64 {
+        crate::errln!(
+            "error: --connections {} × --streams {} is {in_flight} requests in flight, above the maximum of {}",
+            args.connections,
+            args.streams,
+            load::MAX_IN_FLIGHT
+        );
+        return Ok(crate::outcome::Outcome::BadInput);
+    }
     let version = if args.http2 {
         HttpVersion::Http2
     } else if args.http1 {
@@ -410,6 +428,7 @@ pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<crate::outcome::Outcome>
                 load: cfg,
                 connections: args.connections as usize,
                 threads,
+                streams: args.streams as usize,
                 client,
             };
             let handle = match closed::start(closed_cfg, stop.clone()).await {
@@ -603,6 +622,7 @@ mod tests {
             http1: false,
             insecure: false,
             cacert: None,
+            streams: 1,
             threads: None,
             json: true,
             no_progress: true,

@@ -5,13 +5,15 @@
 //! its own current-thread tokio runtime, the connections dealt out between them and never moved,
 //! so nothing on the hot path crosses threads or takes a lock. Each thread aggregates into one
 //! [`Stats`] (an HdrHistogram and counters, no per-request records) merged when the run ends.
-//! Plain HTTP/1.1 goes through the minimal [`h1`] connection; TLS and HTTP/2 through one
-//! single-connection pooled hyper client per connection ([`client`]).
+//! Plain HTTP/1.1 goes through the minimal [`h1`] connection; HTTP/2 (`--http2`, h2c or TLS)
+//! through [`super::h2`], each connection carrying `streams` requests in flight, one task per
+//! stream; TLS without `--http2` through one single-connection pooled hyper client per
+//! connection ([`client`]).
 //!
 //! Stopping drops every connection at once: requests in flight at that instant are not counted
 //! (as in wrk), so the figures cover exactly the time until the stop.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{self, HttpSender, classify_error};
 use super::h1::{H1Conn, H1Request, status_outcome};
+use super::h2::{H2Target, Sent, Unsent};
 use super::stats::{Progress, Stats};
 use super::tls::{ClientOptions, HttpVersion};
 use super::{LoadConfig, LoadError, Result};
@@ -44,6 +47,9 @@ pub struct ClosedConfig {
     pub connections: usize,
     /// OS threads; at least 1, at most `connections` are used.
     pub threads: usize,
+    /// Requests in flight on each connection at once (HTTP/2 streams); at least 1. Only HTTP/2
+    /// can carry more than one: HTTP/1.1 connections ignore it.
+    pub streams: usize,
     /// HTTP version and TLS trust.
     pub client: ClientOptions,
 }
@@ -89,6 +95,8 @@ enum Path {
     Fast(SocketAddr, Arc<H1Request>),
     /// Anything else through hyper, one client (so one connection) per loop.
     Hyper(Arc<LoadConfig>, ClientOptions),
+    /// HTTP/2 through `h2`, this many streams per connection.
+    H2(Arc<H2Target>, usize),
 }
 
 /// Starts `cfg.connections` connections on `cfg.threads` threads; they run until `stop`.
@@ -135,7 +143,12 @@ async fn path_for(cfg: &ClosedConfig) -> Result<Path> {
     let plain = uri
         .scheme_str()
         .is_some_and(|s| s.eq_ignore_ascii_case("http"));
-    if !plain || cfg.client.version == HttpVersion::Http2 {
+    if cfg.client.version == HttpVersion::Http2 {
+        let addr = if plain { Some(resolve(uri).await?) } else { None };
+        let target = H2Target::new(&cfg.load, &cfg.client, addr)?;
+        return Ok(Path::H2(Arc::new(target), cfg.streams.max(1)));
+    }
+    if !plain {
         return Ok(Path::Hyper(Arc::new(cfg.load.clone()), cfg.client.clone()));
     }
     let addr = resolve(uri).await?;
@@ -190,6 +203,7 @@ fn run_thread(
                 Path::Hyper(load, opts) => {
                     set.spawn_local(hyper_loop(load.clone(), opts.clone(), ctx))
                 }
+                Path::H2(target, streams) => set.spawn_local(h2_loop(target.clone(), *streams, ctx)),
             };
         }
         tokio::select! {
@@ -205,6 +219,7 @@ fn run_thread(
 }
 
 /// What every connection of a thread shares.
+#[derive(Clone)]
 struct Ctx {
     timeout: Duration,
     ok: Option<Arc<[u16]>>,
@@ -349,6 +364,89 @@ async fn hyper_loop(load: Arc<LoadConfig>, opts: ClientOptions, ctx: Ctx) {
     }
 }
 
+/// One HTTP/2 connection: connects, runs `streams` stream loops on it until it breaks (or closes
+/// after a GOAWAY), and connects again.
+async fn h2_loop(target: Arc<H2Target>, streams: usize, ctx: Ctx) {
+    loop {
+        let t0 = Instant::now();
+        let conn = match tokio::time::timeout(ctx.timeout, target.connect()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                ctx.record(e.outcome(), None, t0);
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+                continue;
+            }
+            Err(_) => {
+                ctx.record(Outcome::Timeout, None, t0);
+                continue;
+            }
+        };
+        let answered = Rc::new(Cell::new(0u64));
+        let mut set = JoinSet::new();
+        for _ in 0..streams {
+            let stream = h2_stream(
+                conn.send.clone(),
+                target.clone(),
+                ctx.clone(),
+                answered.clone(),
+            );
+            set.spawn_local(stream);
+        }
+        while set.join_next().await.is_some() {}
+        drop(conn);
+        // A server that accepts and then closes at once must not be hammered in a busy loop.
+        if answered.get() == 0 {
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+        }
+    }
+}
+
+/// One stream slot of an HTTP/2 connection: a request at a time, the next as soon as the
+/// previous response ended, until the connection breaks or closes.
+async fn h2_stream(
+    mut send: h2::client::SendRequest<bytes::Bytes>,
+    target: Arc<H2Target>,
+    ctx: Ctx,
+    answered: Rc<Cell<u64>>,
+) {
+    // One timer per stream slot for the per-request timeout (see `within`).
+    let timer = tokio::time::sleep(ctx.timeout);
+    tokio::pin!(timer);
+    let mut ended: Option<Instant> = None;
+    loop {
+        let t0 = ended.take().unwrap_or_else(Instant::now);
+        match within(timer.as_mut(), t0 + ctx.timeout, target.send(&mut send)).await {
+            Some(Ok(Sent::Done(outcome, status))) => {
+                let end = Instant::now();
+                ctx.record_until(outcome, Some(status), t0, end);
+                answered.set(answered.get() + 1);
+                ended = Some(end);
+            }
+            Some(Ok(Sent::Failed(e, status))) => {
+                if e.never_processed() && answered.get() > 0 {
+                    return;
+                }
+                ctx.record(e.outcome(), status, t0);
+                if !e.stream_only() {
+                    return;
+                }
+            }
+            // Nothing was sent: the connection is closing (a GOAWAY after the server's
+            // request limit, as nginx sends every 1000 requests) or broken. On a connection that
+            // served, the request goes again on a new one without counting a failure, as any
+            // client does; on one that never answered, it is the failure.
+            Some(Err(Unsent(e))) => {
+                if answered.get() == 0 {
+                    ctx.record(e.outcome(), None, t0);
+                }
+                return;
+            }
+            // Dropping the request reset its stream; the connection goes on.
+            None => ctx.record(Outcome::Timeout, None, t0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,6 +531,7 @@ mod tests {
             load,
             connections: 1,
             threads: 1,
+            streams: 1,
             client: ClientOptions::default(),
         };
         let stop = CancellationToken::new();

@@ -18,6 +18,7 @@ pub mod client;
 pub mod closed;
 mod cpu;
 pub mod h1;
+mod h2;
 pub mod schedule;
 pub mod stats;
 pub mod tls;

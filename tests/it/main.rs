@@ -21,6 +21,7 @@ mod podnet;
 mod kinds;
 mod load;
 mod load_cli;
+mod load_h2;
 mod observe;
 mod packaging;
 mod probes;
