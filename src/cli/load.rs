@@ -198,7 +198,7 @@ pub struct OpenFigures {
     pub target_rate: f64,
     /// Requests sent per second of the run.
     pub achieved_rate: f64,
-    /// Requests whose time came (sent + missed).
+    /// Requests whose time came: `sent + missed + unsent`.
     pub scheduled: u64,
     /// Requests sent.
     pub sent: u64,
@@ -208,6 +208,10 @@ pub struct OpenFigures {
     pub late_after_ms: f64,
     /// Never sent: no connection was free before their timeout ran out.
     pub missed: u64,
+    /// Not sent because the run stopped while they waited for a connection with their timeout
+    /// not yet run out: neither sent nor missed, and not counted in `requests` (the stop, not
+    /// the target, ended them).
+    pub unsent: u64,
 }
 
 /// The figures of one `rattle load` run: what `--json` prints and the text is rendered from.
@@ -338,7 +342,7 @@ impl LoadReport {
                 &mut s,
                 "open model",
                 format!(
-                    "target {:.1}/s, achieved {:.1}/s ({:.3}%), scheduled {}, sent {}, late (> {} ms) {}, missed {}",
+                    "target {:.1}/s, achieved {:.1}/s ({:.3}%), scheduled {}, sent {}, late (> {} ms) {}, missed {}, unsent at the stop {}",
                     o.target_rate,
                     o.achieved_rate,
                     if o.target_rate > 0.0 {
@@ -350,7 +354,8 @@ impl LoadReport {
                     o.sent,
                     o.late_after_ms,
                     o.late,
-                    o.missed
+                    o.missed,
+                    o.unsent
                 ),
             );
         }
@@ -592,6 +597,7 @@ fn build_report(
             late: s.late,
             late_after_ms: LATE_AFTER.as_secs_f64() * 1000.0,
             missed: s.missed,
+            unsent: s.unsent,
         }),
     }
 }
