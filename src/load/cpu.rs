@@ -7,6 +7,14 @@
 //! second ([`super::RecordSink::cpu_busy`]).
 //!
 //! Elsewhere than Linux, or without `/proc`, it reports nothing.
+//!
+//! And is rattle's runtime stalled? [`stalls`] sleeps [`CANARY`] at a time on the load's runtime
+//! and reports how late each wake-up came ([`super::RecordSink::runtime_lag`]). A runtime whose
+//! queues hold more ready tasks than it can poll wakes the canary late, as it does every
+//! response and every timeout: then each latency it measures includes its own queueing. That
+//! case hides from send lag when every in-flight permit is held by requests rattle has not yet
+//! polled to completion (the permits look held by the target), and from the CPU test when the
+//! kernel's own network work (softirq) takes the rest of the machine.
 
 use std::time::Duration;
 
@@ -18,8 +26,13 @@ use crate::metrics::RunClock;
 /// How often the workers are sampled.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// The thread name tokio gives its workers, as `comm` shows it (15 bytes).
-const WORKER_COMM: &str = "tokio-runtime-w";
+/// The canary's sleep: its wake-up is late by the runtime's queueing (plus the timer's 1 ms
+/// granularity, well under the 10 ms that counts as late).
+const CANARY: Duration = Duration::from_millis(10);
+
+/// The thread names tokio gives its workers, as `comm` shows them (15 bytes): older tokio's
+/// "tokio-runtime-worker", and "tokio-rt-worker" (the tokio this builds with, 1.54).
+const WORKER_COMM: [&str; 2] = ["tokio-runtime-w", "tokio-rt-worker"];
 
 /// Nanoseconds each worker thread ran and waited, by thread id.
 fn sample() -> Vec<(u64, u64)> {
@@ -32,7 +45,7 @@ fn sample() -> Vec<(u64, u64)> {
         let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
             continue;
         };
-        if comm.trim_end() != WORKER_COMM {
+        if !WORKER_COMM.contains(&comm.trim_end()) {
             continue;
         }
         let Some(tid) = entry
@@ -91,6 +104,20 @@ pub(super) async fn watch<K: RecordSink>(clock: RunClock, sink: K, stop: Cancell
             sink.cpu_busy(from_us, to_us, busy);
         }
         last = now;
+    }
+}
+
+/// Sleeps [`CANARY`] at a time until `stop` and reports each wake-up's lateness to `sink`.
+pub(super) async fn stalls<K: RecordSink>(clock: RunClock, sink: K, stop: CancellationToken) {
+    loop {
+        let asleep = std::time::Instant::now();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(CANARY) => {}
+        }
+        let late = asleep.elapsed().saturating_sub(CANARY);
+        let late_us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        sink.runtime_lag(clock.now_us(), late_us);
     }
 }
 

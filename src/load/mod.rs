@@ -281,6 +281,9 @@ pub trait RecordSink: Clone + Send + Sync + 'static {
     /// From `from_us` to `to_us`, the busiest of rattle's runtime workers was running or
     /// waiting to run `busy` of the time (0 to 1; Linux only).
     fn cpu_busy(&self, from_us: u64, to_us: u64, busy: f64);
+    /// At `at_us`, a task of the load's runtime woke `lag_us` later than its timer asked: the
+    /// runtime's own queueing.
+    fn runtime_lag(&self, at_us: u64, lag_us: u64);
 }
 
 impl RecordSink for Recording {
@@ -298,6 +301,9 @@ impl RecordSink for Recording {
     }
     fn cpu_busy(&self, from_us: u64, to_us: u64, busy: f64) {
         Recording::cpu_busy(self, from_us, to_us, busy);
+    }
+    fn runtime_lag(&self, at_us: u64, lag_us: u64) {
+        Recording::runtime_lag(self, at_us, lag_us);
     }
 }
 
@@ -379,7 +385,8 @@ pub fn start_with<K: RecordSink>(
         .is_some_and(|s| s.eq_ignore_ascii_case("http"));
     let pacer = Pacer::new(&cfg, clock, start_us, sink.clone(), stop)?;
     let handle = pacer.handle_parts();
-    runtime.spawn(cpu::watch(clock, sink, pacer.stop.clone()));
+    runtime.spawn(cpu::watch(clock, sink.clone(), pacer.stop.clone()));
+    runtime.spawn(cpu::stalls(clock, sink, pacer.stop.clone()));
     let scheduler = if opts.minimal_h1 && plain && opts.version != HttpVersion::Http2 {
         let sender = h1::H1PoolSender::new(&cfg, statuses)?;
         runtime.spawn(pacer.run(move || sender.send()))

@@ -146,6 +146,7 @@ impl RecordSink for FlatSink {
     fn unsent(&self, _n: u64) {}
 
     fn cpu_busy(&self, _from_us: u64, _to_us: u64, _busy: f64) {}
+    fn runtime_lag(&self, _at_us: u64, _lag_us: u64) {}
 }
 
 /// Live totals of a run for the progress line: completed requests and failures.

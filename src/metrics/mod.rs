@@ -287,6 +287,17 @@ pub const CPU_SATURATED: f64 = 0.95;
 /// (a small in-flight cap turns a starved generator into what looks like a slow target).
 pub const CPU_SATURATED_FOR_US: u64 = 2_000_000;
 
+/// Why rattle fell behind, beyond its send lag, as the start of a parenthesis ("" when the
+/// send lag alone said so).
+pub fn behind_cause(cpu_saturated: bool, runtime_stalled: bool) -> &'static str {
+    match (cpu_saturated, runtime_stalled) {
+        (true, true) => "its CPU was saturated and its runtime woke tasks over 10 ms late; ",
+        (true, false) => "its CPU was saturated; ",
+        (false, true) => "its runtime woke tasks over 10 ms late for a second; ",
+        (false, false) => "",
+    }
+}
+
 /// Send lag figures: actual send minus intended start, in µs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LagSummary {
@@ -333,6 +344,9 @@ pub struct Behind {
     /// True when rattle's CPU was saturated ([`CPU_SATURATED`] for [`CPU_SATURATED_FOR_US`]):
     /// one way of falling behind.
     pub cpu_saturated: bool,
+    /// True when rattle's runtime woke its tasks over [`LAG_LATE_US`] late for
+    /// [`BEHIND_FOR_US`] without a break (see [`Recording::runtime_lag`]): another way.
+    pub runtime_stalled: bool,
 }
 
 /// The send lag of the run so far: what the progress line and `/metrics` read.
@@ -521,8 +535,11 @@ struct Inner {
     late_since: Option<u64>,
     /// Start of the current stretch of saturated seconds.
     busy_since: Option<u64>,
+    /// Start of the current stretch of late runtime wake-ups.
+    stall_since: Option<u64>,
     lag_now: bool,
     busy_now: bool,
+    stall_now: bool,
     behind: Behind,
     unsent: u64,
 }
@@ -558,8 +575,10 @@ impl Recording {
                 lag_over: 0,
                 late_since: None,
                 busy_since: None,
+                stall_since: None,
                 lag_now: false,
                 busy_now: false,
+                stall_now: false,
                 behind: Behind::default(),
                 unsent: 0,
             })),
@@ -738,6 +757,13 @@ impl Recording {
         self.lock().cpu_busy(from_us, to_us, busy);
     }
 
+    /// At `at_us` the load's runtime woke a timer `lag_us` late: its own queueing, which every
+    /// response and timeout of the run waited through too. Late over [`LAG_LATE_US`] at every
+    /// wake-up for [`BEHIND_FOR_US`] puts rattle behind (a short stall is not enough).
+    pub fn runtime_lag(&self, at_us: u64, lag_us: u64) {
+        self.lock().runtime_lag(at_us, lag_us);
+    }
+
     /// The run's send lag so far, and whether rattle fell behind its schedule: the live
     /// figure the progress line (and a metrics endpoint) reads. Cheap: no histogram is copied.
     pub fn send_lag(&self) -> SendLag {
@@ -874,7 +900,23 @@ impl Inner {
             self.late_since = None;
             self.lag_now = false;
         }
-        self.behind.now = self.lag_now || self.busy_now;
+        self.behind.now = self.lag_now || self.busy_now || self.stall_now;
+    }
+
+    fn runtime_lag(&mut self, at_us: u64, lag_us: u64) {
+        if lag_us > LAG_LATE_US {
+            // The stretch began when the late wake-up was due.
+            let since = *self.stall_since.get_or_insert(at_us.saturating_sub(lag_us));
+            if at_us.saturating_sub(since) >= BEHIND_FOR_US {
+                self.behind.since_us.get_or_insert(since);
+                self.behind.runtime_stalled = true;
+                self.stall_now = true;
+            }
+        } else {
+            self.stall_since = None;
+            self.stall_now = false;
+        }
+        self.behind.now = self.lag_now || self.busy_now || self.stall_now;
     }
 
     fn cpu_busy(&mut self, from_us: u64, to_us: u64, busy: f64) {
@@ -889,7 +931,7 @@ impl Inner {
             self.busy_since = None;
             self.busy_now = false;
         }
-        self.behind.now = self.lag_now || self.busy_now;
+        self.behind.now = self.lag_now || self.busy_now || self.stall_now;
     }
 }
 
@@ -1136,5 +1178,33 @@ mod tests {
             Some(2_000_000),
             "once behind, for good"
         );
+    }
+
+    /// Issue #14: a runtime that wakes its tasks over 10 ms late for a second is behind, even
+    /// when sends look on time (the permits were held by requests it had not polled); a
+    /// shorter stall is not.
+    #[test]
+    fn a_runtime_stalled_for_a_second_is_behind() {
+        let r = Recording::new(Duration::from_secs(1), false);
+        // 600 ms of 30 ms late wake-ups, then one on time: not behind.
+        let mut t = 0;
+        while t < 600_000 {
+            t += 40_000;
+            r.runtime_lag(t, 30_000);
+        }
+        r.runtime_lag(t + 10_500, 500);
+        assert_eq!(r.send_lag().behind, Behind::default());
+        // From 1 s: late at every wake-up for 1.2 s.
+        let mut t = 1_000_000;
+        while t < 2_200_000 {
+            t += 40_000;
+            r.runtime_lag(t, 30_000);
+            r.sent(t, t, t + 100);
+        }
+        let b = r.send_lag().behind;
+        assert_eq!(b.since_us, Some(1_010_000), "when the first late wake-up was due");
+        assert!(b.runtime_stalled && b.now && !b.cpu_saturated);
+        r.runtime_lag(2_300_000, 200);
+        assert!(!r.send_lag().behind.now);
     }
 }

@@ -21,11 +21,7 @@ pub(crate) fn lines(r: &Report) -> Vec<String> {
             "Rattle fell behind its own schedule from {:.1} s ({}its own send lag stayed over \
              10 ms for up to {:.1} s): the figures measure rattle, not the service.",
             g.behind_since_ms.unwrap_or_default() / 1000.0,
-            if g.cpu_saturated {
-                "its CPU was saturated; "
-            } else {
-                ""
-            },
+            crate::metrics::behind_cause(g.cpu_saturated, g.runtime_stalled),
             g.longest_late_stretch_ms / 1000.0
         ));
     }

@@ -255,6 +255,10 @@ pub struct GeneratorReport {
     /// time for 2 s (Linux): rattle wanted more CPU than it got.
     #[serde(default)]
     pub cpu_saturated: bool,
+    /// True when rattle's runtime woke its tasks over 10 ms late for 1 s (its queues held more
+    /// than it could poll, so every latency it measured included its own queueing).
+    #[serde(default)]
+    pub runtime_stalled: bool,
 }
 
 impl From<&crate::metrics::SendLag> for GeneratorReport {
@@ -265,6 +269,7 @@ impl From<&crate::metrics::SendLag> for GeneratorReport {
             behind_since_ms: l.behind.since_us.map(analysis::us_to_ms),
             longest_late_stretch_ms: analysis::us_to_ms(l.behind.longest_us),
             cpu_saturated: l.behind.cpu_saturated,
+            runtime_stalled: l.behind.runtime_stalled,
         }
     }
 }

@@ -885,11 +885,7 @@ fn unless_rattle_fell_behind(
              over 10 ms late): the figures measure rattle, not the service. Lower the rate or \
              give rattle more CPU. Without that, the run would have said: {reason}",
             since_us as f64 / 1e6,
-            if lag.behind.cpu_saturated {
-                "its CPU was saturated; "
-            } else {
-                ""
-            },
+            metrics::behind_cause(lag.behind.cpu_saturated, lag.behind.runtime_stalled),
             metrics::LAG_LATE_US / 1000,
             lag.behind.longest_us as f64 / 1e6,
             ms(lag.run.p99_us),

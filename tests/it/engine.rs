@@ -27,7 +27,7 @@ steady_state:
   warmup: 0s
   hold: 1s
   slo: {{ success_rate: ">= 0%" }}
-duration: 3s
+duration: 6s
 "#
         ),
     );
@@ -69,8 +69,13 @@ duration: 3s
     assert!(p99 > 10.0 && max >= p99, "{lag:#}");
     assert!(late > 0 && late <= sent, "{lag:#}");
     assert_eq!(sent, report["totals"]["sent"].as_u64().expect("sent"));
+    // Which rule caught it depends on where the machine's time went: a second of sends late by
+    // rattle's own doing, a saturated CPU, or a runtime waking its tasks late (the requests
+    // that hold the in-flight permits are rattle's own, waiting to be polled). One did.
     assert!(
-        g["longest_late_stretch_ms"].as_f64() >= Some(1000.0),
+        g["longest_late_stretch_ms"].as_f64() >= Some(1000.0)
+            || g["cpu_saturated"] == true
+            || g["runtime_stalled"] == true,
         "{g:#}"
     );
     // ... and per window: the windows' lag counts add up to the run's.
@@ -91,7 +96,8 @@ duration: 3s
     let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
     assert!(html.contains("measure rattle, not the service"));
     assert!(html.contains("send lag p99"));
-    // The plain progress line comes every 5 s: it caught the generator behind, or after.
+    // The plain progress line comes every 5 s (so the run lasts 6 s): it caught the generator
+    // behind, or after.
     assert!(
         stderr.contains("BEHIND: rattle cannot keep its schedule")
             || stderr.contains("fell behind earlier: run inconclusive"),
