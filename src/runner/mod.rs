@@ -506,6 +506,19 @@ fn preflight(
     Ok(journal)
 }
 
+/// Runs analysis that reads every kept record (a copy and a sort: tens of milliseconds at high
+/// rates) on tokio's blocking pool, not on the runtime the load's sends share. On one core the
+/// kernel still lets the runtime's thread preempt it at every send it wakes for; inline, it held
+/// the runtime's only worker and every send due meanwhile went out late, at the instant a
+/// fault's impact is measured. A panic in it stays a panic of the caller.
+async fn off_the_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("analysis task cancelled: {e}"),
+    }
+}
+
 /// The phases in their own task (so that a panic in them still reaches the rollback), with the
 /// stop conditions watched beside them and `interrupt` raced against both. Returns how the run
 /// ended; whatever that was, faults may still be active: the caller rolls back.
@@ -597,7 +610,7 @@ async fn phases(s: Arc<Shared>, stop: CancellationToken) -> Ending {
 
 /// Warm-up, then the baseline: when the experiment has faults, the steady state must hold over
 /// it, else the run ends before any fault (`NotSteady`).
-async fn baseline(s: &Shared, stop: &CancellationToken) -> Option<Ending> {
+async fn baseline(s: &Arc<Shared>, stop: &CancellationToken) -> Option<Ending> {
     let plan = &s.plan;
     s.set_phase(Phase::Warmup);
     if !s.sleep_until(plan.warmup, stop).await {
@@ -609,14 +622,19 @@ async fn baseline(s: &Shared, stop: &CancellationToken) -> Option<Ending> {
         return Some(Ending::Stopped);
     }
     if !plan.faults.is_empty() {
-        let before = steady_check(
-            s,
-            &s.sorted_records(),
-            None,
-            &s.probe_results(),
-            plan.warmup,
-            baseline_end,
-        );
+        let shared = s.clone();
+        let warmup = plan.warmup;
+        let before = off_the_runtime(move || {
+            steady_check(
+                &shared,
+                &shared.sorted_records(),
+                None,
+                &shared.probe_results(),
+                warmup,
+                baseline_end,
+            )
+        })
+        .await;
         if let Some(slo) = before.slo_check.clone() {
             *lock(&s.before_slo) = Some(slo);
         }
@@ -656,7 +674,7 @@ async fn fault_timeline(s: &Shared, stop: &CancellationToken) -> Option<Ending> 
 
 /// Recovery observation: until `duration`, then on while a fault's recovery is still
 /// undecided, up to `recovery_timeout` more.
-async fn observe_recovery(s: &Shared, stop: &CancellationToken) -> Ending {
+async fn observe_recovery(s: &Arc<Shared>, stop: &CancellationToken) -> Ending {
     let plan = &s.plan;
     s.set_phase(Phase::Recovery);
     if !s.sleep_until(plan.duration, stop).await {
@@ -665,7 +683,9 @@ async fn observe_recovery(s: &Shared, stop: &CancellationToken) -> Ending {
     let deadline = plan.duration + plan.recovery_timeout;
     loop {
         let now_us = s.clock.now_us();
-        if pending_recoveries(s, now_us) == 0 || s.clock.origin().elapsed() >= deadline {
+        let shared = s.clone();
+        let pending = off_the_runtime(move || pending_recoveries(&shared, now_us)).await;
+        if pending == 0 || s.clock.origin().elapsed() >= deadline {
             break;
         }
         let next = s.clock.origin().elapsed() + Duration::from_millis(250);
@@ -681,7 +701,9 @@ fn pending_recoveries(s: &Shared, now_us: u64) -> usize {
     if s.plan.load.is_none() {
         return pending_probe_recoveries(s, now_us);
     }
-    let records = s.sorted_records();
+    // Sorted only when a fault is still undecided: a copy and sort of every kept record costs
+    // tens of milliseconds at high rates, on the runtime the load's sends share.
+    let mut records = None;
     let faults = lock(&s.faults).clone();
     faults
         .iter()
@@ -693,7 +715,8 @@ fn pending_recoveries(s: &Shared, now_us: u64) -> usize {
             let Some(span) = fault_span(&s.plan, pf, st, now_us) else {
                 return false;
             };
-            analysis::fault_recovery(&records, s.plan.slo(), span)
+            let records = records.get_or_insert_with(|| s.sorted_records());
+            analysis::fault_recovery(records, s.plan.slo(), span)
                 .time_to_recover_ms
                 .is_none()
         })

@@ -38,7 +38,8 @@ pub(super) async fn run(s: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        step(&s, s.clock.now_us());
+        let (shared, now_us) = (s.clone(), s.clock.now_us());
+        super::off_the_runtime(move || step(&shared, now_us)).await;
     }
 }
 
