@@ -344,8 +344,8 @@ pub struct Behind {
     /// True when rattle's CPU was saturated ([`CPU_SATURATED`] for [`CPU_SATURATED_FOR_US`]):
     /// one way of falling behind.
     pub cpu_saturated: bool,
-    /// True when rattle's runtime woke its tasks over [`LAG_LATE_US`] late for
-    /// [`BEHIND_FOR_US`] without a break (see [`Recording::runtime_lag`]): another way.
+    /// True when rattle's runtime woke its tasks over [`LAG_LATE_US`] late at 90 % of its
+    /// wake-ups over [`BEHIND_FOR_US`] (see [`Recording::runtime_lag`]): another way.
     pub runtime_stalled: bool,
 }
 
@@ -535,8 +535,9 @@ struct Inner {
     late_since: Option<u64>,
     /// Start of the current stretch of saturated seconds.
     busy_since: Option<u64>,
-    /// Start of the current stretch of late runtime wake-ups.
-    stall_since: Option<u64>,
+    /// The runtime canary's wake-ups of the trailing second: when each was due, and whether it
+    /// came over [`LAG_LATE_US`] late.
+    stall_wakes: VecDeque<(u64, bool)>,
     lag_now: bool,
     busy_now: bool,
     stall_now: bool,
@@ -575,7 +576,7 @@ impl Recording {
                 lag_over: 0,
                 late_since: None,
                 busy_since: None,
-                stall_since: None,
+                stall_wakes: VecDeque::new(),
                 lag_now: false,
                 busy_now: false,
                 stall_now: false,
@@ -758,8 +759,9 @@ impl Recording {
     }
 
     /// At `at_us` the load's runtime woke a timer `lag_us` late: its own queueing, which every
-    /// response and timeout of the run waited through too. Late over [`LAG_LATE_US`] at every
-    /// wake-up for [`BEHIND_FOR_US`] puts rattle behind (a short stall is not enough).
+    /// response and timeout of the run waited through too. Late over [`LAG_LATE_US`] at 90 % of
+    /// the wake-ups of a trailing [`BEHIND_FOR_US`], or once by that much, puts rattle behind (a
+    /// short stall is not enough).
     pub fn runtime_lag(&self, at_us: u64, lag_us: u64) {
         self.lock().runtime_lag(at_us, lag_us);
     }
@@ -904,18 +906,36 @@ impl Inner {
     }
 
     fn runtime_lag(&mut self, at_us: u64, lag_us: u64) {
-        if lag_us > LAG_LATE_US {
-            // The stretch began when the late wake-up was due.
-            let since = *self.stall_since.get_or_insert(at_us.saturating_sub(lag_us));
-            if at_us.saturating_sub(since) >= BEHIND_FOR_US {
-                self.behind.since_us.get_or_insert(since);
-                self.behind.runtime_stalled = true;
-                self.stall_now = true;
-            }
-        } else {
-            self.stall_since = None;
-            self.stall_now = false;
+        let due = at_us.saturating_sub(lag_us);
+        self.stall_wakes.push_back((due, lag_us > LAG_LATE_US));
+        while self
+            .stall_wakes
+            .front()
+            .is_some_and(|&(d, _)| due.saturating_sub(d) > BEHIND_FOR_US)
+        {
+            self.stall_wakes.pop_front();
         }
+        // Stalled: one wake-up a whole second late, or the trailing second (covered by
+        // wake-ups at least 90 % of the way) late at 90 % of its wake-ups or more. A share,
+        // not an unbroken run: a flooded runtime still wakes the canary on time now and then,
+        // when its queue happens to be short.
+        let late = self.stall_wakes.iter().filter(|w| w.1).count();
+        let covered = self
+            .stall_wakes
+            .front()
+            .map_or(0, |&(d, _)| at_us.saturating_sub(d));
+        let stalled = lag_us >= BEHIND_FOR_US
+            || (covered >= BEHIND_FOR_US * 9 / 10 && late * 10 >= self.stall_wakes.len() * 9);
+        if stalled {
+            let since = self
+                .stall_wakes
+                .iter()
+                .find(|w| w.1)
+                .map_or(due, |w| w.0);
+            self.behind.since_us.get_or_insert(since);
+            self.behind.runtime_stalled = true;
+        }
+        self.stall_now = stalled;
         self.behind.now = self.lag_now || self.busy_now || self.stall_now;
     }
 
@@ -1186,25 +1206,44 @@ mod tests {
     #[test]
     fn a_runtime_stalled_for_a_second_is_behind() {
         let r = Recording::new(Duration::from_secs(1), false);
-        // 600 ms of 30 ms late wake-ups, then one on time: not behind.
-        let mut t = 0;
-        while t < 600_000 {
-            t += 40_000;
-            r.runtime_lag(t, 30_000);
-        }
-        r.runtime_lag(t + 10_500, 500);
+        // The canary: a wake-up 30 ms late every 40 ms, or on time every 10 ms.
+        let late = |from: u64, to: u64| {
+            let mut t = from;
+            while t + 40_000 <= to {
+                t += 40_000;
+                r.runtime_lag(t, 30_000);
+            }
+        };
+        let on_time = |from: u64, to: u64| {
+            let mut t = from;
+            while t + 10_000 <= to {
+                t += 10_000;
+                r.runtime_lag(t, 500);
+            }
+        };
+        // 600 ms stalled, then on time: not behind.
+        late(0, 600_000);
+        on_time(600_000, 1_000_000);
         assert_eq!(r.send_lag().behind, Behind::default());
-        // From 1 s: late at every wake-up for 1.2 s.
-        let mut t = 1_000_000;
-        while t < 2_200_000 {
-            t += 40_000;
-            r.runtime_lag(t, 30_000);
-            r.sent(t, t, t + 100);
-        }
+        // From 1 s, stalled for 1.2 s, with a wake-up on time now and then (as a flooded runtime
+        // does when its queue happens to be short): behind, from the first late wake-up's due
+        // instant in the trailing second.
+        late(1_000_000, 1_600_000);
+        r.runtime_lag(1_605_000, 100);
+        late(1_600_000, 2_200_000);
+        r.sent(2_200_000, 2_200_000, 2_200_100);
         let b = r.send_lag().behind;
-        assert_eq!(b.since_us, Some(1_010_000), "when the first late wake-up was due");
+        assert_eq!(b.since_us, Some(1_010_000));
         assert!(b.runtime_stalled && b.now && !b.cpu_saturated);
-        r.runtime_lag(2_300_000, 200);
-        assert!(!r.send_lag().behind.now);
+        // A second on time: no longer behind now (behind once, for good).
+        on_time(2_200_000, 3_300_000);
+        let b = r.send_lag().behind;
+        assert!(!b.now);
+        assert_eq!(b.since_us, Some(1_010_000));
+        // One wake-up a whole second late is behind at once.
+        let r2 = Recording::new(Duration::from_secs(1), false);
+        r2.runtime_lag(1_500_000, 1_200_000);
+        assert_eq!(r2.send_lag().behind.since_us, Some(300_000));
     }
+
 }

@@ -255,8 +255,9 @@ pub struct GeneratorReport {
     /// time for 2 s (Linux): rattle wanted more CPU than it got.
     #[serde(default)]
     pub cpu_saturated: bool,
-    /// True when rattle's runtime woke its tasks over 10 ms late for 1 s (its queues held more
-    /// than it could poll, so every latency it measured included its own queueing).
+    /// True when rattle's runtime woke its tasks over 10 ms late at 90 % of its wake-ups over
+    /// 1 s, or once by 1 s (its queues held more than it could poll, so every latency it
+    /// measured included its own queueing).
     #[serde(default)]
     pub runtime_stalled: bool,
 }
