@@ -8,8 +8,8 @@
 #   deploy/image/build.sh --binary PATH --tag NAME:TAG
 #   deploy/image/build.sh --output docker-archive:rattle.tar   # also write an archive, e.g. for
 #                                                              # `kind load image-archive`
-#   deploy/image/build.sh --strip-debug        # drop the debug info (line tables) from the image's
-#                                              # copy: 137 MB → 34 MB; backtraces keep function names
+#   deploy/image/build.sh --strip-debug        # drop any debug info from the image's copy (the
+#                                              # release profile has none; for other builds)
 #
 # The image runs as uid/gid 65532 (`rattle`; the uid distroless's `nonroot` uses, so the
 # Dockerfile's image and this one are interchangeable) in /var/lib/rattle: reports go to
