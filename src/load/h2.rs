@@ -161,8 +161,10 @@ impl H2Target {
         req
     }
 
-    /// Opens a connection and starts its task (on the current runtime); dropping the returned
-    /// [`H2Conn`] ends it.
+    /// Opens a connection and starts its task on the current `LocalSet` (the closed model's
+    /// thread: the connection and its stream loops then share one task queue, with no hop
+    /// through the runtime's); dropping the returned [`H2Conn`] ends it. Must be called inside
+    /// a `LocalSet`.
     pub(crate) async fn connect(&self) -> Result<H2Conn, H2Error> {
         let mut builder = h2::client::Builder::new();
         builder
@@ -176,7 +178,7 @@ impl H2Target {
                 // Small frames must not wait for Nagle.
                 let _ = tcp.set_nodelay(true);
                 let (send, conn) = builder.handshake(tcp).await?;
-                (send, tokio::spawn(async move { drop(conn.await) }))
+                (send, tokio::task::spawn_local(async move { drop(conn.await) }))
             }
             Dial::Tls(connector) => {
                 let mut connector = connector.clone();
@@ -185,7 +187,7 @@ impl H2Target {
                     .await
                     .map_err(H2Error::Connect)?;
                 let (send, conn) = builder.handshake(TokioIo::new(io)).await?;
-                (send, tokio::spawn(async move { drop(conn.await) }))
+                (send, tokio::task::spawn_local(async move { drop(conn.await) }))
             }
         };
         Ok(H2Conn { send, driver })
