@@ -144,7 +144,11 @@ async fn path_for(cfg: &ClosedConfig) -> Result<Path> {
         .scheme_str()
         .is_some_and(|s| s.eq_ignore_ascii_case("http"));
     if cfg.client.version == HttpVersion::Http2 {
-        let addr = if plain { Some(resolve(uri).await?) } else { None };
+        let addr = if plain {
+            Some(resolve(uri).await?)
+        } else {
+            None
+        };
         let target = H2Target::new(&cfg.load, &cfg.client, addr)?;
         return Ok(Path::H2(Arc::new(target), cfg.streams.max(1)));
     }
@@ -203,7 +207,9 @@ fn run_thread(
                 Path::Hyper(load, opts) => {
                     set.spawn_local(hyper_loop(load.clone(), opts.clone(), ctx))
                 }
-                Path::H2(target, streams) => set.spawn_local(h2_loop(target.clone(), *streams, ctx)),
+                Path::H2(target, streams) => {
+                    set.spawn_local(h2_loop(target.clone(), *streams, ctx))
+                }
             };
         }
         tokio::select! {

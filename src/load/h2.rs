@@ -139,7 +139,8 @@ impl H2Target {
                 headers.append(name.clone(), value.clone());
             }
         }
-        let uri = without_userinfo(&cfg.url).map_err(|source| LoadError::InvalidRequest { source })?;
+        let uri =
+            without_userinfo(&cfg.url).map_err(|source| LoadError::InvalidRequest { source })?;
         Ok(Self {
             dial,
             method: cfg.method.clone(),
@@ -178,7 +179,10 @@ impl H2Target {
                 // Small frames must not wait for Nagle.
                 let _ = tcp.set_nodelay(true);
                 let (send, conn) = builder.handshake(tcp).await?;
-                (send, tokio::task::spawn_local(async move { drop(conn.await) }))
+                (
+                    send,
+                    tokio::task::spawn_local(async move { drop(conn.await) }),
+                )
             }
             Dial::Tls(connector) => {
                 let mut connector = connector.clone();
@@ -187,7 +191,10 @@ impl H2Target {
                     .await
                     .map_err(H2Error::Connect)?;
                 let (send, conn) = builder.handshake(TokioIo::new(io)).await?;
-                (send, tokio::task::spawn_local(async move { drop(conn.await) }))
+                (
+                    send,
+                    tokio::task::spawn_local(async move { drop(conn.await) }),
+                )
             }
         };
         Ok(H2Conn { send, driver })
@@ -291,7 +298,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let s = without_userinfo(&u).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.to_string(), "http://127.0.0.1:8080/p?q=1");
-        let plain: Uri = "https://example.com/".parse().unwrap_or_else(|e| panic!("{e}"));
+        let plain: Uri = "https://example.com/"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(without_userinfo(&plain).ok(), Some(plain));
     }
 

@@ -927,11 +927,7 @@ impl Inner {
         let stalled = lag_us >= BEHIND_FOR_US
             || (covered >= BEHIND_FOR_US * 9 / 10 && late * 10 >= self.stall_wakes.len() * 9);
         if stalled {
-            let since = self
-                .stall_wakes
-                .iter()
-                .find(|w| w.1)
-                .map_or(due, |w| w.0);
+            let since = self.stall_wakes.iter().find(|w| w.1).map_or(due, |w| w.0);
             self.behind.since_us.get_or_insert(since);
             self.behind.runtime_stalled = true;
         }
@@ -1245,5 +1241,4 @@ mod tests {
         r2.runtime_lag(1_500_000, 1_200_000);
         assert_eq!(r2.send_lag().behind.since_us, Some(300_000));
     }
-
 }

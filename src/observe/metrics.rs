@@ -423,7 +423,12 @@ mod tests {
         use tokio::net::TcpStream;
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let live = std::sync::Arc::new(Live::new("e".into(), "r".into(), RunClock::start_now(), None));
+        let live = std::sync::Arc::new(Live::new(
+            "e".into(),
+            "r".into(),
+            RunClock::start_now(),
+            None,
+        ));
         let cancel = CancellationToken::new();
         let server = tokio::spawn(serve(listener, live, cancel.clone()));
         let bounded = std::time::Duration::from_secs(20);
@@ -451,7 +456,10 @@ mod tests {
                 if head.starts_with("HTTP/1.1 200") {
                     break;
                 }
-                assert!(head.is_empty() || head.starts_with("HTTP/1.1 503"), "{head}");
+                assert!(
+                    head.is_empty() || head.starts_with("HTTP/1.1 503"),
+                    "{head}"
+                );
                 tokio::task::yield_now().await;
             }
         })

@@ -447,12 +447,7 @@ fn compare_with_an_inconclusive_report_exits_5() {
     v["faults"][0]["recovery"]["time_to_recover_ms"] = Value::from(5000.0);
     let worse = write(dir.path(), "worse.json", &v.to_string());
     for (a, b) in [(&old, &same), (&same, &old), (&old, &worse), (&same, &same)] {
-        let o = rattle()
-            .arg("compare")
-            .arg(a)
-            .arg(b)
-            .output()
-            .expect("run");
+        let o = rattle().arg("compare").arg(a).arg(b).output().expect("run");
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(5), "{a:?} {b:?}: {err}");
         assert!(err.contains("is inconclusive"), "{err}");
