@@ -269,6 +269,16 @@ impl Shared {
     }
 }
 
+/// A stop condition that held long enough: what the local watcher (`stop.rs`) and the
+/// Prometheus one (`prom.rs`) both return, so neither imports the other's.
+#[derive(Debug, Clone)]
+struct Trigger {
+    /// The condition and the value that crossed it, in words.
+    condition: String,
+    /// When it triggered (µs since run start).
+    at_us: u64,
+}
+
 /// How the phase task ended.
 #[derive(Debug)]
 enum Ending {
@@ -283,7 +293,7 @@ enum Ending {
     /// The phases panicked (a bug in rattle); the rollback still ran.
     Panicked,
     /// A `stop_when` condition held.
-    StopCondition(stop::Trigger),
+    StopCondition(Trigger),
 }
 
 /// Runs a planned experiment to the end and writes its reports. `interrupt` resolves when the

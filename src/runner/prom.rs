@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::select_all;
 use tokio_util::sync::CancellationToken;
 
-use super::stop::Trigger;
+use super::Trigger;
 use crate::experiment::prometheus::{GatePhase, PromGate};
 use crate::experiment::stop::{AlertStop, PromStop};
 use crate::metrics::RunClock;

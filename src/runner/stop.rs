@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
+use super::{Shared, Trigger};
 use crate::analysis::{percentile_sorted, us_to_ms};
 use crate::experiment::StopWhen;
 use crate::metrics::Record;
@@ -18,15 +18,6 @@ use crate::metrics::Record;
 const EVERY: Duration = Duration::from_millis(100);
 /// The trailing span request conditions are evaluated over.
 const SPAN_US: u64 = 1_000_000;
-
-/// A condition that held long enough.
-#[derive(Debug, Clone)]
-pub(super) struct Trigger {
-    /// The condition and the value that crossed it, in words.
-    pub condition: String,
-    /// When it triggered (µs since run start).
-    pub at_us: u64,
-}
 
 /// One condition's state: since when it has held (µs), if it holds now.
 #[derive(Default)]
