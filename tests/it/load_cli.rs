@@ -107,7 +107,7 @@ async fn tls_server(dir: &std::path::Path) -> (SocketAddr, std::path::PathBuf) {
 }
 
 /// Runs `rattle load ARGS` to completion (bounded), killing it if the bound runs out.
-async fn rattle_load(args: &[&str]) -> Output {
+pub(crate) async fn rattle_load(args: &[&str]) -> Output {
     let child = tokio::process::Command::new(rattle_bin())
         .arg("load")
         .args(args)
@@ -125,7 +125,7 @@ async fn rattle_load(args: &[&str]) -> Output {
     }
 }
 
-fn json_of(out: &Output) -> Value {
+pub(crate) fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "not JSON ({e}): {}\nstderr: {}",
@@ -135,7 +135,7 @@ fn json_of(out: &Output) -> Value {
     })
 }
 
-fn u(v: &Value, key: &str) -> u64 {
+pub(crate) fn u(v: &Value, key: &str) -> u64 {
     v[key]
         .as_u64()
         .unwrap_or_else(|| panic!("{key} is not a count in {v}"))

@@ -5,10 +5,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
@@ -17,48 +15,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
-use crate::support::rattle_bin;
-
-/// Upper bound on one `rattle load` run.
-const RUN_LIMIT: Duration = Duration::from_secs(30);
-
-async fn rattle_load(args: &[&str]) -> Output {
-    let child = tokio::process::Command::new(rattle_bin())
-        .arg("load")
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn rattle: {e}"));
-    match tokio::time::timeout(RUN_LIMIT, child.wait_with_output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => panic!("rattle load: {e}"),
-        Err(_) => panic!("rattle load {args:?} did not finish in {RUN_LIMIT:?}"),
-    }
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn u(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} is not a count in {v}"))
-}
+use crate::load_cli::{json_of, rattle_load, u};
 
 /// What the server saw.
 #[derive(Default)]
