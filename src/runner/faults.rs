@@ -21,20 +21,6 @@ pub(super) struct Active {
     pub journal: PathBuf,
 }
 
-/// Runs a journal write (two fsyncs: the entry and its directory) on tokio's blocking pool. On
-/// the runtime it held a worker for as long as the disk took, and rattle on a core of its own
-/// has one worker: every request due meanwhile went out late, at the very instant a fault's
-/// impact is measured. The phases task awaits it to the end (it is never aborted), so the order
-/// journal → active list → inject holds.
-async fn off_the_runtime<T: Send + 'static>(
-    write: impl FnOnce() -> journal::Result<T> + Send + 'static,
-) -> Result<T, String> {
-    match tokio::task::spawn_blocking(write).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("the journal write did not finish: {e}")),
-    }
-}
-
 /// Resolves, journals and injects fault `i`. An error aborts the run (exit 2); whatever was
 /// journaled is on the active list, so the caller's rollback reverts it.
 pub(super) async fn inject_one(s: &Shared, i: usize) -> Result<(), String> {
@@ -71,8 +57,11 @@ pub(super) async fn inject_one(s: &Shared, i: usize) -> Result<(), String> {
             owner_starttime: journal::process_starttime(std::process::id()).unwrap_or(0),
         };
         let key = format!("{}-{}", s.run_id, i);
+        // Two fsyncs (the entry and its directory): off the load's runtime, which on a core of
+        // its own has one worker. The phases task awaits it to the end (it is never aborted), so
+        // the order journal → active list → inject holds.
         let journal = s.journal.clone();
-        match off_the_runtime(move || journal.record(&key, &entry)).await {
+        match super::off_the_runtime(move || journal.record(&key, &entry)).await {
             Ok(path) => lock(&s.active).push(Active {
                 fault: i,
                 token,
@@ -145,7 +134,7 @@ pub(super) async fn revert_one(s: &Shared, i: usize) -> bool {
                 s.event(EventKind::Revert, name.clone());
                 s.observer.fault_reverted(a.fault, lock(&s.active).len());
                 let (journal, path) = (s.journal.clone(), a.journal.clone());
-                if let Err(e) = off_the_runtime(move || journal.remove(&path)).await {
+                if let Err(e) = super::off_the_runtime(move || journal.remove(&path)).await {
                     // Reverted, but the entry stays: `recover` will find it and revert again,
                     // which is harmless (reverts are idempotent).
                     s.event(

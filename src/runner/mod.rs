@@ -517,7 +517,8 @@ fn preflight(
 }
 
 /// Runs analysis that reads every kept record (a copy and a sort: tens of milliseconds at high
-/// rates) on tokio's blocking pool, not on the runtime the load's sends share. On one core the
+/// rates), or a journal write (fsyncs), on tokio's blocking pool, not on the runtime the load's
+/// sends share. On one core the
 /// kernel still lets the runtime's thread preempt it at every send it wakes for; inline, it held
 /// the runtime's only worker and every send due meanwhile went out late, at the instant a
 /// fault's impact is measured. A panic in it stays a panic of the caller.
