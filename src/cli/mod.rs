@@ -408,6 +408,9 @@ fn print_outcome(o: &runner::RunOutcome) {
             None => f.error.clone().unwrap_or_else(|| "not fired".into()),
         };
         crate::outln!("  fault {} ({}): {figures}", f.name, f.kind);
+        if let Some(w) = f.effect.as_ref().and_then(|e| e.shortfall.as_ref()) {
+            crate::errln!("warning: fault {}: {w}", f.name);
+        }
     }
     let t = &r.totals;
     // The successful requests' latency: what users who were served waited for (#23).

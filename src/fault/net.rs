@@ -225,6 +225,7 @@ impl AsToxic for HttpAbortSpec {
                 status: self.status,
             },
             share: self.share,
+            tally: Default::default(),
             matcher: self.matcher.build()?,
         }))
     }
@@ -244,6 +245,7 @@ impl AsToxic for HttpDelaySpec {
                 delay: self.delay.get(),
             },
             share: self.share,
+            tally: Default::default(),
             matcher: self.matcher.build()?,
         }))
     }
@@ -448,8 +450,8 @@ impl<T: AsToxic + Send + Sync + std::fmt::Debug> Fault for T {
     }
 }
 
-/// What the toxic of a `net-*` fault on `targets` measurably did; `None` for other targets and
-/// for HTTP rules (their effect shows in the load's status codes).
+/// What the toxic or HTTP rule of a `net-*`/`http-*` fault on `targets` measurably did; `None`
+/// for other targets.
 pub fn measured(env: &FaultEnv, targets: &[Target]) -> Option<crate::proxy::share::Measured> {
     let t = targets.first().filter(|t| t.kind == TARGET_KIND)?;
     env.proxies().measured(&t.id, &t.description)

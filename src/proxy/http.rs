@@ -7,7 +7,6 @@
 //! shows up as status codes, not as connection errors. Rules are re-read per request: removing
 //! one takes effect on the next request, and a delay in progress ends at once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,32 +88,12 @@ pub struct HttpRule {
     /// Abort or delay.
     pub action: HttpAction,
     /// Share of matching requests affected, 0 to 1: random which, within one request of the
-    /// share over the proxy's requests ([`Shares`]).
+    /// share over the proxy's requests ([`super::share`]).
     pub share: f64,
     /// Which requests.
     pub matcher: HttpMatch,
-}
-
-/// Per rule (by name and share), which of a proxy's requests it hits: one tally across the
-/// proxy's connections, so the share affected stays within one request of `share`
-/// ([`super::share`]).
-#[derive(Debug, Clone, Default)]
-pub struct Shares(Arc<std::sync::Mutex<HashMap<(String, u64), Share>>>);
-
-impl Shares {
-    /// Decides whether rule `name` with `share` hits the next matching request.
-    pub fn pick(&self, name: &str, share: f64) -> bool {
-        if share >= 1.0 {
-            return true;
-        }
-        let tally = {
-            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry((name.to_string(), share.to_bits()))
-                .or_default()
-                .clone()
-        };
-        tally.pick(share)
-    }
+    /// The requests it met and hit, across the proxy's connections (clones share it).
+    pub tally: Share,
 }
 
 /// The rule list a proxy publishes to its HTTP connections.
@@ -143,14 +122,13 @@ async fn handle(
     mut req: Request<Incoming>,
     upstream: Arc<str>,
     mut rules: Rules,
-    shares: Shares,
     client: Client<HttpConnector, Incoming>,
 ) -> Result<Response<Body>, hyper::Error> {
     loop {
         let list = rules.borrow_and_update().clone();
         let hit = list
             .iter()
-            .find(|r| r.matcher.matches(&req) && shares.pick(&r.name, r.share));
+            .find(|r| r.matcher.matches(&req) && r.tally.pick(r.share));
         match hit.map(|r| r.action.clone()) {
             Some(HttpAction::Abort { status }) => {
                 let s = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -195,20 +173,11 @@ pub async fn serve(
     client_sock: TcpStream,
     upstream: Arc<str>,
     rules: Rules,
-    shares: Shares,
     client: Client<HttpConnector, Incoming>,
     cancel: CancellationToken,
 ) {
     let _ = client_sock.set_nodelay(true);
-    let svc = service_fn(move |req| {
-        handle(
-            req,
-            upstream.clone(),
-            rules.clone(),
-            shares.clone(),
-            client.clone(),
-        )
-    });
+    let svc = service_fn(move |req| handle(req, upstream.clone(), rules.clone(), client.clone()));
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)

@@ -496,6 +496,10 @@ impl<'a> Writer<'a> {
         let mut due: Option<Instant> = None;
         // The earliest instant of the next slice (slicer's gap).
         let mut next_slice = Instant::now();
+        // Since when data has been waiting to pass without a pause (`None`: idle).
+        let mut busy: Option<Instant> = None;
+        // The arrival of the last chunk a latency deadline released (counted once).
+        let mut released: Option<Instant> = None;
         loop {
             let n = self.now();
             self.budget.set_for(&n);
@@ -531,6 +535,18 @@ impl<'a> Writer<'a> {
                 continue;
             }
             let Some((data, arrival, sample)) = pending.take() else {
+                // Nothing waits to pass: the connection's busy spell (what the meters' rate
+                // while data waited is over) ends here, unless more is already queued.
+                if let Ok((d, at)) = rx.try_recv() {
+                    let s = rand::rng().random_range(-1.0..=1.0);
+                    pending = Some((d, at, s));
+                    continue;
+                }
+                if let Some(since) = busy.take() {
+                    for p in &n.passed {
+                        p.busy(since.elapsed());
+                    }
+                }
                 tokio::select! {
                     _ = self.conn.cancelled() => return End::Close,
                     r = self.toxics.changed() => if r.is_err() { return End::Close },
@@ -545,10 +561,18 @@ impl<'a> Writer<'a> {
                 }
                 continue;
             };
+            busy.get_or_insert_with(Instant::now);
             if let Some((lat, jit)) = n.latency {
                 let delay = (lat.as_secs_f64() + jit.as_secs_f64() * sample).max(0.0);
                 let deadline = later(arrival, Duration::from_secs_f64(delay));
-                if deadline > Instant::now() {
+                let now = Instant::now();
+                if deadline > now {
+                    // Waiting out a delay is not data waiting for the link's rate.
+                    if let Some(since) = busy.take() {
+                        for p in &n.passed {
+                            p.busy(since.elapsed());
+                        }
+                    }
                     pending = Some((data, arrival, sample));
                     tokio::select! {
                         _ = self.conn.cancelled() => return End::Close,
@@ -556,6 +580,13 @@ impl<'a> Writer<'a> {
                         _ = sleep_precise(deadline.min(wake)) => {}
                     }
                     continue;
+                }
+                // Released: how late after its deadline (once per chunk read, not per piece).
+                if released != Some(arrival) {
+                    released = Some(arrival);
+                    for p in &n.passed {
+                        p.released(now - deadline);
+                    }
                 }
             }
             // Bandwidth: the clock starts when the toxic is first seen, is never more than

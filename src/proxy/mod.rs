@@ -188,6 +188,10 @@ struct Meter {
     until: Option<std::time::Instant>,
     connections: share::Share,
     passed: share::Passed,
+    /// An HTTP rule's meter (its counts are requests).
+    requests: bool,
+    asked_bytes_per_sec: Option<f64>,
+    asked_latency_ms: Option<(f64, f64)>,
 }
 
 /// Meters kept at most: a long-lived `rattle proxy` forgets the oldest removed toxics first.
@@ -199,7 +203,7 @@ impl Registry {
         self.meters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn meter_start(&self, proxy: &str, t: &ActiveToxic) {
+    fn meter_start(&self, proxy: &str, name: &str, meter: Meter) {
         let mut m = self.meters();
         if m.len() >= METERS {
             let oldest = m
@@ -211,13 +215,29 @@ impl Registry {
                 m.remove(&k);
             }
         }
-        m.insert(
-            (proxy.to_string(), t.toxic.name.clone()),
+        m.insert((proxy.to_string(), name.to_string()), meter);
+    }
+
+    fn meter_toxic(&self, proxy: &str, t: &ActiveToxic) {
+        let (mut bw, mut lat) = (None, None);
+        match t.effect {
+            toxic::Effect::Bandwidth { rate } if rate > 0 => bw = Some(rate as f64 * 1000.0),
+            toxic::Effect::Latency { latency, jitter } => {
+                lat = Some((latency.as_secs_f64() * 1e3, jitter.as_secs_f64() * 1e3))
+            }
+            _ => {}
+        }
+        self.meter_start(
+            proxy,
+            &t.toxic.name,
             Meter {
                 since: std::time::Instant::now(),
                 until: None,
                 connections: t.connections.clone(),
                 passed: t.passed.clone(),
+                requests: false,
+                asked_bytes_per_sec: bw,
+                asked_latency_ms: lat,
             },
         );
     }
@@ -235,16 +255,16 @@ impl Registry {
     pub fn measured(&self, proxy: &str, name: &str) -> Option<share::Measured> {
         let m = self.meters();
         let v = m.get(&(proxy.to_string(), name.to_string()))?;
-        let (connections, affected) = v.connections.tally();
+        let seconds = v
+            .until
+            .unwrap_or_else(std::time::Instant::now)
+            .duration_since(v.since)
+            .as_secs_f64();
         Some(share::Measured {
-            seconds: v
-                .until
-                .unwrap_or_else(std::time::Instant::now)
-                .duration_since(v.since)
-                .as_secs_f64(),
-            bytes: v.passed.get(),
-            connections,
-            affected,
+            requests: v.requests,
+            asked_bytes_per_sec: v.asked_bytes_per_sec,
+            asked_latency_ms: v.asked_latency_ms,
+            ..share::Measured::of(seconds, &v.passed, &v.connections)
         })
     }
 }
@@ -277,7 +297,6 @@ async fn start(
     let c = cancel.clone();
     let up_arc: Arc<str> = Arc::from(upstream.as_str());
     let pool = http::client();
-    let shares = http::Shares::default();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         let mut backoff = accept::Backoff::new();
@@ -297,7 +316,7 @@ async fn start(
             backoff.reset();
             if mode == Mode::Http {
                 let (up, rules, hc, cc) = (up_arc.clone(), rules.clone(), pool.clone(), c.clone());
-                conns.spawn(http::serve(client, up, rules, shares.clone(), hc, cc));
+                conns.spawn(http::serve(client, up, rules, hc, cc));
                 continue;
             }
             let (up, toxics, cc) = (upstream.clone(), toxics.clone(), c.clone());
@@ -501,7 +520,7 @@ impl Registry {
             return Err(ProxyError::ToxicExists(toxic.toxic.name));
         }
         let shown = toxic.toxic.clone();
-        self.meter_start(proxy, &toxic);
+        self.meter_toxic(proxy, &toxic);
         list.push(toxic);
         e.toxics.send_replace(Arc::new(list));
         Ok(shown)
@@ -564,6 +583,19 @@ impl Registry {
         if list.iter().any(|r| r.name == rule.name) {
             return Err(ProxyError::ToxicExists(rule.name));
         }
+        self.meter_start(
+            proxy,
+            &rule.name,
+            Meter {
+                since: std::time::Instant::now(),
+                until: None,
+                connections: rule.tally.clone(),
+                passed: share::Passed::default(),
+                requests: true,
+                asked_bytes_per_sec: None,
+                asked_latency_ms: None,
+            },
+        );
         list.push(rule);
         e.rules.send_replace(Arc::new(list));
         Ok(())

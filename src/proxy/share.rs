@@ -65,13 +65,24 @@ impl Share {
     }
 }
 
-/// Bytes passed on the connections a toxic hit, in its direction, while it held. Clones share
-/// the count.
+/// What a toxic did on the connections it hit, in its direction, while it held: bytes passed,
+/// how long data waited for it, how late its delays released. Clones share the counters.
 #[derive(Debug, Clone, Default)]
-pub struct Passed(Arc<AtomicU64>);
+pub struct Passed(Arc<Counters>);
+
+#[derive(Debug, Default)]
+struct Counters {
+    bytes: AtomicU64,
+    /// Nanoseconds, summed over connections, during which data was waiting to pass.
+    busy_ns: AtomicU64,
+    /// Chunks released after a latency deadline, and how late, in nanoseconds (sum and most).
+    delayed: AtomicU64,
+    late_sum_ns: AtomicU64,
+    late_max_ns: AtomicU64,
+}
 
 impl PartialEq for Passed {
-    /// The count is bookkeeping, not part of what a toxic is.
+    /// The counts are bookkeeping, not part of what a toxic is.
     fn eq(&self, _: &Self) -> bool {
         true
     }
@@ -80,26 +91,127 @@ impl PartialEq for Passed {
 impl Passed {
     /// Counts `n` bytes.
     pub fn add(&self, n: usize) {
-        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        self.0.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Bytes so far.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.bytes.load(Ordering::Relaxed)
+    }
+
+    /// A connection had data waiting to pass for `d`.
+    pub fn busy(&self, d: std::time::Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.0.busy_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// A delayed chunk was released `late` after its deadline.
+    pub fn released(&self, late: std::time::Duration) {
+        let ns = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX);
+        self.0.delayed.fetch_add(1, Ordering::Relaxed);
+        self.0.late_sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.0.late_max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> (u64, f64, u64, f64, f64) {
+        let c = &self.0;
+        let delayed = c.delayed.load(Ordering::Relaxed);
+        let sum = c.late_sum_ns.load(Ordering::Relaxed) as f64;
+        (
+            c.bytes.load(Ordering::Relaxed),
+            c.busy_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            delayed,
+            if delayed > 0 {
+                sum / delayed as f64 / 1e6
+            } else {
+                0.0
+            },
+            c.late_max_ns.load(Ordering::Relaxed) as f64 / 1e6,
+        )
     }
 }
 
-/// What a toxic measurably did over its window: what a report shows beside what was asked.
+/// What a toxic (or an HTTP rule) measurably did over its window: what a report shows beside
+/// what was asked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measured {
     /// Seconds from the toxic's addition to its removal (or to now, while it holds).
     pub seconds: f64,
     /// Bytes passed on the connections it hit, in its direction.
     pub bytes: u64,
-    /// Connections that met it (each decided once).
+    /// Connections that met it (each decided once); for an HTTP rule, requests that matched.
     pub connections: u64,
-    /// Of which it hit (its `toxicity`).
+    /// Of which it hit (its `toxicity`, or the rule's `share`).
     pub affected: u64,
+    /// An HTTP rule (counts are requests, no bytes are metered).
+    pub requests: bool,
+    /// Connection-seconds during which data waited to pass it (summed over connections).
+    pub busy_seconds: f64,
+    /// The bandwidth asked, bytes per second, for a bandwidth toxic.
+    pub asked_bytes_per_sec: Option<f64>,
+    /// The latency asked (and jitter), ms, for a latency toxic.
+    pub asked_latency_ms: Option<(f64, f64)>,
+    /// Chunks it delayed.
+    pub delayed: u64,
+    /// How late after their deadline the delayed chunks went, on average, ms.
+    pub late_mean_ms: f64,
+    /// The latest of them, ms.
+    pub late_max_ms: f64,
+}
+
+impl Measured {
+    /// The counters of `passed` and `tally` over `seconds`.
+    pub fn of(seconds: f64, passed: &Passed, tally: &Share) -> Self {
+        let (bytes, busy_seconds, delayed, late_mean_ms, late_max_ms) = passed.snapshot();
+        let (connections, affected) = tally.tally();
+        Self {
+            seconds,
+            bytes,
+            connections,
+            affected,
+            requests: false,
+            busy_seconds,
+            asked_bytes_per_sec: None,
+            asked_latency_ms: None,
+            delayed,
+            late_mean_ms,
+            late_max_ms,
+        }
+    }
+
+    /// The rate while data waited to pass (bytes over busy connection-seconds): a bandwidth
+    /// toxic that holds its rate gives the rate asked here, whatever the traffic's gaps.
+    pub fn busy_bytes_per_sec(&self) -> Option<f64> {
+        (self.busy_seconds > 0.0).then(|| self.bytes as f64 / self.busy_seconds)
+    }
+
+    /// In words, when the effect measurably differs from the one asked: a bandwidth toxic that
+    /// passed data more than 5 % slower than asked while data waited for at least 0.5
+    /// connection-seconds (the proxy, the machine or the receiver could not carry the rate),
+    /// or a latency toxic that released its chunks more than 2 ms late on average.
+    pub fn shortfall(&self) -> Option<String> {
+        if let (Some(asked), Some(got)) = (self.asked_bytes_per_sec, self.busy_bytes_per_sec())
+            && self.busy_seconds >= 0.5
+            && got < asked * 0.95
+        {
+            return Some(format!(
+                "passed {:.1} KB/s while data waited, {:.1} % below the {:.1} KB/s asked: this \
+                 machine, the proxy or the receiver could not carry the rate, so the link was \
+                 slower than asked",
+                got / 1000.0,
+                (1.0 - got / asked) * 100.0,
+                asked / 1000.0
+            ));
+        }
+        if self.delayed > 0 && self.late_mean_ms > 2.0 {
+            return Some(format!(
+                "released its {} delayed chunks {:.2} ms late on average (at most {:.1} ms): \
+                 the delay was longer than asked",
+                self.delayed, self.late_mean_ms, self.late_max_ms
+            ));
+        }
+        None
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ struct FaultView {
     kind: String,
     rows: Vec<(String, String)>,
     error: Option<String>,
+    /// The measured effect differs from the one asked (`effect.shortfall`).
+    warning: Option<String>,
     /// The cluster's events in this fault's window: [t, object, reason, message].
     cluster: Vec<[String; 4]>,
 }
@@ -294,11 +296,15 @@ fn fault_views(r: &Report) -> Vec<FaultView> {
                 ));
                 rows.push(("availability".into(), fmt_pct(rec.availability)));
             }
+            if let Some(e) = &f.effect {
+                rows.push(("measured effect".into(), e.words()));
+            }
             FaultView {
                 name: f.name.clone(),
                 kind: f.kind.clone(),
                 rows,
                 error: f.error.clone(),
+                warning: f.effect.as_ref().and_then(|e| e.shortfall.clone()),
                 cluster: cluster_rows(r, Some(&f.name)),
             }
         })

@@ -132,22 +132,12 @@ pub fn markdown(r: &Report) -> String {
             }
         }
         let _ = writeln!(s);
-        for f in r.faults.iter().filter(|f| f.effect.is_some()) {
+        for f in r.faults.iter() {
             if let Some(e) = &f.effect {
-                let rate = e
-                    .bytes_per_sec
-                    .map(|b| format!("{:.1} KB/s", b / 1000.0))
-                    .unwrap_or_else(|| "–".into());
-                let _ = writeln!(
-                    s,
-                    "Measured effect of {}: {} bytes in {:.1} s ({rate}) through the connections \
-                     it hit; it hit {} of {} connections.\n",
-                    f.name,
-                    e.bytes,
-                    e.window_ms / 1000.0,
-                    e.affected,
-                    e.connections
-                );
+                let _ = writeln!(s, "Measured effect of {}: {}.\n", cell(&f.name), e.words());
+                if let Some(w) = &e.shortfall {
+                    let _ = writeln!(s, "> **Warning**: {} {}.\n", cell(&f.name), cell(w));
+                }
             }
         }
     }

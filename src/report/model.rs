@@ -146,27 +146,119 @@ pub struct FaultReport {
 pub struct EffectReport {
     /// From injection to revert (or to the end of the run), ms.
     pub window_ms: f64,
-    /// Bytes passed on the connections it hit, in its direction.
+    /// Bytes passed on the connections it hit, in its direction (0 for an HTTP rule, which
+    /// counts requests).
     pub bytes: u64,
-    /// `bytes` over the window; null for an empty window.
+    /// `bytes` over the window; null for an empty window and for an HTTP rule.
     pub bytes_per_sec: Option<f64>,
-    /// Connections that met it during the window.
+    /// Connections that met it; for an HTTP rule (`unit: requests`), requests that matched.
     pub connections: u64,
-    /// Of which it hit (its `toxicity`).
+    /// Of which it hit (its `toxicity`, or the rule's `share`).
     pub affected: u64,
-    /// `affected` / `connections`; null without connections.
+    /// `affected` / `connections`; null without any.
     pub affected_share: Option<f64>,
+    /// What `connections` and `affected` count: `connections` (a toxic) or `requests` (an HTTP
+    /// rule).
+    #[serde(default = "connections_unit")]
+    pub unit: String,
+    /// A bandwidth toxic: the rate asked, bytes/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_bytes_per_sec: Option<f64>,
+    /// A bandwidth toxic: bytes over the connection-seconds during which data waited to pass
+    /// (the rate the link actually ran at while it was the limit; gaps in the traffic do not
+    /// count). Within a few percent of `asked_bytes_per_sec` when the fault held its rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_bytes_per_sec: Option<f64>,
+    /// A latency toxic: the delay asked and its jitter, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_latency_ms: Option<f64>,
+    /// Jitter asked, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_jitter_ms: Option<f64>,
+    /// A latency toxic: chunks it delayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delayed_chunks: Option<u64>,
+    /// How late after their deadline those chunks went: mean, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_mean_ms: Option<f64>,
+    /// And the latest, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_max_ms: Option<f64>,
+    /// Set when the effect measurably differs from the one asked (a rate the machine could not
+    /// carry, delays released late), in words; summary.md and the HTML show it as a warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortfall: Option<String>,
+}
+
+fn connections_unit() -> String {
+    "connections".into()
+}
+
+impl EffectReport {
+    /// The measured effect in one sentence (summary.md and the HTML), without the shortfall.
+    pub fn words(&self) -> String {
+        let secs = self.window_ms / 1000.0;
+        let kb = |b: f64| format!("{:.1} KB/s", b / 1000.0);
+        if self.unit == "requests" {
+            return format!(
+                "it hit {} of {} matching requests in {secs:.1} s ({})",
+                self.affected,
+                self.connections,
+                self.affected_share
+                    .map_or("–".into(), |s| format!("{:.1} %", s * 100.0))
+            );
+        }
+        let mut w = format!(
+            "{} bytes in {secs:.1} s ({}) through the connections it hit; it hit {} of {} \
+             connections",
+            self.bytes,
+            self.bytes_per_sec.map_or("–".into(), kb),
+            self.affected,
+            self.connections
+        );
+        if let Some(asked) = self.asked_bytes_per_sec {
+            w += &format!(
+                "; while data waited it passed {} (asked {})",
+                self.busy_bytes_per_sec.map_or("–".into(), kb),
+                kb(asked)
+            );
+        }
+        if let (Some(n), Some(mean), Some(max)) =
+            (self.delayed_chunks, self.late_mean_ms, self.late_max_ms)
+        {
+            w += &format!(
+                "; {n} delayed chunks went {mean:.2} ms after their deadline on average (at \
+                 most {max:.2} ms)"
+            );
+        }
+        w
+    }
 }
 
 impl From<&crate::proxy::share::Measured> for EffectReport {
     fn from(m: &crate::proxy::share::Measured) -> Self {
+        let latency = m.asked_latency_ms.is_some();
         Self {
             window_ms: m.seconds * 1000.0,
             bytes: m.bytes,
-            bytes_per_sec: (m.seconds > 0.0).then(|| m.bytes as f64 / m.seconds),
+            bytes_per_sec: (m.seconds > 0.0 && !m.requests).then(|| m.bytes as f64 / m.seconds),
             connections: m.connections,
             affected: m.affected,
             affected_share: (m.connections > 0).then(|| m.affected as f64 / m.connections as f64),
+            unit: if m.requests {
+                "requests"
+            } else {
+                "connections"
+            }
+            .into(),
+            asked_bytes_per_sec: m.asked_bytes_per_sec,
+            busy_bytes_per_sec: m.asked_bytes_per_sec.and(m.busy_bytes_per_sec()),
+            asked_latency_ms: m.asked_latency_ms.map(|l| l.0),
+            asked_jitter_ms: m.asked_latency_ms.map(|l| l.1),
+            delayed_chunks: latency.then_some(m.delayed),
+            late_mean_ms: (latency && m.delayed > 0).then_some(m.late_mean_ms),
+            late_max_ms: (latency && m.delayed > 0).then_some(m.late_max_ms),
+            shortfall: m.shortfall(),
         }
     }
 }

@@ -106,6 +106,14 @@ async fn bandwidth_holds_the_asked_rate_both_ways_and_is_never_above_it() {
         }
         let m = reg.measured("down", "bw").unwrap();
         assert_eq!((m.connections, m.affected), (1, 1));
+        // The rate while data waited (report.json's effect.busy_bytes_per_sec) is the link's:
+        // never above the asked rate either, and close to what the reader saw.
+        let busy = m.busy_bytes_per_sec().expect("busy time") / 1000.0;
+        let seen = kb_per_s(d);
+        eprintln!("bandwidth {rate} KB/s: busy rate {busy:.0} KB/s, reader {seen:.0} KB/s");
+        assert!(busy <= rate as f64 * 1.05, "busy {busy} KB/s for {rate}");
+        assert!(busy >= rate as f64 * 0.6, "busy {busy} KB/s for {rate}");
+        assert_eq!(m.asked_bytes_per_sec, Some(rate as f64 * 1000.0));
         assert_eq!(
             m.bytes as usize, n,
             "the meter counts every byte passed: {m:?}"
@@ -199,5 +207,115 @@ async fn toxicity_hits_its_share_of_connections_within_one() {
     );
     assert_eq!(m.connections, n);
     assert!(m.affected.abs_diff(60) <= 1, "{} of {n}", m.affected);
+    reg.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_slower_than_asked_is_reported_as_a_shortfall() {
+    // Ground truth: a reader that does not read for 1.5 s holds up a 50 MB/s link carrying
+    // 16 MB (more than the sockets' buffers take), so data waits at the proxy for over a second
+    // while at most 16 MB pass: a rate far below the one asked, which the meter must say.
+    let rate = 50_000u64;
+    let n = 16 << 20;
+    let reg = Registry::new();
+    let addr = proxy_to(&reg, "slow", &sender(n).await).await;
+    reg.add_toxic(
+        "slow",
+        toxic(
+            "bw",
+            "bandwidth",
+            Stream::Downstream,
+            1.0,
+            json!({ "rate": rate }),
+        ),
+    )
+    .await
+    .unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut c = sock.connect(addr.parse().unwrap()).await.unwrap();
+    let mut first = [0u8; 1];
+    timeout(STEP, c.read_exact(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut rest = Vec::new();
+    timeout(STEP, c.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest.len() + 1, n);
+    let m = reg.measured("slow", "bw").unwrap();
+    let busy = m.busy_bytes_per_sec().expect("busy time");
+    eprintln!("held-up link: {m:?}, busy rate {:.0} KB/s", busy / 1000.0);
+    assert!(m.busy_seconds >= 1.0, "{m:?}");
+    assert!(busy < rate as f64 * 1000.0 * 0.5, "{busy} B/s");
+    let words = m.shortfall().expect("a shortfall");
+    assert!(words.contains("below the 50000.0 KB/s asked"), "{words}");
+
+    // The same link with a reader that keeps up: no shortfall.
+    let addr2 = proxy_to(&reg, "fast", &sender(1 << 20).await).await;
+    reg.add_toxic(
+        "fast",
+        toxic(
+            "bw",
+            "bandwidth",
+            Stream::Downstream,
+            1.0,
+            json!({ "rate": 1000 }),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut c = TcpStream::connect(&addr2).await.unwrap();
+    let _ = timeout(STEP, read_timed(&mut c)).await.unwrap();
+    let m = reg.measured("fast", "bw").unwrap();
+    eprintln!("kept-up link: {m:?}");
+    // A busy machine can make the link slower than asked (the report would say so), but a
+    // 1 MB/s link with a reader waiting is far within what any machine carries.
+    assert!(
+        m.busy_bytes_per_sec().unwrap() <= 1000.0 * 1000.0 * 1.05,
+        "{m:?}"
+    );
+    reg.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_toxic_meters_its_delays_and_how_late_they_went() {
+    let reg = Registry::new();
+    let addr = proxy_to(&reg, "lat", &sender(10).await).await;
+    reg.add_toxic(
+        "lat",
+        toxic(
+            "l",
+            "latency",
+            Stream::Downstream,
+            1.0,
+            json!({ "latency": 50, "jitter": 10 }),
+        ),
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        let mut v = Vec::new();
+        timeout(STEP, c.read_to_end(&mut v)).await.unwrap().unwrap();
+        assert_eq!(v.len(), 10);
+        assert!(
+            t.elapsed() >= Duration::from_millis(40),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+    let m = reg.measured("lat", "l").unwrap();
+    eprintln!("latency meter: {m:?}");
+    assert_eq!(m.asked_latency_ms, Some((50.0, 10.0)));
+    assert_eq!(m.delayed, 5, "one chunk per connection: {m:?}");
+    assert!(
+        m.late_max_ms >= m.late_mean_ms && m.late_mean_ms >= 0.0,
+        "{m:?}"
+    );
     reg.shutdown().await;
 }

@@ -751,8 +751,106 @@ duration: 6s
     assert!((1900.0..5000.0).contains(&window), "{effect}");
     assert!(effect["bytes"].as_u64().expect("bytes") > 0, "{effect}");
     assert_eq!(effect["affected"], effect["connections"], "{effect}");
+    assert_eq!(effect["unit"], "connections", "{effect}");
+    assert_eq!(effect["asked_latency_ms"], 100.0, "{effect}");
+    assert!(
+        effect["delayed_chunks"].as_u64().expect("delayed") > 0,
+        "{effect}"
+    );
+    let (mean, max) = (
+        effect["late_mean_ms"].as_f64().expect("late_mean_ms"),
+        effect["late_max_ms"].as_f64().expect("late_max_ms"),
+    );
+    assert!(0.0 <= mean && mean <= max, "{effect}");
+    // summary.md and the HTML say it in words.
+    let md = std::fs::read_to_string(out.join("summary.md")).expect("summary.md");
+    assert!(md.contains("Measured effect of slow:"), "{md}");
+    assert!(md.contains("delayed chunks went"), "{md}");
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(
+        html.contains("measured effect"),
+        "no effect row in the HTML"
+    );
     // The proxy is gone with the run.
     assert!(std::net::TcpStream::connect(("127.0.0.1", proxy)).is_err());
+}
+
+#[test]
+fn an_http_rule_reports_the_requests_it_hit_as_the_load_saw_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (demo, proxy) = (free_port(), free_port());
+    let exp = crate::support::write(
+        dir.path(),
+        "h.yaml",
+        &format!(
+            r#"version: 1
+name: http-share
+setup:
+  demo: {{ replicas: 2, port: {demo} }}
+proxies:
+  - {{ name: api, listen: "127.0.0.1:{proxy}", upstream: "127.0.0.1:{demo}", mode: http }}
+load:
+  http: {{ url: "http://127.0.0.1:{proxy}/", rate: 100/s, timeout: 2s }}
+steady_state:
+  warmup: 1s
+  hold: 1s
+  slo: {{ success_rate: ">= 50%" }}
+faults:
+  - name: some-503s
+    at: 2s
+    duration: 2s
+    http-abort: {{ proxy: api, status: 503, share: 0.3 }}
+duration: 5s
+"#
+        ),
+    );
+    let out = dir.path().join("out");
+    let mut cmd = crate::support::rattle();
+    cmd.args([
+        "run",
+        exp.to_str().expect("utf8"),
+        "--out",
+        out.to_str().expect("utf8"),
+        "--progress",
+        "quiet",
+    ])
+    .env("RATTLE_STATE_DIR", dir.path().join("state"));
+    let (code, stdout, stderr) = run_bounded(cmd, Duration::from_secs(60));
+    assert!(
+        code == 0 || code == 1,
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
+    )
+    .expect("json");
+    let effect = r.pointer("/faults/0/effect").expect("fault.effect");
+    eprintln!("http rule effect: {effect}");
+    assert_eq!(effect["unit"], "requests", "{effect}");
+    assert!(effect["bytes_per_sec"].is_null(), "{effect}");
+    let (met, hit) = (
+        effect["connections"].as_u64().expect("requests met"),
+        effect["affected"].as_u64().expect("affected"),
+    );
+    assert!(met > 0, "{effect}");
+    assert!((hit as f64 - met as f64 * 0.3).abs() < 1.0, "{effect}");
+    // Every request through the proxy is the load's, and only the rule answers 503: the load
+    // saw exactly the 5xx answers the rule says it gave (the demo answers 200).
+    let seen: u64 = r["windows"]
+        .as_array()
+        .expect("windows")
+        .iter()
+        .filter_map(|w| w["errors"].as_object())
+        .flat_map(|e| e.iter())
+        .filter(|(k, _)| k.contains("5xx"))
+        .map(|(_, v)| v.as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(seen, hit, "{effect}");
+    let md = std::fs::read_to_string(out.join("summary.md")).expect("summary.md");
+    assert!(
+        md.contains(&format!("it hit {hit} of {met} matching requests")),
+        "{md}"
+    );
 }
 
 /// Drives a stand-alone `rattle proxy` with the third-party Toxiproxy client `toxiproxy-python`
@@ -982,6 +1080,7 @@ fn rule(name: &str, action: rattle::proxy::HttpAction, share: f64) -> rattle::pr
         action,
         share,
         matcher: rattle::proxy::HttpMatch::default(),
+        tally: Default::default(),
     }
 }
 
@@ -1127,5 +1226,14 @@ async fn http_share_hits_its_share_of_requests_within_one_across_connections() {
         }
     }
     assert!(aborted.abs_diff(120) <= 1, "{aborted} of 400 aborted");
+    // The rule's meter (what report.json's fault.effect shows) counts the same requests.
+    let m = reg.measured("hs", "s").expect("a rule is metered");
+    assert!(m.requests, "{m:?}");
+    assert_eq!((m.connections, m.affected), (400, u64::from(aborted)));
+    reg.remove_fault("hs", "s").await.unwrap();
+    let mut c = http_conn(&addr).await;
+    assert_eq!(status(&mut c, "GET", "/", None).await, 200);
+    let after = reg.measured("hs", "s").expect("kept after removal");
+    assert_eq!(after.connections, 400, "the window closed with the rule");
     reg.shutdown().await;
 }
