@@ -395,6 +395,19 @@ async fn sleep_precise(deadline: Instant) {
     }
 }
 
+/// Ends a spell of data waiting to pass: its time and its bytes beyond its starting credit go
+/// to the meters of the toxics holding now.
+/// The link is busy until the bandwidth clock `due` (the last piece's bytes are due then), if
+/// that is later than now.
+fn end_spell(busy: &mut Option<(Instant, u64, u64)>, n: &Now, due: Option<Instant>) {
+    if let Some((since, credit, bytes)) = busy.take() {
+        let end = due.map_or_else(Instant::now, |d| d.max(Instant::now()));
+        for p in &n.passed {
+            p.busy(end - since, bytes.saturating_sub(credit));
+        }
+    }
+}
+
 /// `at + d`, saturating at a year from now rather than panicking on overflow (#19).
 fn later(at: Instant, d: Duration) -> Instant {
     at.checked_add(d)
@@ -497,7 +510,8 @@ impl<'a> Writer<'a> {
         // The earliest instant of the next slice (slicer's gap).
         let mut next_slice = Instant::now();
         // Since when data has been waiting to pass without a pause (`None`: idle).
-        let mut busy: Option<Instant> = None;
+        // (since, the bandwidth credit it began with in bytes, bytes passed since).
+        let mut busy: Option<(Instant, u64, u64)> = None;
         // The arrival of the last chunk a latency deadline released (counted once).
         let mut released: Option<Instant> = None;
         loop {
@@ -542,11 +556,7 @@ impl<'a> Writer<'a> {
                     pending = Some((d, at, s));
                     continue;
                 }
-                if let Some(since) = busy.take() {
-                    for p in &n.passed {
-                        p.busy(since.elapsed());
-                    }
-                }
+                end_spell(&mut busy, &n, due);
                 tokio::select! {
                     _ = self.conn.cancelled() => return End::Close,
                     r = self.toxics.changed() => if r.is_err() { return End::Close },
@@ -561,18 +571,25 @@ impl<'a> Writer<'a> {
                 }
                 continue;
             };
-            busy.get_or_insert_with(Instant::now);
+            if busy.is_none() {
+                // What the bucket lets through at once now (up to `PACE_SLACK` at the rate).
+                let now = Instant::now();
+                let credit = match (n.bandwidth, due) {
+                    (Some(rate), Some(d)) => {
+                        let ahead = now.saturating_duration_since(d).min(PACE_SLACK);
+                        (ahead.as_secs_f64() * rate as f64 * 1000.0) as u64
+                    }
+                    _ => 0,
+                };
+                busy = Some((now, credit, 0));
+            }
             if let Some((lat, jit)) = n.latency {
                 let delay = (lat.as_secs_f64() + jit.as_secs_f64() * sample).max(0.0);
                 let deadline = later(arrival, Duration::from_secs_f64(delay));
                 let now = Instant::now();
                 if deadline > now {
                     // Waiting out a delay is not data waiting for the link's rate.
-                    if let Some(since) = busy.take() {
-                        for p in &n.passed {
-                            p.busy(since.elapsed());
-                        }
-                    }
+                    end_spell(&mut busy, &n, due);
                     pending = Some((data, arrival, sample));
                     tokio::select! {
                         _ = self.conn.cancelled() => return End::Close,
@@ -668,6 +685,9 @@ impl<'a> Writer<'a> {
             self.budget.release(piece.len());
             for p in &n.passed {
                 p.add(piece.len());
+            }
+            if let Some((_, _, b)) = busy.as_mut() {
+                *b += piece.len() as u64;
             }
             if close_after {
                 return End::Close;

@@ -73,8 +73,10 @@ pub struct Passed(Arc<Counters>);
 #[derive(Debug, Default)]
 struct Counters {
     bytes: AtomicU64,
-    /// Nanoseconds, summed over connections, during which data was waiting to pass.
+    /// Nanoseconds, summed over connections, during which data was waiting to pass, and the
+    /// bytes that passed in that time beyond what a bandwidth toxic's credit let through at once.
     busy_ns: AtomicU64,
+    busy_bytes: AtomicU64,
     /// Chunks released after a latency deadline, and how late, in nanoseconds (sum and most).
     delayed: AtomicU64,
     late_sum_ns: AtomicU64,
@@ -99,10 +101,12 @@ impl Passed {
         self.0.bytes.load(Ordering::Relaxed)
     }
 
-    /// A connection had data waiting to pass for `d`.
-    pub fn busy(&self, d: std::time::Duration) {
+    /// A connection had data waiting to pass for `d`, and `bytes` passed in that time beyond
+    /// the bucket's credit at its start (what went at once does not make a rate).
+    pub fn busy(&self, d: std::time::Duration, bytes: u64) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.0.busy_ns.fetch_add(ns, Ordering::Relaxed);
+        self.0.busy_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// A delayed chunk was released `late` after its deadline.
@@ -113,13 +117,14 @@ impl Passed {
         self.0.late_max_ns.fetch_max(ns, Ordering::Relaxed);
     }
 
-    fn snapshot(&self) -> (u64, f64, u64, f64, f64) {
+    fn snapshot(&self) -> (u64, f64, u64, u64, f64, f64) {
         let c = &self.0;
         let delayed = c.delayed.load(Ordering::Relaxed);
         let sum = c.late_sum_ns.load(Ordering::Relaxed) as f64;
         (
             c.bytes.load(Ordering::Relaxed),
             c.busy_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            c.busy_bytes.load(Ordering::Relaxed),
             delayed,
             if delayed > 0 {
                 sum / delayed as f64 / 1e6
@@ -147,6 +152,8 @@ pub struct Measured {
     pub requests: bool,
     /// Connection-seconds during which data waited to pass it (summed over connections).
     pub busy_seconds: f64,
+    /// Bytes passed in that time beyond the bandwidth credit each spell began with.
+    pub busy_bytes: u64,
     /// The bandwidth asked, bytes per second, for a bandwidth toxic.
     pub asked_bytes_per_sec: Option<f64>,
     /// The latency asked (and jitter), ms, for a latency toxic.
@@ -162,7 +169,8 @@ pub struct Measured {
 impl Measured {
     /// The counters of `passed` and `tally` over `seconds`.
     pub fn of(seconds: f64, passed: &Passed, tally: &Share) -> Self {
-        let (bytes, busy_seconds, delayed, late_mean_ms, late_max_ms) = passed.snapshot();
+        let (bytes, busy_seconds, busy_bytes, delayed, late_mean_ms, late_max_ms) =
+            passed.snapshot();
         let (connections, affected) = tally.tally();
         Self {
             seconds,
@@ -171,6 +179,7 @@ impl Measured {
             affected,
             requests: false,
             busy_seconds,
+            busy_bytes,
             asked_bytes_per_sec: None,
             asked_latency_ms: None,
             delayed,
@@ -179,10 +188,11 @@ impl Measured {
         }
     }
 
-    /// The rate while data waited to pass (bytes over busy connection-seconds): a bandwidth
-    /// toxic that holds its rate gives the rate asked here, whatever the traffic's gaps.
+    /// The rate while data waited to pass (bytes over busy connection-seconds, less what the
+    /// bucket's credit let through at once): a bandwidth toxic that holds its rate gives the
+    /// rate asked here, whatever the traffic's gaps and bursts.
     pub fn busy_bytes_per_sec(&self) -> Option<f64> {
-        (self.busy_seconds > 0.0).then(|| self.bytes as f64 / self.busy_seconds)
+        (self.busy_seconds > 0.0).then(|| self.busy_bytes as f64 / self.busy_seconds)
     }
 
     /// In words, when the effect measurably differs from the one asked: a bandwidth toxic that

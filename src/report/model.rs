@@ -161,12 +161,14 @@ pub struct EffectReport {
     /// rule).
     #[serde(default = "connections_unit")]
     pub unit: String,
-    /// A bandwidth toxic: the rate asked, bytes/s.
+    /// A bandwidth toxic: the rate asked, bytes/s per connection (as in Toxiproxy, the limit
+    /// holds for each connection; `bytes_per_sec` is all of them together).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asked_bytes_per_sec: Option<f64>,
-    /// A bandwidth toxic: bytes over the connection-seconds during which data waited to pass
-    /// (the rate the link actually ran at while it was the limit; gaps in the traffic do not
-    /// count). Within a few percent of `asked_bytes_per_sec` when the fault held its rate.
+    /// A bandwidth toxic: bytes over the connection-seconds during which data waited to pass,
+    /// less what the bucket's credit let through at once: the rate a connection's link actually
+    /// ran at while it was the limit (gaps and short bursts in the traffic do not count).
+    /// Within a few percent of `asked_bytes_per_sec` when the fault held its rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busy_bytes_per_sec: Option<f64>,
     /// A latency toxic: the delay asked and its jitter, ms.
@@ -218,7 +220,7 @@ impl EffectReport {
         );
         if let Some(asked) = self.asked_bytes_per_sec {
             w += &format!(
-                "; while data waited it passed {} (asked {})",
+                "; while data waited, a connection passed {} (asked {} per connection)",
                 self.busy_bytes_per_sec.map_or("–".into(), kb),
                 kb(asked)
             );

@@ -278,6 +278,38 @@ async fn a_link_slower_than_asked_is_reported_as_a_shortfall() {
         m.busy_bytes_per_sec().unwrap() <= 1000.0 * 1000.0 * 1.05,
         "{m:?}"
     );
+
+    // Light, bursty traffic (180 bytes every 20 ms through a 10 KB/s link): most bursts go
+    // through the bucket's credit at once, and what waits is paced; the busy rate counts only
+    // that, so it is never above the rate asked (the first version read 28 KB/s here).
+    let (sink_addr, mut got) = sink().await;
+    let addr3 = proxy_to(&reg, "bursty", &sink_addr).await;
+    reg.add_toxic(
+        "bursty",
+        toxic(
+            "bw",
+            "bandwidth",
+            Stream::Upstream,
+            1.0,
+            json!({ "rate": 10 }),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut c = TcpStream::connect(&addr3).await.unwrap();
+    c.set_nodelay(true).unwrap();
+    for _ in 0..60 {
+        c.write_all(&[b'z'; 180]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.shutdown().await.unwrap();
+    let _ = timeout(STEP, got.recv()).await.unwrap();
+    let m = reg.measured("bursty", "bw").unwrap();
+    eprintln!("bursty link: {m:?} busy rate {:?}", m.busy_bytes_per_sec());
+    assert_eq!(m.bytes, 60 * 180);
+    if let Some(busy) = m.busy_bytes_per_sec() {
+        assert!(busy <= 10_000.0 * 1.05, "{m:?}");
+    }
     reg.shutdown().await;
 }
 
