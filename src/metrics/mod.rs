@@ -616,7 +616,30 @@ impl Recording {
     /// A copy of the records kept (all of them, unless [`Recording::forget_before`] was
     /// called), in arrival order (not sorted).
     pub fn records(&self) -> Vec<Record> {
-        self.lock().records.iter().copied().collect()
+        // Copied in chunks, the lock released between them: a run at 150,000 requests/s keeps
+        // ~750,000 records, and copying them in one hold kept the load's pushes waiting for
+        // ~10 ms (late sends). The records as of the call: those pushed meanwhile are not
+        // chased; those forgotten meanwhile are skipped.
+        const CHUNK: u64 = 16_384;
+        let (mut next, end, mut out) = {
+            let g = self.lock();
+            let end = g.first_seq + g.records.len() as u64;
+            (g.first_seq, end, Vec::with_capacity(g.records.len()))
+        };
+        while next < end {
+            let g = self.lock();
+            next = next.max(g.first_seq);
+            let from = usize::try_from(next - g.first_seq).unwrap_or(usize::MAX);
+            let to = usize::try_from((next + CHUNK).min(end) - g.first_seq)
+                .unwrap_or(usize::MAX)
+                .min(g.records.len());
+            if from >= to {
+                break;
+            }
+            out.extend(g.records.range(from..to).copied());
+            next += (to - from) as u64;
+        }
+        out
     }
 
     /// Records with sequence number >= `from` that are still kept (for incremental
@@ -1079,6 +1102,27 @@ mod tests {
                 .iter()
                 .all(|rec| rec.done_us >= 500_000 || rec.done_us == 400_000)
         );
+    }
+
+    #[test]
+    fn records_are_copied_whole_and_in_order_across_chunks() {
+        // More than three of `records`' chunks, some forgotten first.
+        let r = Recording::new(Duration::from_secs(1), true);
+        let n = 3 * 16_384 + 123;
+        for k in 0..n as u64 {
+            r.push(ok(k, k + 10));
+        }
+        let all = r.records();
+        assert_eq!(all.len(), n);
+        assert!(
+            all.windows(2)
+                .all(|w| w[0].intended_us + 1 == w[1].intended_us)
+        );
+        r.forget_before(20_000);
+        let kept = r.records();
+        assert_eq!(kept.len(), n - (20_000 - 10));
+        assert_eq!(kept[0].done_us, 20_000);
+        assert_eq!(kept.last().map(|x| x.intended_us), Some(n as u64 - 1));
     }
 
     /// Issue #14: the figures of a span between two cuts, merged from segments, equal the

@@ -39,7 +39,7 @@ pub(super) async fn run(s: Arc<Shared>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let (shared, now_us) = (s.clone(), s.clock.now_us());
-        super::off_the_runtime(move || step(&shared, now_us)).await;
+        super::in_background(move || step(&shared, now_us)).await;
     }
 }
 
