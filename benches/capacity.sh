@@ -81,7 +81,7 @@ YAML
     rm -rf "$WORK/run"
     timed "$RATTLE" run "$WORK/cap.yaml" --out "$WORK/run" --progress quiet --yes
     [ -f "$WORK/run/report.json" ] || { say "rattle run wrote no report:"; cat "$WORK/out" "$WORK/err" >&2; }
-    python3 - "$WORK/run/report.json" "$rate" "$(cat "$WORK/cpu")" >>"$RESULTS" <<'PY' || true
+    python3 - "$WORK/run/report.json" "$rate" "$(tail -n 1 "$WORK/cpu")" >>"$RESULTS" <<'PY' || true
 import json, sys
 r = json.load(open(sys.argv[1])); rate = float(sys.argv[2]); user, sys_ = map(float, sys.argv[3].split())
 t = r["totals"]; lag = (t.get("generator") or {}).get("send_lag") or {}
@@ -91,7 +91,7 @@ print("run", rate, t.get("rate_per_sec") or 0, within, within >= 0.998 and r["ve
       (t.get("ok_latency") or {}).get("p99_ms") or 0, user + sys_, r["verdict"])
 PY
     timed "$RATTLE" load "$URL" -c "$CONNS" -d "${DUR}s" --rate "$rate/s" --json --no-progress
-    python3 - "$WORK/out" "$rate" "$(cat "$WORK/cpu")" >>"$RESULTS" <<'PY' || true
+    python3 - "$WORK/out" "$rate" "$(tail -n 1 "$WORK/cpu")" >>"$RESULTS" <<'PY' || true
 import json, sys
 r = json.load(open(sys.argv[1])); rate = float(sys.argv[2]); user, sys_ = map(float, sys.argv[3].split())
 o = r["open"]
@@ -110,7 +110,7 @@ export const options = {
 export default function () { http.get('$URL'); }
 JS
         timed k6 run --quiet --summary-export "$WORK/k6.json" "$WORK/k6.js"
-        python3 - "$WORK/k6.json" "$rate" "$(cat "$WORK/cpu")" "$DUR" >>"$RESULTS" <<'PY' || true
+        python3 - "$WORK/k6.json" "$rate" "$(tail -n 1 "$WORK/cpu")" "$DUR" >>"$RESULTS" <<'PY' || true
 import json, sys
 m = json.load(open(sys.argv[1]))["metrics"]; rate = float(sys.argv[2]); dur = float(sys.argv[4])
 user, sys_ = map(float, sys.argv[3].split())
