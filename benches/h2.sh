@@ -38,7 +38,7 @@ RESULTS="$WORK/results"
 for round in $(seq 1 "$ROUNDS"); do
     for m in 1 10; do
         timed h2load -c "$CONNS" -m "$m" -t 1 -D "$DUR" "$URL"
-        python3 - "$WORK/out" "$(cat "$WORK/cpu")" "$m" >>"$RESULTS" <<'PY' || true
+        python3 - "$WORK/out" "$(tail -n 1 "$WORK/cpu")" "$m" >>"$RESULTS" <<'PY' || true
 import re, sys
 t = open(sys.argv[1]).read(); user, sys_ = map(float, sys.argv[2].split())
 rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", t).group(1))
@@ -47,7 +47,7 @@ ms = lambda v, u: float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u]
 print("h2load", sys.argv[3], rps, ms(lat.group(5), lat.group(6)) if lat else 0, 0, user + sys_)
 PY
         timed "$RATTLE" load "$URL" --http2 -c "$CONNS" --streams "$m" --threads 1 -d "${DUR}s" --json --no-progress
-        python3 - "$WORK/out" "$(cat "$WORK/cpu")" "$m" >>"$RESULTS" <<'PY' || true
+        python3 - "$WORK/out" "$(tail -n 1 "$WORK/cpu")" "$m" >>"$RESULTS" <<'PY' || true
 import json, sys
 r = json.load(open(sys.argv[1])); user, sys_ = map(float, sys.argv[2].split())
 l = r["latency_ms"]
