@@ -572,7 +572,7 @@ async fn in_background<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'sta
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
             Err(_) => panic!("the analysis thread ended"),
         },
-        // The thread is gone (it cannot panic: jobs catch their panics); the job comes back.
+        // Unreachable in practice: the thread never ends (jobs catch their own panics).
         Err(std::sync::mpsc::SendError(_)) => panic!("the analysis thread ended"),
     }
 }
