@@ -475,6 +475,7 @@ mod tests {
                 intended_us: t,
                 done_us: t + lat,
                 outcome: f(t),
+                route: 0,
             })
             .collect();
         v.sort_by_key(|r| r.done_us);
@@ -562,6 +563,7 @@ mod tests {
             intended_us: 5 * S,
             done_us: 6 * S,
             outcome: Outcome::Status5xx,
+            route: 0,
         });
         recs.sort_by_key(|r| r.done_us);
         let span = FaultSpan {
@@ -647,6 +649,7 @@ mod tests {
                 intended_us: 0,
                 done_us: l * 1000,
                 outcome: Outcome::Ok,
+                route: 0,
             };
             let holds = running.add(&r);
             seen.push(l * 1000);

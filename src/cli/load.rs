@@ -391,6 +391,8 @@ pub async fn load_cmd(args: LoadArgs) -> anyhow::Result<crate::outcome::Outcome>
         timeout: args.timeout.get(),
         max_in_flight: args.connections as usize,
         ok_status: None,
+        mix: Vec::new(),
+        seed: 0,
     };
     if let Err(e) = cfg.validate() {
         crate::errln!("error: {}", crate::probe::error_chain(&e));

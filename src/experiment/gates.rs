@@ -49,6 +49,10 @@ pub struct Gates {
     /// Gates of one fault, by its name; they apply in addition to the gates for every fault.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub faults: BTreeMap<String, Located<FaultGates>>,
+    /// Gates of one request of the load's mix, by its name, over that request's figures
+    /// alone (`checkout: { latency: { fault: { p99: "< 300ms" } } }`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, Located<RequestGates>>,
     /// Did the system return to its baseline at the end of the run, not only to the SLO?
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steady_state_after: Option<AfterGates>,
@@ -69,6 +73,7 @@ impl Gates {
             && self.availability.is_none()
             && self.latency.is_empty()
             && self.faults.is_empty()
+            && self.requests.is_empty()
             && self.steady_state_after.is_none()
             && self.prometheus.is_empty()
     }
@@ -148,6 +153,24 @@ pub struct FaultGates {
     pub availability: Option<PercentThreshold>,
 }
 
+/// Gates of one request of the load's mix, over its own figures.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestGates {
+    /// Its error rate over the run (failed / requests, missed included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<PercentThreshold>,
+    /// Its availability over the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<PercentThreshold>,
+    /// Its error rate over the fault phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_during_faults: Option<PercentThreshold>,
+    /// Its latency percentiles per phase.
+    #[serde(default, skip_serializing_if = "LatencyGates::is_empty")]
+    pub latency: LatencyGates,
+}
+
 /// Gates over the steady state at the end of the run (the last `hold` of it).
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -166,6 +189,7 @@ pub struct AfterGates {
 pub(super) fn validate(
     gates: &Gates,
     fault_names: &[&str],
+    request_names: &[&str],
     has_load: bool,
     anchor: &Located<String>,
 ) -> Vec<Diagnostic> {
@@ -189,6 +213,31 @@ pub(super) fn validate(
                 g.column,
                 format!("gates.faults.{name}"),
                 format!("no fault is named {name:?} ({known})"),
+            ));
+        }
+    }
+    for (name, g) in &gates.requests {
+        if !request_names.contains(&name.as_str()) {
+            let known = if request_names.is_empty() {
+                "the load has no `requests` mix".to_string()
+            } else {
+                format!("requests are: {}", request_names.join(", "))
+            };
+            out.push(at(
+                g.line,
+                g.column,
+                format!("gates.requests.{name}"),
+                format!("no request is named {name:?} ({known})"),
+            ));
+        }
+        if fault_names.is_empty()
+            && (g.latency.fault.is_some() || g.error_rate_during_faults.is_some())
+        {
+            out.push(at(
+                g.line,
+                g.column,
+                format!("gates.requests.{name}"),
+                "gates over the fault phase need at least one fault".into(),
             ));
         }
     }

@@ -123,6 +123,48 @@ pub struct HttpLoad {
     /// Status codes counted as success. Default: 200 to 399.
     #[serde(default)]
     pub ok_status: Option<Vec<u16>>,
+    /// A mix of named requests sent at the section's rate, each ticket one of them in
+    /// proportion to its weight (seeded: `--seed` replays the same sequence). Each request
+    /// takes the section's `method`, `headers`, `body`, `ok_status` and `timeout` unless it
+    /// sets its own, and its `url` may be a path on the section's `url`. Every figure of the
+    /// report is also given per request name, and each request may have its own `slo`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<MixRequest>,
+}
+
+/// One named request of a load mix.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MixRequest {
+    /// Name in reports, SLOs and gates: letters, digits, `-` and `_`; unique.
+    pub name: Located<String>,
+    /// Relative share of the section's rate (above 0; at least 1/1000 of the total).
+    #[serde(default = "defaults::weight")]
+    pub weight: Located<f64>,
+    /// An absolute URL, or a path (starting with `/`) on the section's `url`. Default: the
+    /// section's `url`.
+    #[serde(default)]
+    pub url: Option<Located<String>>,
+    /// HTTP method. Default: the section's.
+    #[serde(default)]
+    pub method: Option<Located<String>>,
+    /// Headers added to the section's (the same name here replaces the section's value).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body. Default: the section's.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Status codes counted as success. Default: the section's.
+    #[serde(default)]
+    pub ok_status: Option<Vec<u16>>,
+    /// This request's timeout. Default: the section's. A ticket that cannot get an in-flight
+    /// slot within the section's `timeout` is missed.
+    #[serde(default)]
+    pub timeout: Option<Located<HumanDuration>>,
+    /// This request's own SLO, judged with the steady state's over this request's requests
+    /// alone.
+    #[serde(default, skip_serializing_if = "Slo::is_empty")]
+    pub slo: Slo,
 }
 
 /// The steady-state hypothesis and its timing.
@@ -255,6 +297,9 @@ pub(crate) mod defaults {
     }
     pub fn timeout() -> HumanDuration {
         HumanDuration::from_secs(2)
+    }
+    pub fn weight() -> Located<f64> {
+        Located::new(1.0)
     }
     pub fn max_in_flight() -> Located<u32> {
         Located::new(1000)

@@ -36,3 +36,37 @@ pub fn http_url(url: &str, https: bool) -> Result<http::Uri, String> {
     }
     Ok(uri)
 }
+
+/// A mix request's URL: absolute (as [`load_url`]), or a path starting with `/` on the
+/// section's URL `base` (its scheme and authority, this path and query).
+pub fn request_url(base: &str, url: &str) -> Result<http::Uri, String> {
+    if !url.starts_with('/') {
+        return load_url(url);
+    }
+    let base = load_url(base)?;
+    let path: http::uri::PathAndQuery = url.parse().map_err(|e| {
+        format!(
+            "{:?} is not a path: {e}",
+            crate::redact::redact_url_loose(url)
+        )
+    })?;
+    let mut parts = base.into_parts();
+    parts.path_and_query = Some(path);
+    http::Uri::from_parts(parts)
+        .map_err(|e| format!("{url:?} cannot be joined to the load URL: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_path_joins_the_section_url() {
+        let u = request_url("http://127.0.0.1:8080/base?x=1", "/search?q=a").expect("joined");
+        assert_eq!(u.to_string(), "http://127.0.0.1:8080/search?q=a");
+        let abs = request_url("http://127.0.0.1:8080/", "https://other.example/x").expect("abs");
+        assert_eq!(abs.to_string(), "https://other.example/x");
+        assert!(request_url("http://127.0.0.1:8080/", "search").is_err());
+        assert!(request_url("http://127.0.0.1:8080/", "/a b").is_err());
+    }
+}

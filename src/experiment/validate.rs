@@ -224,9 +224,16 @@ pub fn validate(e: &Experiment) -> Result<(), Vec<Diagnostic>> {
     ));
 
     let fault_names: Vec<&str> = e.faults.iter().map(|f| f.name.as_str()).collect();
+    let request_names: Vec<&str> = e
+        .load
+        .iter()
+        .flat_map(|l| l.http.requests.iter())
+        .map(|r| r.name.as_str())
+        .collect();
     c.0.extend(super::gates::validate(
         &e.gates,
         &fault_names,
+        &request_names,
         e.load.is_some(),
         &e.name,
     ));
@@ -281,5 +288,113 @@ fn check_load(c: &mut Collector, h: &HttpLoad) {
             "load.http.ok_status",
             format!("{bad} is not an HTTP status code"),
         );
+    }
+    check_mix(c, h);
+}
+
+/// The request mix: names, weights and each request's own fields.
+fn check_mix(c: &mut Collector, h: &HttpLoad) {
+    if h.requests.len() > crate::load::mix::MAX_ROUTES {
+        c.at(
+            &h.url,
+            "load.http.requests",
+            format!(
+                "{} requests; at most {} are allowed",
+                h.requests.len(),
+                crate::load::mix::MAX_ROUTES
+            ),
+        );
+        return;
+    }
+    let total: f64 = h
+        .requests
+        .iter()
+        .map(|r| *r.weight)
+        .filter(|w| w.is_finite() && *w > 0.0)
+        .sum();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, r) in h.requests.iter().enumerate() {
+        let f = |name: &str| format!("load.http.requests[{i}].{name}");
+        let name = r.name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            c.at(
+                &r.name,
+                f("name"),
+                format!("{:?}: use letters, digits, '-' and '_'", *r.name),
+            );
+        } else if !seen.insert(name.to_string()) {
+            c.at(
+                &r.name,
+                f("name"),
+                format!("{name:?} is used by an earlier request"),
+            );
+        }
+        let w = *r.weight;
+        if !(w.is_finite() && w > 0.0) {
+            c.at(
+                &r.weight,
+                f("weight"),
+                format!("must be a number above 0, got {w}"),
+            );
+        } else if total.is_finite() && w * (crate::load::mix::BLOCK as f64) < total {
+            c.at(
+                &r.weight,
+                f("weight"),
+                format!(
+                    "{w} is below 1/{} of the total weight ({total}): the request would never be sent",
+                    crate::load::mix::BLOCK
+                ),
+            );
+        }
+        if !total.is_finite() {
+            c.at(
+                &r.weight,
+                f("weight"),
+                "the weights add up to more than a number can hold",
+            );
+        }
+        if let Some(u) = &r.url
+            && let Err(msg) = super::url::request_url(&h.url, u)
+        {
+            c.at(u, f("url"), msg);
+        }
+        if let Some(m) = &r.method
+            && http::Method::from_bytes(m.as_bytes()).is_err()
+        {
+            c.at(m, f("method"), format!("{:?} is not an HTTP method", **m));
+        }
+        for (k, v) in &r.headers {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                c.at(
+                    &r.name,
+                    f(&format!("headers.{k}")),
+                    "not a valid header name",
+                );
+            } else if http::HeaderValue::from_str(v).is_err() {
+                c.at(
+                    &r.name,
+                    f(&format!("headers.{k}")),
+                    "not a valid header value",
+                );
+            }
+        }
+        if let Some(t) = &r.timeout
+            && t.get().is_zero()
+        {
+            c.at(t, f("timeout"), "must be above zero");
+        }
+        if let Some(codes) = &r.ok_status
+            && let Some(bad) = codes.iter().find(|s| !(100..=599).contains(*s))
+        {
+            c.at(
+                &r.name,
+                f("ok_status"),
+                format!("{bad} is not an HTTP status code"),
+            );
+        }
     }
 }

@@ -86,6 +86,28 @@ impl HttpSender {
         Ok(sender)
     }
 
+    /// The same client's sender of another request of the mix (`cfg`, valid): its
+    /// connections are shared.
+    pub(crate) fn for_route(&self, cfg: &LoadConfig) -> Result<Self, LoadError> {
+        let mut headers = HeaderMap::with_capacity(cfg.headers.len());
+        for (name, value) in &cfg.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        let sender = Self {
+            client: self.client.clone(),
+            method: cfg.method.clone(),
+            uri: cfg.url.clone(),
+            headers: Arc::new(headers),
+            body: cfg.body.clone(),
+            ok_status: cfg.ok_status.as_ref().map(|v| Arc::from(v.as_slice())),
+            statuses: self.statuses.clone(),
+        };
+        sender
+            .request()
+            .map_err(|source| LoadError::InvalidRequest { source })?;
+        Ok(sender)
+    }
+
     /// Counts every response's status in `statuses` from now on.
     pub(crate) fn count_statuses(mut self, statuses: Option<Arc<StatusCounts>>) -> Self {
         self.statuses = statuses;

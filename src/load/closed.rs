@@ -532,6 +532,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_in_flight: 1,
             ok_status: None,
+            mix: Vec::new(),
+            seed: 0,
         };
         let cfg = ClosedConfig {
             load,

@@ -461,6 +461,32 @@ impl H1PoolSender {
         })
     }
 
+    /// The same pool's sender of another request of the mix: `cfg` (valid, `http://`). A
+    /// request to the same host and port shares this one's idle connections.
+    pub(crate) fn for_route(&self, cfg: &LoadConfig) -> Self {
+        let host = cfg.url.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = cfg.url.port_u16().unwrap_or(80);
+        let idle = if *self.host == *host && self.port == port {
+            self.idle.clone()
+        } else {
+            Arc::new(Mutex::new(Vec::with_capacity(cfg.max_in_flight.min(1024))))
+        };
+        Self {
+            host: Arc::from(host),
+            port,
+            req: Arc::new(H1Request::new(
+                &cfg.method,
+                &cfg.url,
+                &cfg.headers,
+                &cfg.body,
+            )),
+            idle,
+            ok: cfg.ok_status.as_deref().map(Arc::from),
+            statuses: self.statuses.clone(),
+        }
+    }
+
     fn take_idle(&self) -> Option<H1Conn> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }

@@ -19,6 +19,7 @@ pub mod closed;
 mod cpu;
 pub mod h1;
 mod h2;
+pub mod mix;
 pub mod schedule;
 pub mod stats;
 pub mod tls;
@@ -71,6 +72,9 @@ pub enum LoadError {
         /// The maximum.
         max: usize,
     },
+    /// The request mix cannot be sent as given.
+    #[error("invalid request mix: {0}")]
+    InvalidMix(String),
     /// The per-request timeout is zero, so no request could ever succeed.
     #[error("the per-request timeout must be above zero")]
     ZeroTimeout,
@@ -144,6 +148,62 @@ pub struct LoadConfig {
     pub max_in_flight: usize,
     /// Statuses counted as `Ok`; `None` means 200..=399.
     pub ok_status: Option<Vec<u16>>,
+    /// A mix of named requests, each ticket sending one of them ([`mix::Mix`]); empty, every
+    /// ticket sends the request above. Each record carries its request's index (its route).
+    pub mix: Vec<MixRequest>,
+    /// Seed of the mix's order.
+    pub seed: u64,
+}
+
+/// One request of a mix: what it sends, how long it may take, what counts as success, and its
+/// weight among the others.
+#[derive(Clone)]
+pub struct MixRequest {
+    /// Name in reports.
+    pub name: String,
+    /// Relative share of the section's rate; finite and above 0.
+    pub weight: f64,
+    /// Target URL, `http://` or `https://`.
+    pub url: Uri,
+    /// Method.
+    pub method: Method,
+    /// Headers, in order.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Body.
+    pub body: Bytes,
+    /// Its own timeout (a ticket that cannot get an in-flight slot within the section's
+    /// `timeout` is missed whatever this says).
+    pub timeout: Duration,
+    /// Statuses counted as `Ok`; `None` means 200..=399.
+    pub ok_status: Option<Vec<u16>>,
+}
+
+impl LoadConfig {
+    /// The single request of route `route`: the section's own when there is no mix.
+    pub fn route(&self, route: usize) -> LoadConfig {
+        match self.mix.get(route) {
+            None => self.clone(),
+            Some(m) => LoadConfig {
+                url: m.url.clone(),
+                method: m.method.clone(),
+                headers: m.headers.clone(),
+                body: m.body.clone(),
+                timeout: m.timeout,
+                ok_status: m.ok_status.clone(),
+                mix: Vec::new(),
+                ..self.clone()
+            },
+        }
+    }
+
+    /// Every route's single request (one when there is no mix).
+    pub fn routes(&self) -> Vec<LoadConfig> {
+        if self.mix.is_empty() {
+            vec![self.clone()]
+        } else {
+            (0..self.mix.len()).map(|r| self.route(r)).collect()
+        }
+    }
 }
 
 impl std::fmt::Debug for LoadConfig {
@@ -159,6 +219,14 @@ impl std::fmt::Debug for LoadConfig {
             .field("timeout", &self.timeout)
             .field("max_in_flight", &self.max_in_flight)
             .field("ok_status", &self.ok_status)
+            .field(
+                "mix",
+                &self
+                    .mix
+                    .iter()
+                    .map(|m| (&m.name, m.weight))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -202,6 +270,30 @@ impl LoadConfig {
         if self.url.host().is_none_or(str::is_empty) {
             return Err(url_err("no host"));
         }
+        if self.mix.len() > mix::MAX_ROUTES {
+            return Err(LoadError::InvalidMix(format!(
+                "{} requests, at most {} allowed",
+                self.mix.len(),
+                mix::MAX_ROUTES
+            )));
+        }
+        for (i, m) in self.mix.iter().enumerate() {
+            if !(m.weight.is_finite() && m.weight > 0.0) {
+                return Err(LoadError::InvalidMix(format!(
+                    "request {:?}: weight must be a number above 0, got {}",
+                    m.name, m.weight
+                )));
+            }
+            self.route(i).validate()?;
+        }
+        if self.mix.len() > 1 {
+            let weights: Vec<f64> = self.mix.iter().map(|m| m.weight).collect();
+            if mix::Mix::new(&weights, 0).is_none() {
+                return Err(LoadError::InvalidMix(
+                    "the weights do not add up to a finite number".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -217,6 +309,12 @@ pub(crate) fn redacted(uri: &Uri) -> String {
         _ => s,
     }
 }
+
+/// The share of the in-flight permits (numerator, denominator) that requests launched but not
+/// yet run must hold for a permit wait to count as rattle's own lag ([`Pacer::backlogged`]).
+/// A flooded runtime holds a quarter to a third of a 20,000 cap this way; a healthy one, the
+/// one request it just launched.
+const BACKLOG_SHARE: (u64, u64) = (1, 10);
 
 /// A request sent this long after its intended start counts as [`LoadSummary::late`]. Well above
 /// the timer's 1 ms resolution, so only a real backlog (a stalled target holding every permit)
@@ -248,6 +346,8 @@ struct Counters {
     missed: AtomicU64,
     late: AtomicU64,
     unsent: AtomicU64,
+    /// Of `sent`, those whose task has run (the request actually went out).
+    started: AtomicU64,
 }
 
 impl Counters {
@@ -379,21 +479,37 @@ pub fn start_with<K: RecordSink>(
     cfg.validate()?;
     let runtime =
         tokio::runtime::Handle::try_current().map_err(|source| LoadError::NoRuntime { source })?;
-    let plain = cfg
-        .url
-        .scheme_str()
-        .is_some_and(|s| s.eq_ignore_ascii_case("http"));
+    let routes = cfg.routes();
+    let plain = routes.iter().all(|r| {
+        r.url
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("http"))
+    });
     let pacer = Pacer::new(&cfg, clock, start_us, sink.clone(), stop)?;
     let handle = pacer.handle_parts();
     runtime.spawn(cpu::watch(clock, sink.clone(), pacer.stop.clone()));
     runtime.spawn(cpu::stalls(clock, sink, pacer.stop.clone()));
     let scheduler = if opts.minimal_h1 && plain && opts.version != HttpVersion::Http2 {
-        let sender = h1::H1PoolSender::new(&cfg, statuses)?;
-        runtime.spawn(pacer.run(move || sender.send()))
+        let first = h1::H1PoolSender::new(&routes[0], statuses)?;
+        if routes.len() == 1 {
+            runtime.spawn(pacer.run(move |_| first.send()))
+        } else {
+            let senders: Vec<h1::H1PoolSender> =
+                routes.iter().map(|r| first.for_route(r)).collect();
+            runtime.spawn(pacer.run(move |r: u16| senders[usize::from(r)].send()))
+        }
     } else {
-        let sender = client::HttpSender::with_options(&cfg, opts, cfg.max_in_flight)?
+        let first = client::HttpSender::with_options(&routes[0], opts, cfg.max_in_flight)?
             .count_statuses(statuses);
-        runtime.spawn(pacer.run(move || sender.send()))
+        if routes.len() == 1 {
+            runtime.spawn(pacer.run(move |_| first.send()))
+        } else {
+            let senders = routes
+                .iter()
+                .map(|r| first.for_route(r))
+                .collect::<Result<Vec<_>>>()?;
+            runtime.spawn(pacer.run(move |r: u16| senders[usize::from(r)].send()))
+        }
     };
     Ok(handle.into_handle(scheduler))
 }
@@ -433,6 +549,10 @@ struct Pacer<K> {
     permits: u32,
     counters: Arc<Counters>,
     stop: CancellationToken,
+    /// Which request each ticket sends; `None`: route 0 always.
+    mix: Option<mix::Mix>,
+    /// Each route's own timeout.
+    timeouts: Vec<Duration>,
 }
 
 impl<K: RecordSink> Pacer<K> {
@@ -461,6 +581,11 @@ impl<K: RecordSink> Pacer<K> {
             // A child, so dropping the handle can stop this generator without cancelling the
             // caller's token.
             stop: stop.child_token(),
+            mix: mix::Mix::new(
+                &cfg.mix.iter().map(|m| m.weight).collect::<Vec<_>>(),
+                cfg.seed,
+            ),
+            timeouts: cfg.routes().iter().map(|r| r.timeout).collect(),
         })
     }
 
@@ -498,6 +623,23 @@ impl<K: RecordSink> Pacer<K> {
         end.max(next.saturating_add(1))
     }
 
+    /// True when the in-flight permits are held in good part by requests rattle launched but
+    /// has not yet run: at least [`BACKLOG_SHARE`] of them (and two or more). Then a wait for a
+    /// permit is rattle's own doing (its runtime's queue), not the target's, and counts in its
+    /// own lag. A healthy generator has at most the request it just launched waiting to run.
+    fn backlogged(&self) -> bool {
+        let launched = self.counters.sent.load(Ordering::Relaxed);
+        let started = self.counters.started.load(Ordering::Relaxed);
+        let waiting = launched.saturating_sub(started);
+        waiting >= 2
+            && waiting.saturating_mul(BACKLOG_SHARE.1) >= u64::from(self.permits) * BACKLOG_SHARE.0
+    }
+
+    /// The request ticket `k` sends.
+    fn route_of(&self, k: u64) -> u16 {
+        self.mix.as_ref().map_or(0, |m| m.route(k))
+    }
+
     fn try_permit(&self) -> Option<OwnedSemaphorePermit> {
         self.in_flight.clone().try_acquire_owned().ok()
     }
@@ -514,6 +656,7 @@ impl<K: RecordSink> Pacer<K> {
                 intended_us,
                 done_us: intended_us.saturating_add(self.timeout_us).min(give_up_us),
                 outcome: Outcome::Missed,
+                route: self.route_of(k),
             });
             if buf.len() == MISSED_CHUNK {
                 self.recording.push_all(&buf);
@@ -526,11 +669,23 @@ impl<K: RecordSink> Pacer<K> {
 
     /// Spawns one request; its task holds `permit` until the record is pushed. `ready_us`: when
     /// the request could go at the earliest (see [`RecordSink::sent`]).
-    fn launch<F>(&self, intended_us: u64, ready_us: u64, permit: OwnedSemaphorePermit, request: F)
-    where
+    fn launch<F>(
+        &self,
+        intended_us: u64,
+        ready_us: u64,
+        permit: OwnedSemaphorePermit,
+        route: u16,
+        request: F,
+    ) where
         F: Future<Output = Outcome> + Send + 'static,
     {
-        let (clock, recording, timeout) = (self.clock, self.recording.clone(), self.timeout);
+        let timeout = self
+            .timeouts
+            .get(usize::from(route))
+            .copied()
+            .unwrap_or(self.timeout);
+        let (clock, recording) = (self.clock, self.recording.clone());
+        let counters = self.counters.clone();
         self.counters.sent.fetch_add(1, Ordering::Relaxed);
         if clock.now_us().saturating_sub(intended_us) > LATE_AFTER.as_micros() as u64 {
             self.counters.late.fetch_add(1, Ordering::Relaxed);
@@ -538,6 +693,7 @@ impl<K: RecordSink> Pacer<K> {
         tokio::spawn(async move {
             // The send is when this task first runs: a runtime too busy to run it is rattle
             // falling behind, and shows in the send lag.
+            counters.started.fetch_add(1, Ordering::Relaxed);
             recording.sent(intended_us, ready_us, clock.now_us());
             let outcome = tokio::time::timeout(timeout, request)
                 .await
@@ -546,6 +702,7 @@ impl<K: RecordSink> Pacer<K> {
                 intended_us,
                 done_us: clock.now_us(),
                 outcome,
+                route,
             });
             drop(permit);
         });
@@ -558,7 +715,7 @@ impl<K: RecordSink> Pacer<K> {
 
     async fn run<S, F>(self, send: S)
     where
-        S: Fn() -> F,
+        S: Fn(u16) -> F,
         F: Future<Output = Outcome> + Send + 'static,
     {
         let mut next: u64 = 0;
@@ -582,21 +739,27 @@ impl<K: RecordSink> Pacer<K> {
                 tokio::task::coop::consume_budget().await;
             }
             // When the request could go at the earliest: its intended start, or the instant a
-            // permit freed up if it had to wait for one (the target's doing, not rattle's).
+            // permit freed up if it had to wait for one (the target's doing, not rattle's),
+            // unless rattle's own backlog held the permits (see `backlogged`).
             let mut ready = intended;
             let permit = match held.take().or_else(|| self.try_permit()) {
                 Some(p) => p,
-                None => tokio::select! {
-                    biased;
-                    () = self.stop.cancelled() => break,
-                    p = self.in_flight.clone().acquire_owned() => match p {
-                        Ok(p) => {
-                            ready = self.clock.now_us();
-                            p
-                        }
-                        Err(_) => break,
-                    },
-                },
+                None => {
+                    let own = self.backlogged();
+                    tokio::select! {
+                        biased;
+                        () = self.stop.cancelled() => break,
+                        p = self.in_flight.clone().acquire_owned() => match p {
+                            Ok(p) => {
+                                if !own {
+                                    ready = self.clock.now_us();
+                                }
+                                p
+                            }
+                            Err(_) => break,
+                        },
+                    }
+                }
             };
             let now = self.clock.now_us();
             if intended.saturating_add(self.timeout_us) < now {
@@ -609,7 +772,8 @@ impl<K: RecordSink> Pacer<K> {
                 held = Some(permit);
                 continue;
             }
-            self.launch(intended, ready, permit, send());
+            let route = self.route_of(next);
+            self.launch(intended, ready, permit, route, send(route));
             next = next.saturating_add(1);
         }
         self.drain(next, held, &send);
@@ -622,7 +786,7 @@ impl<K: RecordSink> Pacer<K> {
     /// due are not scheduled at all.
     fn drain<S, F>(&self, mut next: u64, mut held: Option<OwnedSemaphorePermit>, send: &S)
     where
-        S: Fn() -> F,
+        S: Fn(u16) -> F,
         F: Future<Output = Outcome> + Send + 'static,
     {
         let stop_us = self.clock.now_us();
@@ -633,7 +797,8 @@ impl<K: RecordSink> Pacer<K> {
             }
             match held.take().or_else(|| self.try_permit()) {
                 Some(p) if intended.saturating_add(self.timeout_us) >= stop_us => {
-                    self.launch(intended, intended, p, send());
+                    let route = self.route_of(next);
+                    self.launch(intended, intended, p, route, send(route));
                     next += 1;
                 }
                 Some(p) => {
@@ -684,6 +849,8 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             max_in_flight,
             ok_status: None,
+            mix: Vec::new(),
+            seed: 0,
         }
     }
 
@@ -705,7 +872,7 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         let parts = pacer.handle_parts();
-        let handle = parts.into_handle(tokio::spawn(pacer.run(send)));
+        let handle = parts.into_handle(tokio::spawn(pacer.run(move |_| send())));
         tokio::time::sleep(stop_after).await;
         stop.cancel();
         let summary = handle.finish().await;
@@ -822,6 +989,33 @@ mod tests {
         }
     }
 
+    /// A permit wait is rattle's own when a tenth of the cap (and at least two) is held by
+    /// requests launched but not yet run; the one request just launched is not a backlog.
+    #[test]
+    fn a_backlog_is_a_tenth_of_the_permits_waiting_to_run() {
+        let clock = RunClock::start_now();
+        let stop = CancellationToken::new();
+        let backlog = |permits: usize, launched: u64, started: u64| {
+            let pacer = Pacer::new(
+                &cfg(10.0, permits, 1_000),
+                clock,
+                0,
+                Recording::new(Duration::from_secs(1), false),
+                stop.clone(),
+            )
+            .expect("pacer");
+            pacer.counters.sent.store(launched, Ordering::Relaxed);
+            pacer.counters.started.store(started, Ordering::Relaxed);
+            pacer.backlogged()
+        };
+        assert!(backlog(20_000, 100_000, 95_000));
+        assert!(backlog(20_000, 100_000, 98_000));
+        assert!(!backlog(20_000, 100_000, 98_001));
+        assert!(!backlog(4, 100, 99), "just launched");
+        assert!(backlog(4, 100, 98));
+        assert!(!backlog(100, 0, 0));
+    }
+
     /// Issue #14: tickets due when the run stops, with time left before their timeout, are
     /// neither sent nor missed: they are counted apart, and no window gets them.
     #[tokio::test(start_paused = true)]
@@ -917,7 +1111,7 @@ mod tests {
         };
         let handle = pacer
             .handle_parts()
-            .into_handle(tokio::spawn(pacer.run(|| async { Outcome::Ok })));
+            .into_handle(tokio::spawn(pacer.run(|_| async { Outcome::Ok })));
         tokio::time::sleep(Duration::from_millis(95)).await;
         drop(handle);
         tokio::time::sleep(Duration::from_millis(100)).await;

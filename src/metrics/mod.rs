@@ -138,6 +138,9 @@ pub struct Record {
     pub done_us: u64,
     /// How it ended.
     pub outcome: Outcome,
+    /// Which request of the load's mix it was (0 without a mix; see `load::mix`). Fits in the
+    /// padding: the record stays 24 bytes.
+    pub route: u16,
 }
 
 impl Record {
@@ -275,9 +278,15 @@ pub struct Window {
 pub const LAG_LATE_US: u64 = 10_000;
 
 /// Rattle has fallen behind its own schedule once its own lag (see [`Recording::sent`]) stayed
-/// above [`LAG_LATE_US`] for this long without a break: from then on the run's figures
-/// measure rattle, not the service.
+/// above [`LAG_LATE_US`] for this long (at 90 % of the sends of every [`LAG_SLOT_US`] slot that
+/// had any): from then on the run's figures measure rattle, not the service.
 pub const BEHIND_FOR_US: u64 = 1_000_000;
+
+/// Sends are judged in slots of this length: a slot whose sends were late by rattle's own
+/// doing at 90 % or more is late. A share, not every send: a flooded runtime still runs the
+/// task it spawned last at once now and then, and one on-time send must not hide a second of
+/// backlog.
+pub const LAG_SLOT_US: u64 = 10_000;
 
 /// Rattle's CPU counts as saturated when its busiest runtime worker was running or waiting to
 /// run at least this share of a second...
@@ -337,7 +346,8 @@ pub struct Behind {
     /// When rattle's own lag first stayed above [`LAG_LATE_US`] for [`BEHIND_FOR_US`] (µs since
     /// the run's start, the start of that stretch); `None` if it never did.
     pub since_us: Option<u64>,
-    /// The longest stretch of sends all over [`LAG_LATE_US`] of rattle's own lag (µs).
+    /// The longest stretch of [`LAG_SLOT_US`] slots whose sends were 90 % or more over
+    /// [`LAG_LATE_US`] of rattle's own lag (µs).
     pub longest_us: u64,
     /// True while the current stretch has lasted [`BEHIND_FOR_US`] (for the live line).
     pub now: bool,
@@ -530,9 +540,11 @@ struct Inner {
     total_latency: Latencies,
     lag: Histogram<u64>,
     lag_over: u64,
-    /// Send instant of the first send of the current stretch of sends all late by rattle's own
-    /// doing.
+    /// Send instant of the first late send of the current stretch of late slots (closed ones).
     late_since: Option<u64>,
+    /// The slot being filled: its index, sends, sends late by rattle's own doing, the first and
+    /// the last late send's instants.
+    slot: LagSlot,
     /// Start of the current stretch of saturated seconds.
     busy_since: Option<u64>,
     /// The runtime canary's wake-ups of the trailing second: when each was due, and whether it
@@ -545,12 +557,44 @@ struct Inner {
     unsent: u64,
 }
 
+/// One [`LAG_SLOT_US`] slot of sends, for the own-lag stretch.
+#[derive(Debug, Default, Clone, Copy)]
+struct LagSlot {
+    index: u64,
+    sends: u64,
+    late: u64,
+    first_late_us: u64,
+    last_late_us: u64,
+}
+
+impl LagSlot {
+    fn add(&mut self, sent_us: u64, late: bool) {
+        self.sends += 1;
+        if late {
+            if self.late == 0 {
+                self.first_late_us = sent_us;
+            }
+            self.late += 1;
+            self.last_late_us = self.last_late_us.max(sent_us);
+        }
+    }
+
+    /// Late at 90 % of its sends or more.
+    fn is_late(&self) -> bool {
+        self.late > 0 && self.late * 10 >= self.sends * 9
+    }
+}
+
 /// Thread-safe sink of request records: per-request log (optional), per-window counts and
 /// percentiles, and a whole-run histogram. Cheap to clone (an `Arc`). Memory: the per-request
 /// log (24 bytes a request) when kept, ~100 bytes per closed window, and a few histograms.
+///
+/// With routes ([`Recording::with_routes`]), each route (a request of the load's mix) also has
+/// a recording of its own that gets that route's records: the same figures per request name.
 #[derive(Clone)]
 pub struct Recording {
     inner: Arc<Mutex<Inner>>,
+    routes: Arc<[Recording]>,
 }
 
 impl Recording {
@@ -575,6 +619,7 @@ impl Recording {
                 lag: new_histogram(),
                 lag_over: 0,
                 late_since: None,
+                slot: LagSlot::default(),
                 busy_since: None,
                 stall_wakes: VecDeque::new(),
                 lag_now: false,
@@ -583,7 +628,25 @@ impl Recording {
                 behind: Behind::default(),
                 unsent: 0,
             })),
+            routes: Arc::new([]),
         }
+    }
+
+    /// A recording as [`Recording::new`], with a recording of its own for each of `routes`
+    /// routes (none when there are fewer than two: the whole is the one route).
+    pub fn with_routes(window: Duration, keep_records: bool, routes: usize) -> Self {
+        let mut r = Self::new(window, keep_records);
+        if routes > 1 {
+            r.routes = (0..routes)
+                .map(|_| Self::new(window, keep_records))
+                .collect();
+        }
+        r
+    }
+
+    /// Each route's own recording (empty without a mix).
+    pub fn routes(&self) -> &[Recording] {
+        &self.routes
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -601,15 +664,26 @@ impl Recording {
 
     /// Record one request.
     pub fn push(&self, rec: Record) {
-        let mut g = self.lock();
-        g.record_one(rec);
+        self.lock().record_one(rec);
+        if let Some(route) = self.routes.get(usize::from(rec.route)) {
+            route.push(rec);
+        }
     }
 
     /// Record many requests at once (one lock).
     pub fn push_all(&self, recs: &[Record]) {
-        let mut g = self.lock();
-        for r in recs {
-            g.record_one(*r);
+        {
+            let mut g = self.lock();
+            for r in recs {
+                g.record_one(*r);
+            }
+        }
+        if !self.routes.is_empty() {
+            for r in recs {
+                if let Some(route) = self.routes.get(usize::from(r.route)) {
+                    route.push(*r);
+                }
+            }
         }
     }
 
@@ -660,6 +734,9 @@ impl Recording {
     /// back. Records arrive roughly in completion order; a few stragglers behind the front may
     /// be kept a little longer, never fewer than asked.
     pub fn forget_before(&self, t_us: u64) {
+        for r in self.routes.iter() {
+            r.forget_before(t_us);
+        }
         let mut g = self.lock();
         if t_us <= g.kept_from_us {
             return;
@@ -681,6 +758,10 @@ impl Recording {
     /// no-op; a cut in the past moves the kept records completing after it into the new
     /// segment, so it needs them: it fails below the watermark.
     pub fn cut_at(&self, t_us: u64) -> Result<(), CutError> {
+        for r in self.routes.iter() {
+            // The routes keep what the whole keeps, so they can be cut where it can.
+            let _ = r.cut_at(t_us);
+        }
         let mut g = self.lock();
         let g = &mut *g;
         let idx = g.segments.partition_point(|seg| seg.from_us <= t_us);
@@ -913,16 +994,33 @@ impl Inner {
         // target that holds every permit delays sends too, but that shows as its latency and
         // as missed requests; only this part says rattle itself could not keep up.
         let own = sent_us.saturating_sub(ready_us.max(intended_us));
-        if own > LAG_LATE_US {
-            let since = *self.late_since.get_or_insert(sent_us);
-            let stretch = sent_us.saturating_sub(since);
+        let index = sent_us / LAG_SLOT_US;
+        if index > self.slot.index {
+            // The slot closes: a late one extends the stretch, an on-time one ends it (a slot
+            // without sends does neither). A send a little out of order joins the open slot.
+            if self.slot.sends > 0 {
+                if self.slot.is_late() {
+                    self.late_since.get_or_insert(self.slot.first_late_us);
+                } else {
+                    self.late_since = None;
+                }
+            }
+            self.slot = LagSlot {
+                index,
+                ..LagSlot::default()
+            };
+        }
+        self.slot.add(sent_us, own > LAG_LATE_US);
+        // The stretch as it stands with the open slot in it, for the live line.
+        if self.slot.is_late() {
+            let since = self.late_since.unwrap_or(self.slot.first_late_us);
+            let stretch = self.slot.last_late_us.saturating_sub(since);
             self.behind.longest_us = self.behind.longest_us.max(stretch);
             if stretch >= BEHIND_FOR_US {
                 self.behind.since_us.get_or_insert(since);
-                self.lag_now = true;
             }
+            self.lag_now = stretch >= BEHIND_FOR_US;
         } else {
-            self.late_since = None;
             self.lag_now = false;
         }
         self.behind.now = self.lag_now || self.busy_now || self.stall_now;
@@ -988,6 +1086,7 @@ mod tests {
                     intended_us: t,
                     done_us: t + (s + 1) * 100,
                     outcome: Outcome::Ok,
+                    route: 0,
                 });
             }
         }
@@ -1018,6 +1117,7 @@ mod tests {
                 intended_us: t,
                 done_us: done,
                 outcome,
+                route: 0,
             });
         }
         let w = &r.windows()[0];
@@ -1038,16 +1138,19 @@ mod tests {
             intended_us: 0,
             done_us: 500,
             outcome: Outcome::Ok,
+            route: 0,
         });
         r.push(Record {
             intended_us: 2_000_000,
             done_us: 2_100_000,
             outcome: Outcome::Reset,
+            route: 0,
         });
         r.push(Record {
             intended_us: 2_000_000,
             done_us: 2_300_000,
             outcome: Outcome::Missed,
+            route: 0,
         });
         let w = r.windows();
         assert_eq!(w.len(), 3);
@@ -1067,6 +1170,7 @@ mod tests {
             intended_us,
             done_us,
             outcome: Outcome::Ok,
+            route: 0,
         }
     }
 
@@ -1142,6 +1246,7 @@ mod tests {
                 intended_us: t,
                 done_us: done,
                 outcome,
+                route: 0,
             });
         }
         // Cut in the past: the requests completing after 2 s move to the new segment.
@@ -1174,6 +1279,7 @@ mod tests {
             intended_us: 300_000,
             done_us: 5_300_000,
             outcome: Outcome::Missed,
+            route: 0,
         });
         r.push(ok(5_000_000, 5_100_000));
         let w = r.windows();
@@ -1195,11 +1301,11 @@ mod tests {
         assert_eq!(r.send_lag().behind, Behind::default());
         assert_eq!(r.send_lag().run.over_10ms, 200);
         // A 500 ms hiccup of own lag, then on time.
-        for k in 200..250u64 {
+        for k in 210..260u64 {
             let t = k * 10_000;
             r.sent(t, t, t + 20_000);
         }
-        r.sent(2_500_000, 2_500_000, 2_500_100);
+        r.sent(2_700_000, 2_700_000, 2_700_100);
         let lag = r.send_lag();
         assert_eq!(lag.behind.since_us, None);
         assert!(!lag.behind.now);
@@ -1214,6 +1320,32 @@ mod tests {
         assert!(lag.behind.now);
         assert_eq!(r.windows()[3].send_lag.count, 99, "sent in 3.015..=3.995 s");
         assert_eq!(r.windows()[3].send_lag.p50_us.map(|v| v / 100), Some(150));
+    }
+
+    /// A flooded runtime runs the task it spawned last at once now and then: a few on-time
+    /// sends among many late ones do not break the stretch; a slot mostly on time does.
+    #[test]
+    fn a_few_on_time_sends_do_not_hide_a_backlog() {
+        let r = Recording::new(Duration::from_secs(1), false);
+        // 1.5 s at 20 sends per 10 ms slot, one of them on time, the rest 200 ms late.
+        for k in 0..3_000u64 {
+            let t = k * 500;
+            let own = if k % 20 == 0 { 100 } else { 200_000 };
+            r.sent(t, t, t + own);
+        }
+        let b = r.send_lag().behind;
+        assert_eq!(b.since_us, Some(200_500), "the first late send");
+        assert!(b.now && b.longest_us >= 1_000_000, "{b:?}");
+        // Half on time for a slot: the stretch ends.
+        let r2 = Recording::new(Duration::from_secs(1), false);
+        for k in 0..3_000u64 {
+            let t = k * 500;
+            let on_time = k % 20 == 0 || (1_000..1_020).contains(&k) && k % 2 == 0;
+            r2.sent(t, t, t + if on_time { 100 } else { 200_000 });
+        }
+        let b = r2.send_lag().behind;
+        assert_eq!(b.since_us, None, "{b:?}");
+        assert!(b.longest_us < 1_000_000, "{b:?}");
     }
 
     /// Issue #14: a saturated CPU puts rattle behind after 2 s of it, even with on-time

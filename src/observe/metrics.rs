@@ -478,6 +478,7 @@ mod tests {
                 intended_us: 1_000,
                 done_us: 1_000 + lat_us,
                 outcome,
+                route: 0,
             })
         };
         for _ in 0..3 {

@@ -104,6 +104,32 @@ fn fault_seed(seed: u64, index: usize) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The load mix's seed: the run's, spread so it is not the first fault's.
+fn mix_seed(seed: u64) -> u64 {
+    fault_seed(seed ^ 0x6D69_785F_7365_6564, usize::MAX - 1)
+}
+
+/// Headers for the load, secret ones marked sensitive (hyper then keeps them out of debug
+/// output and HPACK tables).
+fn load_headers(
+    headers: &std::collections::BTreeMap<String, String>,
+    field: &str,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, PlanError> {
+    let invalid = |message: String| PlanError::Invalid {
+        field: field.into(),
+        message,
+    };
+    let mut out = Vec::new();
+    for (k, v) in headers {
+        let name =
+            http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+        let mut value = http::HeaderValue::from_str(v).map_err(|e| invalid(e.to_string()))?;
+        value.set_sensitive(is_secret_header(k));
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
 /// Builds the plan of a validated experiment. `seed`: from `--seed`, else random.
 pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<Plan, PlanError> {
     let seed = seed.unwrap_or_else(rand::random);
@@ -134,14 +160,41 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
                 .map_err(|m| invalid("load.http.url", m))?;
             let method = http::Method::from_bytes(h.method.as_bytes())
                 .map_err(|e| invalid("load.http.method", e.to_string()))?;
-            let mut headers = Vec::new();
-            for (k, v) in &h.headers {
-                let name = http::HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|e| invalid("load.http.headers", e.to_string()))?;
-                let mut value = http::HeaderValue::from_str(v)
-                    .map_err(|e| invalid("load.http.headers", e.to_string()))?;
-                value.set_sensitive(is_secret_header(k));
-                headers.push((name, value));
+            let headers = load_headers(&h.headers, "load.http.headers")?;
+            let mut mix = Vec::new();
+            for (i, r) in h.requests.iter().enumerate() {
+                let field = |f: &str| format!("load.http.requests[{i}].{f}");
+                let url = match &r.url {
+                    None => url.clone(),
+                    Some(u) => crate::experiment::url::request_url(&h.url, u)
+                        .map_err(|m| invalid(&field("url"), m))?,
+                };
+                let method = match &r.method {
+                    None => method.clone(),
+                    Some(m) => http::Method::from_bytes(m.as_bytes())
+                        .map_err(|e| invalid(&field("method"), e.to_string()))?,
+                };
+                // The section's headers, each replaced by this request's of the same name.
+                let mut merged = h.headers.clone();
+                for (k, v) in &r.headers {
+                    merged.retain(|name, _| !name.eq_ignore_ascii_case(k));
+                    merged.insert(k.clone(), v.clone());
+                }
+                mix.push(crate::load::MixRequest {
+                    name: r.name.value.clone(),
+                    weight: *r.weight,
+                    url,
+                    method,
+                    headers: load_headers(&merged, &field("headers"))?,
+                    body: r
+                        .body
+                        .clone()
+                        .or_else(|| h.body.clone())
+                        .map(bytes::Bytes::from)
+                        .unwrap_or_default(),
+                    timeout: r.timeout.as_ref().map_or(h.timeout.get(), |t| t.get()),
+                    ok_status: r.ok_status.clone().or_else(|| h.ok_status.clone()),
+                });
             }
             Some(LoadConfig {
                 url,
@@ -153,6 +206,8 @@ pub fn build(experiment: Experiment, file: &Path, seed: Option<u64>) -> Result<P
                 timeout: h.timeout.get(),
                 max_in_flight: *h.max_in_flight as usize,
                 ok_status: h.ok_status.clone(),
+                mix,
+                seed: mix_seed(seed),
             })
         }
     };
@@ -253,6 +308,23 @@ impl Plan {
     /// The SLO of the hypothesis.
     pub fn slo(&self) -> &Slo {
         &self.experiment.steady_state.slo
+    }
+
+    /// Each mix request with an SLO of its own: its route, name and SLO.
+    pub fn request_slos(&self) -> impl Iterator<Item = (u16, &str, &Slo)> {
+        self.experiment
+            .load
+            .iter()
+            .flat_map(|l| l.http.requests.iter())
+            .enumerate()
+            .filter(|(_, r)| !r.slo.is_empty())
+            .map(|(i, r)| {
+                (
+                    u16::try_from(i).unwrap_or(u16::MAX),
+                    r.name.as_str(),
+                    &r.slo,
+                )
+            })
     }
 
     /// When the baseline ends: the first fault, or the end of the run.

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{PhaseStats, Report};
-use crate::experiment::gates::{FaultGates, Gates, PercentileGates};
+use crate::experiment::gates::{FaultGates, Gates, PercentileGates, RequestGates};
 use crate::experiment::{Cmp, DurationThreshold, PercentThreshold};
 
 /// Outcome of a check or a gate.
@@ -47,6 +47,7 @@ pub struct GateResult {
 }
 
 /// What a gate measured.
+#[derive(Clone)]
 enum Measured {
     /// A finite value.
     Value(f64),
@@ -220,6 +221,9 @@ pub fn evaluate(g: &Gates, r: &Report) -> Vec<GateResult> {
         });
         latency_gates(&mut out, phase, gates, stats, phases.is_some());
     }
+    for (name, rg) in &g.requests {
+        request_gates(&mut out, r, name, &rg.value);
+    }
     if let Some(after) = g.steady_state_after {
         if after.held == Some(true) {
             let (status, message) = match &r.steady_state.after {
@@ -358,6 +362,78 @@ fn fault_gates(
             t,
             m,
         ));
+    }
+}
+
+/// The gates of request `name` of the mix, over its own figures (`requests.<name>.…`).
+fn request_gates(out: &mut Vec<GateResult>, r: &Report, name: &str, g: &RequestGates) {
+    let Some(q) = r.requests.iter().find(|q| q.name == name) else {
+        let missing = Measured::Missing(format!("the report has no request named {name:?}"));
+        for key in ["error_rate", "availability", "error_rate_during_faults"] {
+            let th = match key {
+                "error_rate" => g.error_rate,
+                "availability" => g.availability,
+                _ => g.error_rate_during_faults,
+            };
+            if let Some(th) = th {
+                out.push(percent_gate(
+                    format!("requests.{name}.{key}"),
+                    &format!("{key} of {name}"),
+                    th,
+                    missing.clone(),
+                ));
+            }
+        }
+        return;
+    };
+    let t = &q.totals;
+    if let Some(th) = g.error_rate {
+        let rate = (t.requests > 0).then(|| t.failed as f64 / t.requests as f64);
+        out.push(percent_gate(
+            format!("requests.{name}.error_rate"),
+            &format!("error rate of {name}"),
+            th,
+            opt(rate, "no request"),
+        ));
+    }
+    if let Some(th) = g.availability {
+        out.push(percent_gate(
+            format!("requests.{name}.availability"),
+            &format!("availability of {name}"),
+            th,
+            opt(t.availability, "no request"),
+        ));
+    }
+    let phases = q.phases.as_ref();
+    if let Some(th) = g.error_rate_during_faults {
+        let m = match phases.and_then(|p| p.fault.as_ref()) {
+            Some(s) => opt(s.error_rate, "no request completed during the faults"),
+            None => Measured::Missing("no fault phase".into()),
+        };
+        out.push(percent_gate(
+            format!("requests.{name}.error_rate_during_faults"),
+            &format!("error rate of {name} during the faults"),
+            th,
+            m,
+        ));
+    }
+    for (phase, gates) in [
+        ("baseline", &g.latency.baseline),
+        ("fault", &g.latency.fault),
+        ("recovery", &g.latency.recovery),
+    ] {
+        let Some(gates) = gates else { continue };
+        let stats = phases.and_then(|p| match phase {
+            "baseline" => p.baseline.as_ref(),
+            "fault" => p.fault.as_ref(),
+            _ => p.recovery.as_ref(),
+        });
+        let before = out.len();
+        latency_gates(out, phase, gates, stats, phases.is_some());
+        for res in &mut out[before..] {
+            res.name = format!("requests.{name}.{}", res.name);
+            res.message = format!("{name}: {}", res.message);
+        }
     }
 }
 

@@ -367,6 +367,34 @@ fn phase_rows(r: &Report) -> Vec<Row> {
     .collect()
 }
 
+/// The load's mix, a row per request (see the markdown's "Requests").
+fn request_rows(r: &Report) -> Vec<Row> {
+    r.requests
+        .iter()
+        .map(|q| {
+            let t = &q.totals;
+            let l = t.success_latency();
+            let fault = q.phases.as_ref().and_then(|p| p.fault.as_ref());
+            Row {
+                cells: vec![
+                    q.name.clone(),
+                    format!("{} ({})", fmt_pct(q.share), fmt_pct(Some(q.share_asked))),
+                    t.requests.to_string(),
+                    t.failed.to_string(),
+                    t.missed.to_string(),
+                    fmt_pct(t.availability),
+                    fmt_ms(l.p50_ms),
+                    fmt_ms(l.p99_ms),
+                    fmt_ms(fault.and_then(|f| f.success_latency().p99_ms)),
+                    fmt_pct(fault.and_then(|f| f.error_rate)),
+                    q.by_fault(),
+                ],
+                class: "",
+            }
+        })
+        .collect()
+}
+
 /// A JSON object without its null members (unset thresholds), for display.
 fn without_nulls(mut v: serde_json::Value) -> serde_json::Value {
     if let Some(o) = v.as_object_mut() {
@@ -485,6 +513,7 @@ pub fn html(r: &Report) -> Result<String, ReportError> {
         totals => Serde(&totals),
         errors => Serde(&errors),
         phases => Value::from(Serde(phase_rows(r))),
+        requests => Value::from(Serde(request_rows(r))),
         plan => plan.unwrap_or(Value::UNDEFINED),
         timeline => Serde(&timeline),
         cluster_outside => Serde(&cluster_rows(r, None)),

@@ -194,6 +194,7 @@ pub fn markdown(r: &Report) -> String {
             .join(", ");
         let _ = writeln!(s, "Errors by class: {errs}\n");
     }
+    requests(&mut s, r);
     if let Some(p) = &r.phases {
         let _ = writeln!(s, "## Latency by phase\n");
         let _ = writeln!(
@@ -251,6 +252,42 @@ pub fn markdown(r: &Report) -> String {
         }
     }
     s
+}
+
+/// The load's mix, a row per request: its share (asked), counts and latency over the run and
+/// during the faults. Absent without a mix.
+fn requests(s: &mut String, r: &Report) {
+    if r.requests.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "## Requests\n");
+    let _ = writeln!(
+        s,
+        "| request | share (asked) | requests | failed | missed | availability | p50 | p99 | p99 in faults | error rate in faults | by fault |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for q in &r.requests {
+        let t = &q.totals;
+        let l = t.success_latency();
+        let fault = q.phases.as_ref().and_then(|p| p.fault.as_ref());
+        let _ = writeln!(
+            s,
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&q.name),
+            fmt_pct(q.share),
+            fmt_pct(Some(q.share_asked)),
+            t.requests,
+            t.failed,
+            t.missed,
+            fmt_pct(t.availability),
+            fmt_ms(l.p50_ms),
+            fmt_ms(l.p99_ms),
+            fmt_ms(fault.and_then(|f| f.success_latency().p99_ms)),
+            fmt_pct(fault.and_then(|f| f.error_rate)),
+            cell(&q.by_fault()),
+        );
+    }
+    let _ = writeln!(s);
 }
 
 /// Most cluster events listed in summary.md (report.json and report.html have them all).

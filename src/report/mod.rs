@@ -37,8 +37,9 @@ pub use markdown::markdown;
 pub use model::ClusterEventReport;
 pub use model::{
     EffectReport, EventKind, ExperimentRef, FaultReport, LatencyReport, PhaseStats, Phases,
-    PlanReport, ProbeReport, RecoveryReport, Report, SloCheckReport, SloReport, SteadyCheck,
-    SteadyState, StopReport, TargetReport, TimelineEvent, Totals, WindowReport,
+    PlanReport, ProbeReport, RecoveryReport, Report, RequestFaultReport, RequestReport,
+    RequestSloCheck, SloCheckReport, SloReport, SteadyCheck, SteadyState, StopReport, TargetReport,
+    TimelineEvent, Totals, WindowReport,
 };
 pub use score::Score;
 
@@ -383,6 +384,14 @@ pub fn checks(r: &Report) -> Vec<Check> {
                         )
                     })
                     .unwrap_or_else(|| "probes only".into());
+                let figures = c.requests.iter().fold(figures, |f, q| {
+                    format!(
+                        "{f}; {}: success rate {}, p99 {}",
+                        q.name,
+                        fmt_pct(q.slo.success_rate),
+                        fmt_ms(q.slo.p99_ms)
+                    )
+                });
                 if c.held {
                     Check {
                         group: "hypothesis",

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{GateResult, Score, Verdict};
+use super::{GateResult, Score, Verdict, fmt_ms};
 use crate::{analysis, experiment, fault, plan, probe};
 
 /// The complete record of a run.
@@ -72,6 +72,78 @@ pub struct Report {
     /// run touched no cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cluster_events: Vec<ClusterEventReport>,
+    /// The load's figures per request of its mix (absent without a mix): the same windows,
+    /// totals and phases as the whole, for each request name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<RequestReport>,
+}
+
+/// One request of the load's mix: its share and its figures.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RequestReport {
+    /// Its name.
+    pub name: String,
+    /// Its weight, as written.
+    pub weight: f64,
+    /// The share of tickets its weight asked for (0 to 1).
+    pub share_asked: f64,
+    /// The share of the load's requests (missed included) that were this one (0 to 1).
+    pub share: Option<f64>,
+    /// Its totals (no generator figures: the generator is shared).
+    pub totals: Totals,
+    /// Its windows.
+    pub windows: Vec<WindowReport>,
+    /// Its figures per phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Phases>,
+    /// Its impact and recovery per fault, in the faults' order: over its own requests, judged
+    /// by its own SLO (the steady state's when it has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<RequestFaultReport>,
+}
+
+impl RequestReport {
+    /// How each fault touched this request, in words: "kill-one: impact after 8.3 ms,
+    /// recovered after 9.0 ms, 2 of 120 failed; pause: not felt".
+    pub fn by_fault(&self) -> String {
+        self.faults
+            .iter()
+            .map(|f| {
+                let words = match &f.recovery {
+                    None => "not injected".to_string(),
+                    Some(r) => match (r.time_to_impact_ms, r.time_to_recover_ms) {
+                        (None, _) => "not felt".to_string(),
+                        (Some(i), Some(t)) => format!(
+                            "impact after {}, recovered after {}, {} of {} failed",
+                            fmt_ms(Some(i)),
+                            fmt_ms(Some(t)),
+                            r.failed_requests,
+                            r.requests
+                        ),
+                        (Some(i), None) => format!(
+                            "impact after {}, not recovered{}",
+                            fmt_ms(Some(i)),
+                            r.reason
+                                .as_ref()
+                                .map(|w| format!(" ({w})"))
+                                .unwrap_or_default()
+                        ),
+                    },
+                };
+                format!("{}: {words}", f.fault)
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// One request's figures for one fault.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RequestFaultReport {
+    /// The fault's name.
+    pub fault: String,
+    /// Impact and recovery, as the fault's own `recovery`.
+    pub recovery: Option<RecoveryReport>,
 }
 
 /// One thing the cluster did, as rattle saw it (see `observe::events`).
@@ -339,11 +411,13 @@ pub struct GeneratorReport {
     /// The whole run's send lag.
     pub send_lag: SendLagReport,
     /// False when rattle's own lag (send minus the instant the request could go: its intended
-    /// start, or later if the target held every in-flight permit) stayed over 10 ms for 1 s.
+    /// start, or later if the target held every in-flight permit) stayed over 10 ms for 1 s
+    /// (at 90 % of the sends of each 10 ms slot).
     pub kept_schedule: bool,
     /// When that stretch began (ms since the run's start).
     pub behind_since_ms: Option<f64>,
-    /// The longest stretch of sends all over 10 ms late by rattle's own doing (ms).
+    /// The longest stretch of 10 ms slots whose sends were 90 % or more over 10 ms late by
+    /// rattle's own doing (ms).
     pub longest_late_stretch_ms: f64,
     /// True when rattle's busiest runtime worker was running or waiting to run 95 % of the
     /// time for 2 s (Linux): rattle wanted more CPU than it got.
@@ -427,8 +501,20 @@ pub struct SteadyCheck {
     pub to_ms: u64,
     /// The SLO check; null without load.
     pub slo: Option<SloCheckReport>,
+    /// Each mix request's own SLO over its own requests (those with an `slo`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<RequestSloCheck>,
     /// Probe results in the span.
     pub probes: Vec<ProbeReport>,
+}
+
+/// One mix request's SLO check.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RequestSloCheck {
+    /// The request's name.
+    pub name: String,
+    /// Its check.
+    pub slo: SloCheckReport,
 }
 
 impl SteadyCheck {
@@ -439,6 +525,9 @@ impl SteadyCheck {
             .as_ref()
             .map(|s| s.violations.clone())
             .unwrap_or_default();
+        for r in &self.requests {
+            out.extend(r.slo.violations.iter().map(|v| format!("{}: {v}", r.name)));
+        }
         for p in self.probes.iter().filter(|p| p.failed > 0) {
             out.push(format!(
                 "probe {} failed {} of {} checks{}",

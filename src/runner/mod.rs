@@ -143,6 +143,9 @@ struct FaultState {
     /// The fault's figures, once its recovery was decided during the run (final: more
     /// observation cannot change them), so its records could be forgotten.
     decided: Option<analysis::Recovery>,
+    /// With it, each request of the load's mix's own figures for this fault (empty without a
+    /// mix).
+    decided_routes: Vec<analysis::Recovery>,
 }
 
 /// State shared between the phase task, the caller and the progress line.
@@ -165,7 +168,7 @@ struct Shared {
     observer: crate::observe::Observer,
     /// The baseline's SLO check, made when the baseline ended, so its records could be
     /// forgotten.
-    before_slo: Mutex<Option<analysis::SloCheck>>,
+    before_slo: Mutex<Option<(analysis::SloCheck, Vec<report::RequestSloCheck>)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -189,7 +192,11 @@ impl Shared {
             clock.start_unix_ms(),
             std::process::id()
         );
-        let recording = Recording::new(plan.window, true);
+        let recording = Recording::with_routes(
+            plan.window,
+            true,
+            plan.load.as_ref().map_or(0, |l| l.mix.len()),
+        );
         let observer = outputs.start(crate::observe::RunInfo {
             experiment: plan.experiment.name.value.clone(),
             run_id: run_id.clone(),
@@ -253,6 +260,38 @@ impl Shared {
             _ = tokio::time::sleep_until(self.clock.origin() + t) => true,
             _ = stop.cancelled() => false,
         }
+    }
+
+    /// Each request of the load's mix's figures for the fault over `span`, from `sorted`
+    /// (every request's records, sorted): over its own records, judged by its own SLO, or the
+    /// steady state's when it has none. Empty without a mix.
+    fn route_recoveries(
+        &self,
+        sorted: &[Record],
+        span: analysis::FaultSpan,
+    ) -> Vec<analysis::Recovery> {
+        let Some(load) = &self.plan.load else {
+            return Vec::new();
+        };
+        let requests = self
+            .plan
+            .experiment
+            .load
+            .as_ref()
+            .map(|l| l.http.requests.as_slice())
+            .unwrap_or_default();
+        (0..load.mix.len())
+            .map(|route| {
+                let id = u16::try_from(route).unwrap_or(u16::MAX);
+                let mine: Vec<Record> = sorted.iter().filter(|r| r.route == id).copied().collect();
+                let slo = requests
+                    .get(route)
+                    .map(|r| &r.slo)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(self.plan.slo());
+                analysis::fault_recovery(&mine, slo, span)
+            })
+            .collect()
     }
 
     fn sorted_records(&self) -> Vec<Record> {
@@ -705,7 +744,7 @@ async fn baseline(s: &Arc<Shared>, stop: &CancellationToken) -> Option<Ending> {
         })
         .await;
         if let Some(slo) = before.slo_check.clone() {
-            *lock(&s.before_slo) = Some(slo);
+            *lock(&s.before_slo) = Some((slo, before.report.requests.clone()));
         }
         let before = before.report;
         if !before.held {
@@ -852,33 +891,52 @@ struct Steady {
     slo_check: Option<analysis::SloCheck>,
 }
 
-/// The steady-state check over `[from, to)`: the SLO over the requests completing then (or
-/// `known`, the same check made earlier over the same span), and the probes.
+/// The steady-state check over `[from, to)`: the SLO over the requests completing then (and
+/// each mix request's own SLO over its own), or `known`, the same checks made earlier over the
+/// same span; and the probes.
 fn steady_check(
     s: &Shared,
     sorted: &[Record],
-    known: Option<analysis::SloCheck>,
+    known: Option<(analysis::SloCheck, Vec<report::RequestSloCheck>)>,
     probes: &[probe::ProbeResult],
     from: Duration,
     to: Duration,
 ) -> Steady {
     let (from_us, to_us) = (dur_us(from), dur_us(to));
-    let slo = s.plan.load.as_ref().map(|_| {
-        known.unwrap_or_else(|| {
+    let (slo, requests) = match (&s.plan.load, known) {
+        (None, _) => (None, Vec::new()),
+        (Some(_), Some((slo, requests))) => (Some(slo), requests),
+        (Some(_), None) => {
             let lo = sorted.partition_point(|r| r.done_us < from_us);
             let hi = sorted.partition_point(|r| r.done_us < to_us);
-            analysis::check_slo(&sorted[lo..hi], s.plan.slo())
-        })
-    });
+            let span = &sorted[lo..hi];
+            let requests = s
+                .plan
+                .request_slos()
+                .map(|(route, name, slo)| {
+                    let mine: Vec<Record> =
+                        span.iter().filter(|r| r.route == route).copied().collect();
+                    report::RequestSloCheck {
+                        name: name.to_string(),
+                        slo: (&analysis::check_slo(&mine, slo)).into(),
+                    }
+                })
+                .collect();
+            (Some(analysis::check_slo(span, s.plan.slo())), requests)
+        }
+    };
     let names: Vec<String> = s.plan.probes.iter().map(|p| p.name.clone()).collect();
     let probes = probe::summarize(&names, probes, from_us, to_us);
-    let held = slo.as_ref().is_none_or(|c| c.held) && probes.iter().all(|p| p.failed == 0);
+    let held = slo.as_ref().is_none_or(|c| c.held)
+        && requests.iter().all(|r| r.slo.held)
+        && probes.iter().all(|p| p.failed == 0);
     Steady {
         report: SteadyCheck {
             held,
             from_ms: from_us / 1000,
             to_ms: to_us / 1000,
             slo: slo.as_ref().map(Into::into),
+            requests,
             probes: probes.iter().map(Into::into).collect(),
         },
         slo_check: slo,
@@ -952,6 +1010,96 @@ fn totals(recording: &Recording, load_us: u64) -> Totals {
             .filter(|l| l.run.count > 0 || c.total() > 0)
             .map(|l| (&l).into()),
     }
+}
+
+/// The figures of each request of the load's mix, from its own recording, as the whole's are
+/// from the run's (the phases from its segments when both ends can be cut, else from the
+/// records kept of it).
+fn request_reports(
+    s: &Shared,
+    report: &Report,
+    sorted: &[Record],
+    load_end_us: u64,
+) -> Vec<report::RequestReport> {
+    let Some(load) = &s.plan.load else {
+        return Vec::new();
+    };
+    let total_weight: f64 = load.mix.iter().map(|m| m.weight).sum();
+    let spans = report::phase_spans(report);
+    // Per fault, every request's recovery: decided during the run (its records may be gone
+    // since), else from the records kept.
+    let states = lock(&s.faults).clone();
+    let per_fault: Vec<(String, Vec<analysis::Recovery>)> = s
+        .plan
+        .faults
+        .iter()
+        .zip(&states)
+        .map(|(pf, st)| {
+            let routes = if st.decided.is_some() {
+                st.decided_routes.clone()
+            } else {
+                fault_span(&s.plan, pf, st, load_end_us)
+                    .map(|span| s.route_recoveries(sorted, span))
+                    .unwrap_or_default()
+            };
+            (pf.name.clone(), routes)
+        })
+        .collect();
+    load.mix
+        .iter()
+        .zip(s.recording.routes())
+        .enumerate()
+        .map(|(route, (m, rec))| {
+            let route = u16::try_from(route).unwrap_or(u16::MAX);
+            let stats = |span: Option<(u64, u64)>| {
+                span.map(|(a, b)| {
+                    let cut = rec.cut_at(a).and(rec.cut_at(b));
+                    let figures = cut.ok().and_then(|()| rec.span_figures(a, b));
+                    let stats = match figures {
+                        Some(f) => analysis::span_stats_of(&f, a, b),
+                        None => {
+                            let mine: Vec<Record> = sorted
+                                .iter()
+                                .filter(|r| r.route == route)
+                                .copied()
+                                .collect();
+                            analysis::span_stats(&mine, a, b)
+                        }
+                    };
+                    (&stats).into()
+                })
+            };
+            let mut totals = totals(rec, load_end_us);
+            totals.generator = None;
+            let share = (report.totals.requests > 0)
+                .then(|| totals.requests as f64 / report.totals.requests as f64);
+            let faults = per_fault
+                .iter()
+                .map(|(fault, routes)| report::RequestFaultReport {
+                    fault: fault.clone(),
+                    recovery: routes.get(usize::from(route)).map(Into::into),
+                })
+                .collect();
+            report::RequestReport {
+                faults,
+                name: m.name.clone(),
+                weight: m.weight,
+                share_asked: if total_weight > 0.0 {
+                    m.weight / total_weight
+                } else {
+                    0.0
+                },
+                share,
+                totals,
+                windows: window_reports(rec),
+                phases: Some(report::Phases {
+                    baseline: stats(spans.baseline),
+                    fault: stats(spans.fault),
+                    recovery: stats(spans.recovery),
+                }),
+            }
+        })
+        .collect()
 }
 
 /// A pass or a fail whose figures rattle itself distorted becomes inconclusive (exit 5): when
@@ -1151,6 +1299,7 @@ fn analyse(
         gates: Vec::new(),
         score: None,
         cluster_events: Vec::new(),
+        requests: Vec::new(),
     };
     if plan.load.is_some() {
         let spans = report::phase_spans(&report);
@@ -1173,6 +1322,7 @@ fn analyse(
             recovery: stats(spans.recovery),
         });
     }
+    report.requests = request_reports(s, &report, &sorted, load_end_us);
     // Gates judge the figures above; a missed gate turns a pass into a fail (exit 1).
     report::judge(&mut report, &e.gates);
     report

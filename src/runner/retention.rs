@@ -70,16 +70,26 @@ fn step(s: &Shared, now_us: u64) {
         }
         let records = sorted.get_or_insert_with(|| s.sorted_records());
         let recovery = analysis::fault_recovery(records, s.plan.slo(), span);
-        let settled = recovery
-            .recovered_at_ms
-            .map(|ms| (ms * 1000.0).round() as u64 + span.hold_us);
+        // With a mix, every request's own recovery must have settled too: one request may
+        // still be failing its SLO while the whole load holds.
+        let routes = s.route_recoveries(records, span);
+        let settled_at = |r: &analysis::Recovery| {
+            r.recovered_at_ms
+                .map(|ms| (ms * 1000.0).round() as u64 + span.hold_us)
+        };
+        let settled = std::iter::once(&recovery)
+            .chain(&routes)
+            .map(settled_at)
+            .try_fold(0u64, |latest, t| t.map(|t| latest.max(t)));
         match settled {
             Some(settled)
                 if settled <= now_us
                     && s.recording.cut_at(span.injected_us).is_ok()
                     && s.recording.cut_at(settled).is_ok() =>
             {
-                lock(&s.faults)[i].decided = Some(recovery);
+                let mut faults = lock(&s.faults);
+                faults[i].decided = Some(recovery);
+                faults[i].decided_routes = routes;
             }
             _ => keep_from = keep_from.min(span.injected_us),
         }

@@ -87,6 +87,8 @@ fn config(addr: SocketAddr, rate: f64) -> LoadConfig {
         timeout: Duration::from_secs(2),
         max_in_flight: 100,
         ok_status: None,
+        mix: Vec::new(),
+        seed: 0,
     }
 }
 

@@ -22,6 +22,7 @@ mod kinds;
 mod load;
 mod load_cli;
 mod load_h2;
+mod mix;
 mod observe;
 mod packaging;
 mod probes;
